@@ -1,0 +1,21 @@
+"""CMML: Contextual Modulation Meta Learning for cold-start recommendation, on TFX.
+
+Importing this package selects Keras 2 (``tf-keras``) for TensorFlow before TensorFlow is
+imported: tensorflow-recommenders and TFX 1.16 are written against Keras 2, while TensorFlow
+2.16 would otherwise pick Keras 3. Sub-packages (``cmml.models``, ``cmml.pipeline`` ...) always
+import this module first, so the setting holds for every entry point.
+"""
+import os
+import sys
+
+__version__ = "0.1.0"
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# TensorFlow's C++ start-up chatter (CPU feature notices) buries the pipeline's own progress.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
+    raise ImportError(
+        "cmml needs Keras 2 (tf-keras): set TF_USE_LEGACY_KERAS=1 before importing TensorFlow, "
+        "or import cmml before tensorflow."
+    )

@@ -1,0 +1,227 @@
+"""Chunked, vectorised reading of delimited text files with exact line accounting.
+
+Files are read in blocks cut at line ends and each block is parsed by Arrow's C++ CSV parser, so
+reading is not a Python loop per row. Every line is accounted for: it becomes a row, a blank line,
+or a :class:`RejectedRow` naming the file, line and reason. The same block parser serves the
+in-process readers and the Beam ExampleGen.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from cmml.errors import DataFormatError
+from cmml.data.records import RejectedRow
+
+# Arrow's parser takes one-byte delimiters; multi-byte ones ('::') are mapped to this byte first.
+_UNIT_SEPARATOR = "\x1f"
+DEFAULT_BLOCK_BYTES = 16 << 20
+
+_SEPARATOR_NAMES = {"\t": "tabs", ",": "commas", "::": "'::'", "|": "'|'", ";": "';'"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DelimitedFormat:
+    """How a delimited text file is laid out.
+
+    Attributes:
+      delimiter: field separator, one or more characters ('::' for MovieLens 1M).
+      columns: field names in file order. With ``header=True`` they are the names the header
+        line must carry (the check is exact for fixed formats; see ``header_is_mapping``).
+      header: whether the first line is a header.
+      header_is_mapping: the header defines the column order (generic CSV); ``columns`` then lists
+        the names that must be present and the table keeps the header's names.
+      encoding: 'utf-8', 'latin-1', or 'auto' (UTF-8, falling back to latin-1 per block).
+      quoted: fields may be enclosed in double quotes (CSV).
+    """
+
+    delimiter: str
+    columns: tuple[str, ...]
+    header: bool = False
+    header_is_mapping: bool = False
+    encoding: str = "utf-8"
+    quoted: bool = False
+
+    def describe_separator(self) -> str:
+        return _SEPARATOR_NAMES.get(self.delimiter, repr(self.delimiter))
+
+
+@dataclasses.dataclass
+class ParsedBlock:
+    """One block of a file: the rows as string columns, plus what was rejected or skipped."""
+
+    path: str
+    first_line: int  # 1-based line number of the block's first line
+    n_lines: int
+    table: pa.Table  # all columns pa.string(); blank lines already removed
+    rejects: list[RejectedRow]
+    blank_lines: int
+    _row_lines: np.ndarray | None = None
+
+    def row_lines(self) -> np.ndarray:
+        """1-based file line number of every row of ``table``."""
+        if self._row_lines is None:
+            raise AssertionError("row_lines are set by parse_block")
+        return self._row_lines
+
+
+def _guess_separator(text: str, expected: str) -> str:
+    for sep in ("::", "\t", ",", "|", ";"):
+        if sep != expected and sep in text and not (expected == "::" and sep == ":"):
+            return f" (the line looks separated by {_SEPARATOR_NAMES.get(sep, repr(sep))})"
+    return ""
+
+
+def parse_block(data: bytes, fmt: DelimitedFormat, path: str, first_line: int, columns: Sequence[str] | None = None) -> ParsedBlock:
+    """Parses whole lines in ``data`` (which must end at a line end or at the end of file)."""
+    names = list(columns or fmt.columns)
+    if not data:
+        return ParsedBlock(path, first_line, 0, _empty(names), [], 0, np.zeros(0, np.int64))
+    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    data = _to_utf8(data, fmt, path, first_line)
+    delimiter = fmt.delimiter
+    if len(delimiter.encode()) > 1:
+        data = data.replace(delimiter.encode(), _UNIT_SEPARATOR.encode())
+        delimiter = _UNIT_SEPARATOR
+
+    invalid: list[tuple[int, str, int]] = []
+
+    def on_invalid(row) -> str:
+        invalid.append((row.number, row.text, row.actual_columns))
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=False, block_size=max(len(data) + 1, 1 << 20)),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter,
+                quote_char='"' if fmt.quoted else False,
+                double_quote=fmt.quoted,
+                ignore_empty_lines=False,
+                newlines_in_values=False,
+                invalid_row_handler=on_invalid,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as exc:  # e.g. an unterminated quote
+        raise DataFormatError(path, f"cannot parse block starting at line {first_line}: {exc}") from exc
+
+    rejects = []
+    for number, text, actual in invalid:
+        text = (text or "").replace(_UNIT_SEPARATOR, fmt.delimiter)
+        line = first_line + number - 1 if number is not None else -1
+        if actual <= 1 and text.strip() == "":
+            rejects.append(RejectedRow(path, line, text, "blank line"))
+            continue
+        reason = f"wrong field count: expected {len(names)} fields separated by {fmt.describe_separator()}, found {actual}"
+        rejects.append(RejectedRow(path, line, text, reason + _guess_separator(text, fmt.delimiter)))
+
+    # Arrow turns a blank line into a row of empty strings; drop those rows and count them.
+    blank_mask = None
+    for name in names:
+        empty = pc.equal(pc.utf8_length(table[name]), 0)
+        blank_mask = empty if blank_mask is None else pc.and_(blank_mask, empty)
+    rejected_idx = np.array(sorted(n - 1 for n, _, _ in invalid if n is not None), dtype=np.int64)
+    row_idx = np.delete(np.arange(n_lines, dtype=np.int64), rejected_idx)
+    blank_rejects = [r for r in rejects if r.reason == "blank line"]
+    rejects = [r for r in rejects if r.reason != "blank line"]
+    blank_lines = len(blank_rejects)
+    if len(row_idx) != table.num_rows:
+        raise DataFormatError(
+            path, f"line accounting failed in block at line {first_line}: {n_lines} lines, {table.num_rows} rows, {len(invalid)} rejected"
+        )
+    if blank_mask is not None and table.num_rows:
+        blank = np.asarray(blank_mask.to_numpy(), dtype=bool)
+        if blank.any():
+            blank_lines += int(blank.sum())
+            table = table.filter(pa.array(~blank))
+            row_idx = row_idx[~blank]
+    return ParsedBlock(path, first_line, n_lines, table, rejects, blank_lines, row_idx + first_line)
+
+
+def _empty(names: Sequence[str]) -> pa.Table:
+    return pa.table({n: pa.array([], pa.string()) for n in names})
+
+
+def _to_utf8(data: bytes, fmt: DelimitedFormat, path: str, first_line: int) -> bytes:
+    if fmt.encoding == "latin-1":
+        return data.decode("latin-1").encode("utf-8")
+    try:
+        data.decode("utf-8")
+        return data
+    except UnicodeDecodeError as exc:
+        if fmt.encoding == "auto":
+            return data.decode("latin-1").encode("utf-8")
+        line = first_line + data.count(b"\n", 0, exc.start)
+        raise DataFormatError(
+            path, f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); if the file is latin-1, read it with encoding 'latin-1'", line=line
+        ) from exc
+
+
+def read_header(path: str, fmt: DelimitedFormat) -> tuple[list[str], int]:
+    """Reads and checks the header line. Returns (column names, header length in bytes)."""
+    with open(path, "rb") as f:
+        raw = f.readline()
+    if not raw.strip():
+        raise DataFormatError(path, "file is empty" if not raw else "header line is empty", line=1)
+    text = raw.decode("utf-8", errors="replace").strip().lstrip("\ufeff")
+    names = [c.strip().strip('"') for c in text.split(fmt.delimiter)]
+    if fmt.header_is_mapping:
+        missing = [c for c in fmt.columns if c not in names]
+        if missing:
+            raise DataFormatError(
+                path,
+                f"header has no column(s) {', '.join(repr(m) for m in missing)}; "
+                f"found {', '.join(repr(n) for n in names)}" + _guess_separator(text, fmt.delimiter),
+                line=1,
+            )
+    elif names != list(fmt.columns):
+        raise DataFormatError(
+            path,
+            f"header is {fmt.delimiter.join(names)!r}, expected {fmt.delimiter.join(fmt.columns)!r}"
+            + _guess_separator(text, fmt.delimiter),
+            line=1,
+        )
+    return names, len(raw)
+
+
+def iter_blocks(path: str | os.PathLike, fmt: DelimitedFormat, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[ParsedBlock]:
+    """Yields the parsed blocks of a file, in order. Raises DataFormatError for an empty file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataFormatError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise DataFormatError(path, "file is empty")
+    columns = list(fmt.columns)
+    offset, line = 0, 1
+    if fmt.header:
+        columns, offset = read_header(path, fmt)
+        line = 2
+    with open(path, "rb") as f:
+        f.seek(offset)
+        carry = b""
+        while True:
+            chunk = f.read(block_bytes)
+            if not chunk:
+                break
+            data = carry + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            carry, data = data[cut + 1 :], data[: cut + 1]
+            block = parse_block(data, fmt, path, line, columns)
+            line += block.n_lines
+            yield block
+        if carry:
+            yield parse_block(carry, fmt, path, line, columns)

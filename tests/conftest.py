@@ -1,0 +1,43 @@
+"""Shared fixtures. Real MovieLens data is read in place from ../shared/data (never copied)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import cmml  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CMML_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    """A dataset folder under ../shared/data. In CI its absence is an error, elsewhere a visible skip."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        message = f"real data not found at {path} (set CMML_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    return shared_dataset("ml-100k")
+
+
+@pytest.fixture(scope="session")
+def ml1m_partial_dir() -> Path:
+    return shared_dataset("ml-1m-partial")
+
+
+@pytest.fixture(scope="session")
+def synthetic_small(tmp_path_factory) -> Path:
+    """A small synthetic dataset (about 1,500 users), generated once per test session."""
+    from cmml.data import synthetic
+
+    out = tmp_path_factory.mktemp("synthetic") / "small"
+    synthetic.generate(out, synthetic.SyntheticConfig(users=1500, seed=7), progress=None)
+    return out
