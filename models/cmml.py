@@ -1,0 +1,194 @@
+"""The CMML model: context encoder → hybrid context → modulated scoring network.
+
+A batch is several tasks, each a padded support set and a padded query set (the layout of
+``schemas/episodes.md``). Adaptation to a task is a forward pass: the support set is encoded
+into a context C, C is combined with each query pair's features, and the combination modulates
+the backbone that scores the pair. There is no inner loop and no Python loop over tasks.
+
+The model is a ``tfrs.models.Model`` with a ``tfrs.tasks.Ranking`` task, so it trains with
+``model.fit`` and plugs into TFRS-based stacks.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import cmml  # noqa: F401
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from cmml.models import layers as L
+from cmml.models import losses
+from cmml.models.config import CMMLConfig
+from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, FeatureSpec, key
+
+Features = Mapping[str, tf.Tensor]
+
+
+def select_features(specs: Sequence[FeatureSpec], names: Sequence[str] | None) -> list[FeatureSpec]:
+    """The specs named in ``names`` (all when None), in the order of ``specs``."""
+    if names is None:
+        return list(specs)
+    known = {s.name for s in specs}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"config names unknown feature(s) {missing}; the data has {sorted(known)}")
+    return [s for s in specs if s.name in set(names)]
+
+
+def permute_support(features: Features, seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """Shuffles the valid rows of every task's support set (padding stays at the end).
+
+    One random permutation per task, applied to every ``support_*`` tensor; used at every
+    training step so that the sequential encoder learns to ignore order.
+    """
+    mask = tf.cast(features[key(SUPPORT, MASK)], tf.float32)
+    noise = tf.random.uniform(tf.shape(mask), seed=seed) if seed is None else tf.random.stateless_uniform(tf.shape(mask), seed=seed)
+    order = tf.argsort(noise + 2.0 * (1.0 - mask), axis=1)  # valid rows (keys < 1) first
+    out = dict(features)
+    for name, value in features.items():
+        if name.startswith(SUPPORT + "_"):
+            out[name] = tf.gather(value, order, axis=1, batch_dims=1)
+    return out
+
+
+class CMMLModel(tfrs.models.Model):
+    """CMML over batched episodes.
+
+    Args:
+      feature_specs: the transformed features available (``feature_specs.json``).
+      config: architecture; ``config.features`` selects a subset of ``feature_specs``.
+      score_offset: initial value of the global offset added to every score (learned for the
+        rating head, where starting at the mean rating speeds up training; fixed for CTR).
+    """
+
+    def __init__(self, feature_specs: Sequence[FeatureSpec], config: CMMLConfig = CMMLConfig(), score_offset: float | None = None, **kwargs):
+        kwargs.setdefault("name", "cmml")
+        super().__init__(**kwargs)
+        self.config = config
+        specs = select_features(feature_specs, config.features)
+        self.feature_specs = specs
+        self.user_specs = [s for s in specs if s.side == "user"]
+        self.item_specs = [s for s in specs if s.side == "item"]
+        if not self.item_specs:
+            raise ValueError("CMML needs at least one item-side feature")
+        dim = config.embedding_dim
+        self.user_embedding = L.FeatureEmbedding(self.user_specs, dim, name="user_embedding") if self.user_specs else None
+        self.item_embedding = L.FeatureEmbedding(self.item_specs, dim, name="item_embedding")
+        self.x_dim = (len(self.user_specs) + len(self.item_specs)) * dim
+        self.label_embedding = L.LabelEmbedding(config.label_hidden, name="label_embedding")
+
+        if config.encoder == "gru":
+            self.encoder = L.SequentialContextEncoder(config.gru_units, config.encoder_mlp, self.x_dim, name="context_encoder")
+        else:
+            self.encoder = L.PoolingContextEncoder(config.encoder_hidden, self.x_dim, pooling=config.encoder, name="context_encoder")
+        self.hybrid = L.HybridContext(config.hybrid, config.hybrid_mlp, name="hybrid_context")
+        if config.modulation == "weight":
+            self.scorer = L.WeightModulatedMLP(config.hidden, config.hyper_hidden, config.dropout, name="scorer")
+        elif config.modulation == "sigmoid":
+            self.scorer = L.SigmoidModulatedMLP(config.hidden, config.hyper_hidden, config.dropout, name="scorer")
+        elif config.modulation == "film":
+            self.scorer = L.FiLMModulatedMLP(config.hidden, config.hyper_hidden, config.dropout, name="scorer")
+        elif config.modulation == "none":
+            self.scorer = L.PlainMLP(config.hidden, config.dropout, name="scorer")
+        else:
+            self.scorer = L.SoftModularNetwork(config.soft_layers, config.soft_modules, config.soft_width, config.hyper_hidden, name="scorer")
+
+        # A pairwise loss is blind to a global offset, so only the rating head learns one.
+        offset = (3.5 if config.head == "rating" else 0.0) if score_offset is None else score_offset
+        self.score_offset = self.add_weight(
+            name="score_offset", shape=(), initializer=tf.keras.initializers.Constant(offset), trainable=config.head == "rating"
+        )
+        self.item_bias = None
+        if config.item_bias:
+            item_id = [s for s in self.item_specs if s.name == "item_id"]
+            if not item_id:
+                raise ValueError("item_bias needs an 'item_id' feature")
+            self.item_bias = tf.keras.layers.Embedding(item_id[0].vocab_size, 1, embeddings_initializer="zeros", name="item_bias")
+
+        if config.head == "rating":
+            self.task = tfrs.tasks.Ranking(
+                loss=losses.squared_error(),
+                metrics=[tf.keras.metrics.MeanAbsoluteError(name="mae"), tf.keras.metrics.RootMeanSquaredError(name="rmse")],
+            )
+        else:
+            self.task = tfrs.tasks.Ranking(loss=losses.PairwiseHingeLoss(margin=1.0))
+
+    # --- pieces, each usable on its own (the serving signatures call them) ---------------------------
+    def embed(self, features: Features, part: str) -> tf.Tensor:
+        """x = [e_u; e_i] for every row of the ``part`` set: ``[B, R, x_dim]``."""
+        parts = []
+        if self.user_embedding is not None:
+            parts.append(self.user_embedding({s.name: features[key(part, s.name)] for s in self.user_specs}))
+        parts.append(self.item_embedding({s.name: features[key(part, s.name)] for s in self.item_specs}))
+        return tf.concat(parts, axis=-1)
+
+    def support_rows(self, features: Features, part: str = SUPPORT) -> tuple[tf.Tensor, tf.Tensor]:
+        """Encoder input rows [e_u; e_i; g(y)] ``[B, S, D]`` and the mask ``[B, S]``."""
+        x = self.embed(features, part)
+        label = tf.cast(features[key(part, LABEL)], x.dtype)
+        mask = tf.cast(features[key(part, MASK)], x.dtype)
+        if self.config.positives_only_context:
+            mask = mask * tf.cast(label > 0.5, x.dtype)
+        return tf.concat([x, self.label_embedding(label)], axis=-1), mask
+
+    def initial_state(self, batch_size) -> tf.Tensor:
+        return self.encoder.initial_state(batch_size)
+
+    def update_state(self, state: tf.Tensor, features: Features, part: str = SUPPORT) -> tf.Tensor:
+        """Folds more interactions (the ``part`` set) into an encoder state ``[B, state_size]``."""
+        rows, mask = self.support_rows(features, part)
+        return self.encoder.accumulate(state, rows, mask)
+
+    def context_from_state(self, state: tf.Tensor) -> tf.Tensor:
+        return self.encoder.finalize(state)
+
+    def encode_context(self, features: Features) -> tf.Tensor:
+        """Support set → task context C ``[B, x_dim]``."""
+        rows, mask = self.support_rows(features)
+        return self.encoder(rows, mask)
+
+    def score(self, context: tf.Tensor, features: Features, training: bool | None = None) -> dict[str, tf.Tensor]:
+        """Context + query pairs → ``{"score": [B, Q], ...}`` (Soft-M adds ``routes``, ``final_route``)."""
+        x = self.embed(features, QUERY)  # [B, Q, Dx]
+        ctx = self.hybrid([context, x])  # [B, Q, Dh]
+        shape = tf.shape(x)[:2]
+        flat = self.scorer([tf.reshape(x, [-1, x.shape[-1]]), tf.reshape(ctx, [-1, ctx.shape[-1]])], training=training)
+        out = {}
+        for name, value in flat.items():
+            out[name] = tf.reshape(value, tf.concat([shape, tf.shape(value)[1:]], 0))
+        out["score"] = out["score"] + self.score_offset
+        if self.item_bias is not None:
+            out["score"] = out["score"] + tf.squeeze(self.item_bias(features[key(QUERY, "item_id")]), -1)
+        return out
+
+    def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
+        """Support set + query pairs → scores ``[B, Q]`` (adaptation and scoring in one pass)."""
+        return self.score(self.encode_context(features), features, training=training)["score"]
+
+    def compute_loss(self, features: Features, training: bool = False) -> tf.Tensor:
+        if isinstance(features, (tuple, list)):  # train_on_batch / evaluate(x=...) pack (x,)
+            features = features[0]
+        if training and self.config.permute_support:
+            features = permute_support(features)
+        scores = self(features, training=training)
+        mask = features[key(QUERY, MASK)]
+        if self.config.head == "rating":
+            labels = tf.reshape(tf.cast(features[key(QUERY, LABEL)], scores.dtype), [-1, 1])
+            return self.task(
+                labels=labels,
+                predictions=tf.reshape(scores, [-1, 1]),
+                sample_weight=tf.reshape(losses.normalised_weights(mask), [-1]),
+                training=training,
+            )
+        pairs, pair_mask = losses.query_pairs(scores, mask)
+        return self.task(labels=tf.zeros_like(pairs), predictions=pairs, sample_weight=losses.normalised_weights(pair_mask), training=training)
+
+    def get_config(self):
+        return {"feature_specs": [s.__dict__ for s in self.feature_specs], "config": self.config.to_dict()}
+
+
+def build_cmml(feature_specs: Sequence[FeatureSpec], config: CMMLConfig = CMMLConfig(), **kwargs) -> CMMLModel:
+    """A compiled CMML model (Adam with ``config.learning_rate``)."""
+    model = CMMLModel(feature_specs, config, **kwargs)
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+    return model

@@ -1,0 +1,75 @@
+"""Configuration of CMML models: one dataclass, validated, loadable from YAML/JSON dicts."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+ENCODERS = ("mean", "max", "gru")
+HYBRIDS = ("none", "mlp", "dot")
+MODULATIONS = ("weight", "sigmoid", "film", "soft", "none")  # none: the backbone alone (no adaptation)
+HEADS = ("rating", "ctr")
+
+
+@dataclasses.dataclass(frozen=True)
+class CMMLConfig:
+    """Architecture and optimisation settings.
+
+    Defaults follow the paper: SE (GRU) encoder + dot hybrid + FiLM, MLP 64-64-64, GRU encoder
+    with a 128-128 MLP, Adam with learning rate 1e-4.
+    """
+
+    head: str = "rating"  # 'rating' (MSE on ratings) or 'ctr' (pairwise hinge on clicks)
+    encoder: str = "gru"  # context encoder: 'mean' / 'max' pooling (PE) or 'gru' (SE)
+    hybrid: str = "dot"  # hybrid context generator
+    modulation: str = "film"  # 'weight', 'sigmoid' (S-LM), 'film' (F-LM), 'soft' (Soft-M), 'none'
+    features: tuple[str, ...] | None = None  # feature names to use; None = all in the specs
+    embedding_dim: int = 32  # per feature
+    hidden: tuple[int, ...] = (64, 64, 64)  # backbone MLP
+    label_hidden: tuple[int, ...] = (64, 64)  # g(y)
+    encoder_hidden: tuple[int, ...] = (128,)  # PE: per-interaction MLP before pooling
+    gru_units: int = 128
+    encoder_mlp: tuple[int, ...] = (128, 128)  # SE: MLP after the GRU
+    hybrid_mlp: tuple[int, ...] = (128,)  # 'mlp' hybrid hidden layers (output width = input width)
+    hyper_hidden: tuple[int, ...] = (64, 64, 64)  # modulation hyper-network trunk
+    soft_layers: int = 3  # Soft-M: k layers ...
+    soft_modules: int = 4  # ... of m modules ...
+    soft_width: int = 32  # ... each d wide
+    item_bias: bool = False  # a learned per-item scalar added to the score
+    positives_only_context: bool = False  # ablation "Non-negative-PE": encode only label-1 rows
+    permute_support: bool = True  # shuffle each support set at every training step
+    dropout: float = 0.0
+    learning_rate: float = 1e-4
+    l2: float = 0.0
+
+    def __post_init__(self):
+        for name, allowed in (("head", HEADS), ("encoder", ENCODERS), ("hybrid", HYBRIDS), ("modulation", MODULATIONS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"CMMLConfig.{name} = {value!r}: choose one of {', '.join(allowed)}")
+        for name in ("hidden", "label_hidden", "encoder_mlp", "hyper_hidden"):
+            if not getattr(self, name):
+                raise ValueError(f"CMMLConfig.{name} must have at least one layer")
+        if min(self.soft_layers, self.soft_modules, self.soft_width, self.embedding_dim, self.gru_units) < 1:
+            raise ValueError("CMMLConfig sizes must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"CMMLConfig.dropout = {self.dropout} must be in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "CMMLConfig":
+        """Builds a config from a (YAML/JSON) mapping; unknown keys are an error, lists become tuples."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown CMML config key(s): {', '.join(unknown)}; known: {', '.join(fields)}")
+        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**clean)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> "CMMLConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def as_tuple(values: Sequence[int] | None) -> tuple[int, ...]:
+    return tuple(values or ())

@@ -1,0 +1,162 @@
+"""Exporting a CMML model as a SavedModel with the serving signatures of SPEC §4.
+
+Signatures (inputs are the episode tensors of ``schemas/episodes.md`` with batch axis B = tasks):
+
+* ``serving_default``: support set + query pairs → ``scores [B, Q]`` (adapt and score in one call);
+* ``encode_context``: support set → ``context [B, C]`` and the encoder ``state [B, S]``;
+* ``score``: ``context`` + query pairs → ``scores`` (two-stage serving with a cached context);
+* ``update_context``: ``state`` + new interactions (``new_*``) → new ``state`` and ``context``:
+  online updates in O(new interactions); equal to ``encode_context`` on the whole support set.
+
+An optional ``preprocess`` callable maps raw interaction-level features to transformed ids (the
+pipeline attaches the tf.Transform graph here so that serving takes raw features). The exported
+graph uses stock TensorFlow ops only; :func:`graph_ops` lists them for checks.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+import cmml  # noqa: F401
+import tensorflow as tf
+
+from cmml.models.cmml import CMMLModel
+from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, key
+
+NEW = "new"  # prefix of the interactions fed to update_context
+PY_FUNC_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+Preprocess = Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]]
+
+
+def _feature_specs(model: CMMLModel, part: str, raw_specs: Mapping[str, tf.TensorSpec] | None) -> dict[str, tf.TensorSpec]:
+    """Input specs of one part; ``raw_specs`` (name → per-row spec) replaces the id specs."""
+    specs = {}
+    if raw_specs is not None:
+        for name, spec in raw_specs.items():
+            specs[key(part, name)] = tf.TensorSpec([None, None] + list(spec.shape), spec.dtype, name=key(part, name))
+    else:
+        for s in model.feature_specs:
+            shape = [None, None] if s.kind == "categorical" else [None, None, None]
+            specs[key(part, s.name)] = tf.TensorSpec(shape, tf.int64, name=key(part, s.name))
+    specs[key(part, MASK)] = tf.TensorSpec([None, None], tf.float32, name=key(part, MASK))
+    if part != QUERY:
+        specs[key(part, LABEL)] = tf.TensorSpec([None, None], tf.float32, name=key(part, LABEL))
+    return specs
+
+
+class CMMLServingModule(tf.Module):
+    """Holds the model (and optional preprocessing) and the four serving functions."""
+
+    def __init__(self, model: CMMLModel, preprocess: Preprocess | None = None, raw_specs: Mapping[str, tf.TensorSpec] | None = None):
+        super().__init__(name="cmml_serving")
+        if (preprocess is None) != (raw_specs is None):
+            raise ValueError("preprocess and raw_specs go together")
+        self.model = model
+        self.preprocess_layer = preprocess
+        self.raw_specs = dict(raw_specs) if raw_specs else None
+        self.context_dim = model.x_dim
+        self.state_dim = model.encoder.state_size
+
+        support = _feature_specs(model, SUPPORT, self.raw_specs)
+        query = _feature_specs(model, QUERY, self.raw_specs)
+        new = _feature_specs(model, NEW, self.raw_specs)
+        context = tf.TensorSpec([None, self.context_dim], tf.float32, name="context")
+        state = tf.TensorSpec([None, self.state_dim], tf.float32, name="state")
+
+        self.serving_default = tf.function(self._serve, input_signature=[{**support, **query}])
+        self.encode_context = tf.function(self._encode, input_signature=[support])
+        self.score = tf.function(self._score, input_signature=[context, query])
+        self.update_context = tf.function(self._update, input_signature=[state, new])
+
+    def _ids(self, features: Mapping[str, tf.Tensor], part: str) -> dict[str, tf.Tensor]:
+        """Raw → transformed ids for one part, keeping label and mask."""
+        out = {k: v for k, v in features.items() if k in (key(part, LABEL), key(part, MASK))}
+        if self.preprocess_layer is None:
+            out.update({k: v for k, v in features.items() if k.startswith(part + "_")})
+            return out
+        raw = {name: features[key(part, name)] for name in self.raw_specs}
+        # [B, R, ...] → [B·R, ...] for the per-interaction transform, then back
+        lead = tf.shape(features[key(part, MASK)])
+        flat = {name: tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0)) for name, v in raw.items()}
+        ids = self.preprocess_layer(flat)
+        for s in self.model.feature_specs:
+            v = ids[s.name]
+            out[key(part, s.name)] = tf.reshape(v, tf.concat([lead, tf.shape(v)[1:]], 0))
+        return out
+
+    def _rename(self, features: Mapping[str, tf.Tensor], part: str, to: str) -> dict[str, tf.Tensor]:
+        return {to + k[len(part):]: v for k, v in features.items()}
+
+    def _serve(self, features):
+        f = {**self._ids(features, SUPPORT), **self._ids(features, QUERY)}
+        return {"scores": self.model(f, training=False)}
+
+    def _encode(self, features):
+        f = self._ids(features, SUPPORT)
+        state = self.model.update_state(self.model.initial_state(tf.shape(f[key(SUPPORT, MASK)])[0]), f)
+        return {"context": self.model.context_from_state(state), "state": state}
+
+    def _score(self, context, features):
+        return {"scores": self.model.score(context, self._ids(features, QUERY), training=False)["score"]}
+
+    def _update(self, state, features):
+        f = self._rename(self._ids(features, NEW), NEW, SUPPORT)
+        new_state = self.model.update_state(state, f)
+        return {"state": new_state, "context": self.model.context_from_state(new_state)}
+
+    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        return {
+            "serving_default": self.serving_default.get_concrete_function(),
+            "encode_context": self.encode_context.get_concrete_function(),
+            "score": self.score.get_concrete_function(),
+            "update_context": self.update_context.get_concrete_function(),
+        }
+
+
+def export_saved_model(
+    model: CMMLModel,
+    export_dir: str | os.PathLike,
+    preprocess: Preprocess | None = None,
+    raw_specs: Mapping[str, tf.TensorSpec] | None = None,
+    extra_signatures: Mapping[str, Callable] | None = None,
+) -> Path:
+    """Writes the SavedModel with the four signatures (plus ``extra_signatures``). Returns the path."""
+    module = CMMLServingModule(model, preprocess, raw_specs)
+    signatures = module.signatures()
+    for name, fn in (extra_signatures or {}).items():
+        signatures[name] = fn
+    export_dir = Path(export_dir)
+    tf.saved_model.save(module, str(export_dir), signatures=signatures, options=tf.saved_model.SaveOptions(save_debug_info=False))
+    return export_dir
+
+
+def graph_ops(export_dir: str | os.PathLike) -> set[str]:
+    """Every op type in a SavedModel's graphs, including its function library."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(export_dir) / "saved_model.pb").read_bytes())
+    ops = set()
+    for meta in proto.meta_graphs:
+        ops.update(node.op for node in meta.graph_def.node)
+        for fn in meta.graph_def.library.function:
+            ops.update(node.op for node in fn.node_def)
+    return ops
+
+
+def non_stock_ops(export_dir: str | os.PathLike) -> set[str]:
+    """Ops a stock TensorFlow / TF Serving build would not know: Python callbacks and any op type
+    (other than a call to a function defined in the graph) missing from TensorFlow's registry."""
+    from tensorflow.python.framework import op_def_registry
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(export_dir) / "saved_model.pb").read_bytes())
+    functions = {fn.signature.name for meta in proto.meta_graphs for fn in meta.graph_def.library.function}
+    bad = set()
+    for op in graph_ops(export_dir):
+        if op in PY_FUNC_OPS or (op not in functions and op_def_registry.get(op) is None):
+            bad.add(op)
+    return bad

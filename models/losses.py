@@ -1,0 +1,46 @@
+"""Losses over padded query sets, shaped for ``tfrs.tasks.Ranking``.
+
+Ranking calls ``loss(y_true, y_pred, sample_weight)``. Both losses here use SUM reduction and the
+model passes weights ``mask / Σ mask``, which makes the result the mean over real (unpadded)
+query rows or pairs, independent of the padding.
+"""
+from __future__ import annotations
+
+import cmml  # noqa: F401
+import tensorflow as tf
+
+
+class PairwiseHingeLoss(tf.keras.losses.Loss):
+    """max(0, margin − f(u, i⁺) + f(u, i⁻)) per (positive, negative) pair.
+
+    ``y_pred``: ``[P, 2]`` scores, column 0 the positive, column 1 its negative; ``y_true`` is
+    ignored (the pair layout carries the labels). Returns ``[P]`` before reduction.
+    """
+
+    def __init__(self, margin: float = 1.0, reduction=tf.keras.losses.Reduction.SUM, name: str = "pairwise_hinge"):
+        super().__init__(reduction=reduction, name=name)
+        self.margin = margin
+
+    def call(self, y_true, y_pred):
+        return tf.nn.relu(self.margin - y_pred[..., 0] + y_pred[..., 1])
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
+
+
+def squared_error() -> tf.keras.losses.Loss:
+    """Per-element squared error on ``[N, 1]`` inputs, summed with the caller's weights."""
+    return tf.keras.losses.MeanSquaredError(reduction=tf.keras.losses.Reduction.SUM, name="squared_error")
+
+
+def normalised_weights(mask: tf.Tensor) -> tf.Tensor:
+    """mask / Σ mask (zeros when the mask is empty)."""
+    mask = tf.cast(mask, tf.float32)
+    return mask / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def query_pairs(scores: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Interleaved query rows (positive, negative, ...) ``[B, Q]`` → pairs ``[B·Q/2, 2]`` and pair mask."""
+    pairs = tf.reshape(scores, [-1, 2])
+    pair_mask = tf.reduce_prod(tf.reshape(tf.cast(mask, scores.dtype), [-1, 2]), axis=-1)
+    return pairs, pair_mask

@@ -1,0 +1,121 @@
+"""SavedModel export: four signatures, same scores in a process without this package, stock ops only."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import cmml  # noqa: F401
+import tensorflow as tf
+
+from cmml.models.cmml import CMMLModel
+from cmml.models.config import CMMLConfig
+from cmml.models.export import export_saved_model, graph_ops, non_stock_ops
+from cmml.models.testing import DEFAULT_SPECS, random_episodes
+
+CONFIGS = {
+    "default": CMMLConfig(embedding_dim=8),  # GRU + dot + FiLM
+    "soft-mean": CMMLConfig(embedding_dim=8, encoder="mean", hybrid="mlp", modulation="soft"),
+}
+
+# Runs in a fresh interpreter where `cmml` cannot be imported and Keras 2 is not selected:
+# only TensorFlow's SavedModel loader and stock ops are available.
+LOADER = textwrap.dedent(
+    """
+    import sys
+    sys.modules["cmml"] = None  # any import of the package now fails
+    try:
+        import cmml  # noqa: F401
+        raise SystemExit("cmml is importable")
+    except ImportError:
+        pass
+    import numpy as np, tensorflow as tf
+    model_dir, inputs_path, out_path = sys.argv[1:4]
+    data = dict(np.load(inputs_path))
+    fns = tf.saved_model.load(model_dir).signatures
+    def pick(prefix):
+        return {k: tf.constant(v) for k, v in data.items() if k.startswith(prefix) and k != "query_label"}
+    out = {}
+    out["serving_default"] = fns["serving_default"](**pick("support_"), **pick("query_"))["scores"].numpy()
+    enc = fns["encode_context"](**pick("support_"))
+    out["context"], out["state"] = enc["context"].numpy(), enc["state"].numpy()
+    out["score"] = fns["score"](context=enc["context"], **pick("query_"))["scores"].numpy()
+    state = tf.zeros_like(enc["state"])
+    width = data["support_mask"].shape[1]
+    for k in range(width):  # one interaction at a time
+        new = {"new_" + n[len("support_"):]: tf.constant(v[:, k : k + 1]) for n, v in data.items() if n.startswith("support_")}
+        upd = fns["update_context"](state=state, **new)
+        state = upd["state"]
+    out["update_context"] = upd["context"].numpy()
+    np.savez(out_path, **out)
+    """
+)
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def exported(request, tmp_path_factory):
+    tf.keras.utils.set_random_seed(1)
+    model = CMMLModel(DEFAULT_SPECS, CONFIGS[request.param])
+    episodes = random_episodes(tasks=4, support=9, query=7, seed=11)
+    model({k: tf.constant(v) for k, v in episodes.items()})  # build
+    path = export_saved_model(model, tmp_path_factory.mktemp(request.param) / "model")
+    return model, episodes, path
+
+
+def test_signatures_match_in_memory_model_in_a_process_without_the_package(exported, tmp_path):
+    model, episodes, path = exported
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, **episodes)
+    script = tmp_path / "load.py"
+    script.write_text(LOADER)
+    env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"}  # no TF_USE_LEGACY_KERAS, no PYTHONPATH
+    proc = subprocess.run([sys.executable, str(script), str(path), str(inputs), str(tmp_path / "out.npz")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+
+    features = {k: tf.constant(v) for k, v in episodes.items()}
+    scores = model(features).numpy()
+    context = model.encode_context(features).numpy()
+    np.testing.assert_allclose(out["serving_default"], scores, atol=1e-5)
+    np.testing.assert_allclose(out["score"], scores, atol=1e-5)
+    np.testing.assert_allclose(out["context"], context, atol=1e-5)
+    # online updates, one interaction at a time, agree with encoding the whole support set
+    np.testing.assert_allclose(out["update_context"], context, atol=1e-5)
+    assert out["state"].shape == (4, model.encoder.state_size)
+
+
+def test_exported_graph_has_only_stock_ops(exported):
+    _, _, path = exported
+    ops = graph_ops(path)
+    assert {"MatMul", "ReadVariableOp"} <= ops
+    assert non_stock_ops(path) == set(), non_stock_ops(path)
+
+
+def test_op_check_catches_python_callbacks(tmp_path):
+    """The stock-op check is not vacuous: a py_function in the graph is reported."""
+
+    class WithPyFunc(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def f(self, x):
+            return tf.py_function(lambda t: t * 2, [x], tf.float32)
+
+    module = WithPyFunc()
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.f.get_concrete_function()})
+    assert "EagerPyFunc" in non_stock_ops(tmp_path / "m")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_pooling_update_is_chunk_free(pooling):
+    """Pooling state updates: any chunking of the support set gives the same context."""
+    model = CMMLModel(DEFAULT_SPECS, CMMLConfig(embedding_dim=8, encoder=pooling))
+    episodes = random_episodes(tasks=4, support=9, query=7, seed=12)
+    f = {k: tf.constant(v) for k, v in episodes.items()}
+    full = model.encode_context(f).numpy()
+    state = model.initial_state(4)
+    for a, b in ((0, 2), (2, 7), (7, 9)):
+        piece = {k: v[:, a:b] for k, v in f.items() if k.startswith("support_")}
+        state = model.update_state(state, piece)
+    np.testing.assert_allclose(model.context_from_state(state).numpy(), full, atol=1e-5)

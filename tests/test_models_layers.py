@@ -1,0 +1,145 @@
+"""Unit tests of the CMML layers, one property each."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cmml  # noqa: F401
+import tensorflow as tf
+
+from cmml.models import layers as L
+from cmml.schemas.episodes import FeatureSpec
+
+B, S, D = 3, 7, 10
+
+
+def _rows(seed=0, b=B, s=S, d=D):
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.normal(size=(b, s, d)), tf.float32)
+
+
+def _encoders():
+    return {
+        "mean": L.PoolingContextEncoder([16], 12, pooling="mean"),
+        "max": L.PoolingContextEncoder([16], 12, pooling="max"),
+        "gru": L.SequentialContextEncoder(16, [16], 12),
+    }
+
+
+@pytest.mark.parametrize("layer, inputs, expected", [
+    (L.MLP([8, 4]), [tf.zeros([2, 5, 3])], {"": (2, 5, 4)}),
+    (L.LabelEmbedding([8, 6]), [tf.zeros([2, 5])], {"": (2, 5, 6)}),
+    (L.HybridContext("dot"), [[tf.zeros([2, 6]), tf.zeros([2, 5, 6])]], {"": (2, 5, 6)}),
+    (L.HybridContext("none"), [[tf.zeros([2, 4]), tf.zeros([2, 5, 6])]], {"": (2, 5, 4)}),
+    (L.HybridContext("mlp", [8]), [[tf.zeros([2, 4]), tf.zeros([2, 5, 6])]], {"": (2, 5, 6)}),
+    (L.PlainMLP([8, 8]), [[tf.zeros([9, 6]), tf.zeros([9, 6])]], {"score": (9,)}),
+    (L.WeightModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
+    (L.SigmoidModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
+    (L.FiLMModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
+    (L.SoftModularNetwork(3, 4, 5, [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,), "routes": (9, 2, 4, 4), "final_route": (9, 4)}),
+])  # fmt: skip
+def test_output_shapes(layer, inputs, expected):
+    out = layer(*inputs)
+    out = out if isinstance(out, dict) else {"": out}
+    assert {k: tuple(v.shape) for k, v in out.items()} == expected
+
+
+def test_feature_embedding_shapes_and_multi_hot_mean():
+    specs = [FeatureSpec("item_id", "item", "categorical", 10), FeatureSpec("genres", "item", "multi", 6, max_len=3)]
+    emb = L.FeatureEmbedding(specs, 4)
+    ids = {"item_id": tf.constant([[1, 2]]), "genres": tf.constant([[[1, 2, 0], [0, 0, 0]]])}
+    out = emb(ids)
+    assert out.shape == (1, 2, 8) and emb.output_dim == 8
+    table = emb.tables["genres"].embeddings.numpy()
+    np.testing.assert_allclose(out[0, 0, 4:], (table[1] + table[2]) / 2, rtol=1e-6)  # padding ignored
+    np.testing.assert_allclose(out[0, 1, 4:], np.zeros(4))  # empty list -> zero vector
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_pooling_encoder_is_permutation_invariant(pooling):
+    enc = L.PoolingContextEncoder([16], 12, pooling=pooling)
+    rows, mask = _rows(), tf.ones([B, S])
+    perm = np.random.default_rng(1).permutation(S)
+    a = enc(rows, mask)
+    b = enc(tf.gather(rows, perm, axis=1), tf.gather(mask, perm, axis=1))
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mean", "max", "gru"])
+def test_padding_with_mask_equals_unpadded(name):
+    enc = _encoders()[name]
+    rows = _rows()
+    unpadded = enc(rows, tf.ones([B, S]))
+    garbage = tf.constant(np.random.default_rng(2).normal(size=(B, 5, D)) * 100, tf.float32)
+    padded = enc(tf.concat([rows, garbage], axis=1), tf.concat([tf.ones([B, S]), tf.zeros([B, 5])], axis=1))
+    np.testing.assert_allclose(unpadded.numpy(), padded.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mean", "max", "gru"])
+def test_incremental_state_equals_full_encoding(name):
+    """accumulate() over pieces (down to one row at a time) gives the full-set context."""
+    enc = _encoders()[name]
+    rows = _rows(3)
+    mask = tf.constant((np.arange(S)[None, :] < np.array([[7], [4], [1]])).astype(np.float32))
+    full = enc(rows, mask)
+    state = enc.initial_state(B)
+    for k in range(S):
+        state = enc.accumulate(state, rows[:, k : k + 1], mask[:, k : k + 1])
+    np.testing.assert_allclose(enc.finalize(state).numpy(), full.numpy(), atol=1e-5)
+
+
+def test_gru_context_depends_on_order_pooling_does_not():
+    rows, mask = _rows(4), tf.ones([B, S])
+    rev = rows[:, ::-1]
+    gru = L.SequentialContextEncoder(16, [16], 12)
+    assert np.abs(gru(rows, mask).numpy() - gru(rev, mask).numpy()).max() > 1e-4
+
+
+def test_soft_routes_are_distributions():
+    net = L.SoftModularNetwork(3, 4, 5, [8])
+    rng = np.random.default_rng(5)
+    out = net([tf.constant(rng.normal(size=(11, 6)), tf.float32), tf.constant(rng.normal(size=(11, 4)) * 3, tf.float32)])
+    routes, final = out["routes"].numpy(), out["final_route"].numpy()
+    assert (routes >= 0).all() and (final >= 0).all()
+    np.testing.assert_allclose(routes.sum(axis=2), 1.0, atol=1e-5)  # weights into each module j sum to 1
+    np.testing.assert_allclose(final.sum(axis=-1), 1.0, atol=1e-5)
+    assert routes.std(axis=0).max() > 1e-3  # routes depend on the context
+
+
+def test_film_identity():
+    z = tf.constant(np.random.default_rng(6).normal(size=(4, 5)), tf.float32)
+    out = L.FiLM()([z, tf.ones_like(z), tf.zeros_like(z)])
+    np.testing.assert_array_equal(out.numpy(), z.numpy())
+
+
+def test_film_mlp_starts_as_plain_mlp():
+    """Zero-initialised FiLM heads: the context has no effect before training."""
+    net = L.FiLMModulatedMLP([8, 8], [8])
+    x = tf.constant(np.random.default_rng(7).normal(size=(5, 6)), tf.float32)
+    a = net([x, tf.zeros([5, 4])])["score"]
+    b = net([x, tf.constant(np.random.default_rng(8).normal(size=(5, 4)), tf.float32)])["score"]
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+def test_dot_hybrid_needs_matching_width():
+    with pytest.raises(ValueError, match="dot hybrid needs the context width"):
+        L.HybridContext("dot")([tf.zeros([2, 4]), tf.zeros([2, 5, 6])])
+
+
+@pytest.mark.parametrize("layer", [
+    L.MLP([8, 4], activate_last=False, dropout=0.1),
+    L.FeatureEmbedding([FeatureSpec("genres", "item", "multi", 6, max_len=3)], 4),
+    L.LabelEmbedding([8]),
+    L.PoolingContextEncoder([16], 12, pooling="max"),
+    L.SequentialContextEncoder(16, [16], 12),
+    L.HybridContext("mlp", [8]),
+    L.PlainMLP([8]),
+    L.WeightModulatedMLP([8], [4]),
+    L.SigmoidModulatedMLP([8], [4]),
+    L.FiLMModulatedMLP([8], [4]),
+    L.SoftModularNetwork(2, 3, 4, [8]),
+])  # fmt: skip
+def test_get_config_round_trip(layer):
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
