@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
+
 import cmml  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -72,8 +74,8 @@ class CMMLModel(tfrs.models.Model):
         if not self.item_specs:
             raise ValueError("CMML needs at least one item-side feature")
         dim = config.embedding_dim
-        self.user_embedding = L.FeatureEmbedding(self.user_specs, dim, name="user_embedding") if self.user_specs else None
-        self.item_embedding = L.FeatureEmbedding(self.item_specs, dim, name="item_embedding")
+        self.user_embedding = L.FeatureEmbedding(self.user_specs, dim, config.l2, name="user_embedding") if self.user_specs else None
+        self.item_embedding = L.FeatureEmbedding(self.item_specs, dim, config.l2, name="item_embedding")
         self.x_dim = (len(self.user_specs) + len(self.item_specs)) * dim
         self.label_embedding = L.LabelEmbedding(config.label_hidden, name="label_embedding")
 
@@ -98,12 +100,22 @@ class CMMLModel(tfrs.models.Model):
         self.score_offset = self.add_weight(
             name="score_offset", shape=(), initializer=tf.keras.initializers.Constant(offset), trainable=config.head == "rating"
         )
+        # Support-set user offset: b_u = Σ (y - offset - b_i) / (n + λ), with a learned shrinkage λ.
+        self.shrinkage = None
+        if config.support_bias:
+            self.shrinkage = self.add_weight(name="support_shrinkage", shape=(), initializer=tf.keras.initializers.Constant(np.log(np.expm1(5.0))))
         self.item_bias = None
         if config.item_bias:
             item_id = [s for s in self.item_specs if s.name == "item_id"]
             if not item_id:
                 raise ValueError("item_bias needs an 'item_id' feature")
-            self.item_bias = tf.keras.layers.Embedding(item_id[0].vocab_size, 1, embeddings_initializer="zeros", name="item_bias")
+            self.item_bias = tf.keras.layers.Embedding(
+                item_id[0].vocab_size,
+                1,
+                embeddings_initializer="zeros",
+                embeddings_regularizer=tf.keras.regularizers.l2(config.l2) if config.l2 else None,
+                name="item_bias",
+            )
 
         if config.head == "rating":
             self.task = tfrs.tasks.Ranking(
@@ -114,6 +126,16 @@ class CMMLModel(tfrs.models.Model):
             self.task = tfrs.tasks.Ranking(loss=losses.PairwiseHingeLoss(margin=1.0))
 
     # --- pieces, each usable on its own (the serving signatures call them) ---------------------------
+    @property
+    def context_dim(self) -> int:
+        """Width of the context vector C that ``score`` takes (plus b_u with ``support_bias``)."""
+        return self.x_dim + (1 if self.shrinkage is not None else 0)
+
+    @property
+    def state_size(self) -> int:
+        """Width of the online-update state (encoder state, plus residual sum and count)."""
+        return self.encoder.state_size + (2 if self.shrinkage is not None else 0)
+
     def embed(self, features: Features, part: str) -> tf.Tensor:
         """x = [e_u; e_i] for every row of the ``part`` set: ``[B, R, x_dim]``."""
         parts = []
@@ -122,43 +144,66 @@ class CMMLModel(tfrs.models.Model):
         parts.append(self.item_embedding({s.name: features[key(part, s.name)] for s in self.item_specs}))
         return tf.concat(parts, axis=-1)
 
-    def support_rows(self, features: Features, part: str = SUPPORT) -> tuple[tf.Tensor, tf.Tensor]:
-        """Encoder input rows [e_u; e_i; g(y)] ``[B, S, D]`` and the mask ``[B, S]``."""
+    def baseline(self, features: Features, part: str) -> tf.Tensor:
+        """offset + b_i for every row of the ``part`` set ``[B, R]`` (offset alone without item bias)."""
+        mask = features[key(part, MASK)]
+        base = tf.zeros_like(tf.cast(mask, tf.float32)) + self.score_offset
+        if self.item_bias is not None:
+            base = base + tf.squeeze(self.item_bias(features[key(part, "item_id")]), -1)
+        return base
+
+    def support_rows(self, features: Features, part: str = SUPPORT) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Encoder input rows [e_u; e_i; g(y)] ``[B, S, D]``, the mask ``[B, S]`` and the residuals
+        y - offset - b_i ``[B, S]``."""
         x = self.embed(features, part)
         label = tf.cast(features[key(part, LABEL)], x.dtype)
         mask = tf.cast(features[key(part, MASK)], x.dtype)
         if self.config.positives_only_context:
             mask = mask * tf.cast(label > 0.5, x.dtype)
-        return tf.concat([x, self.label_embedding(label)], axis=-1), mask
+        residual = (label - tf.stop_gradient(self.baseline(features, part))) * mask
+        encoded = residual if self.config.residual_labels else label
+        return tf.concat([x, self.label_embedding(encoded)], axis=-1), mask, residual
 
     def initial_state(self, batch_size) -> tf.Tensor:
-        return self.encoder.initial_state(batch_size)
+        return tf.zeros([batch_size, self.state_size], tf.float32)
 
     def update_state(self, state: tf.Tensor, features: Features, part: str = SUPPORT) -> tf.Tensor:
-        """Folds more interactions (the ``part`` set) into an encoder state ``[B, state_size]``."""
-        rows, mask = self.support_rows(features, part)
-        return self.encoder.accumulate(state, rows, mask)
+        """Folds more interactions (the ``part`` set) into a state ``[B, state_size]``."""
+        rows, mask, residual = self.support_rows(features, part)
+        n = self.encoder.state_size
+        new = self.encoder.accumulate(state[:, :n], rows, mask)
+        if self.shrinkage is None:
+            return new
+        sums = state[:, n:] + tf.stack([tf.reduce_sum(residual, 1), tf.reduce_sum(mask, 1)], axis=-1)
+        return tf.concat([new, sums], axis=-1)
 
     def context_from_state(self, state: tf.Tensor) -> tf.Tensor:
-        return self.encoder.finalize(state)
+        n = self.encoder.state_size
+        context = self.encoder.finalize(state[:, :n])
+        if self.shrinkage is None:
+            return context
+        user_offset = state[:, n] / (state[:, n + 1] + tf.nn.softplus(self.shrinkage))
+        return tf.concat([context, user_offset[:, None]], axis=-1)
 
     def encode_context(self, features: Features) -> tf.Tensor:
-        """Support set → task context C ``[B, x_dim]``."""
-        rows, mask = self.support_rows(features)
+        """Support set → task context C ``[B, context_dim]``."""
+        if self.shrinkage is not None:
+            return self.context_from_state(self.update_state(self.initial_state(tf.shape(features[key(SUPPORT, MASK)])[0]), features))
+        rows, mask, _ = self.support_rows(features)
         return self.encoder(rows, mask)
 
     def score(self, context: tf.Tensor, features: Features, training: bool | None = None) -> dict[str, tf.Tensor]:
         """Context + query pairs → ``{"score": [B, Q], ...}`` (Soft-M adds ``routes``, ``final_route``)."""
         x = self.embed(features, QUERY)  # [B, Q, Dx]
-        ctx = self.hybrid([context, x])  # [B, Q, Dh]
+        ctx = self.hybrid([context[:, : self.x_dim], x])  # [B, Q, Dh]
         shape = tf.shape(x)[:2]
         flat = self.scorer([tf.reshape(x, [-1, x.shape[-1]]), tf.reshape(ctx, [-1, ctx.shape[-1]])], training=training)
         out = {}
         for name, value in flat.items():
             out[name] = tf.reshape(value, tf.concat([shape, tf.shape(value)[1:]], 0))
-        out["score"] = out["score"] + self.score_offset
-        if self.item_bias is not None:
-            out["score"] = out["score"] + tf.squeeze(self.item_bias(features[key(QUERY, "item_id")]), -1)
+        out["score"] = out["score"] + self.baseline(features, QUERY)
+        if self.shrinkage is not None:
+            out["score"] = out["score"] + context[:, self.x_dim][:, None]
         return out
 
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:

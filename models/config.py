@@ -34,12 +34,14 @@ class CMMLConfig:
     soft_layers: int = 3  # Soft-M: k layers ...
     soft_modules: int = 4  # ... of m modules ...
     soft_width: int = 32  # ... each d wide
-    item_bias: bool = False  # a learned per-item scalar added to the score
+    item_bias: bool = False  # a learned per-item scalar b_i added to the score
+    support_bias: bool = False  # rating head: add b_u = shrunk mean residual of the support set
+    residual_labels: bool = False  # the encoder sees y - (offset + b_i) instead of y
     positives_only_context: bool = False  # ablation "Non-negative-PE": encode only label-1 rows
     permute_support: bool = True  # shuffle each support set at every training step
     dropout: float = 0.0
     learning_rate: float = 1e-4
-    l2: float = 0.0
+    l2: float = 0.0  # L2 penalty on embedding tables and item biases
 
     def __post_init__(self):
         for name, allowed in (("head", HEADS), ("encoder", ENCODERS), ("hybrid", HYBRIDS), ("modulation", MODULATIONS)):
@@ -51,6 +53,8 @@ class CMMLConfig:
                 raise ValueError(f"CMMLConfig.{name} must have at least one layer")
         if min(self.soft_layers, self.soft_modules, self.soft_width, self.embedding_dim, self.gru_units) < 1:
             raise ValueError("CMMLConfig sizes must be positive")
+        if self.support_bias and self.head != "rating":
+            raise ValueError("CMMLConfig.support_bias applies to the rating head only")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"CMMLConfig.dropout = {self.dropout} must be in [0, 1)")
 

@@ -56,8 +56,8 @@ class CMMLServingModule(tf.Module):
         self.model = model
         self.preprocess_layer = preprocess
         self.raw_specs = dict(raw_specs) if raw_specs else None
-        self.context_dim = model.x_dim
-        self.state_dim = model.encoder.state_size
+        self.context_dim = model.context_dim
+        self.state_dim = model.state_size
 
         support = _feature_specs(model, SUPPORT, self.raw_specs)
         query = _feature_specs(model, QUERY, self.raw_specs)

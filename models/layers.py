@@ -55,12 +55,18 @@ class FeatureEmbedding(keras.layers.Layer):
     Output: ``[..., len(specs) * dim]`` in the order of ``specs``.
     """
 
-    def __init__(self, specs: Sequence[FeatureSpec | dict], dim: int, **kwargs):
+    def __init__(self, specs: Sequence[FeatureSpec | dict], dim: int, l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.specs = [s if isinstance(s, FeatureSpec) else FeatureSpec(**s) for s in specs]
-        self.dim = dim
+        self.dim, self.l2 = dim, l2
         self.tables = {
-            s.name: keras.layers.Embedding(s.vocab_size, dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=0.05), name=f"emb_{s.name}")
+            s.name: keras.layers.Embedding(
+                s.vocab_size,
+                dim,
+                embeddings_initializer=keras.initializers.RandomNormal(stddev=0.05),
+                embeddings_regularizer=keras.regularizers.l2(l2) if l2 else None,
+                name=f"emb_{s.name}",
+            )
             for s in self.specs
         }
 
@@ -80,7 +86,7 @@ class FeatureEmbedding(keras.layers.Layer):
         return tf.concat(parts, axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "specs": [s.__dict__ for s in self.specs], "dim": self.dim}
+        return {**super().get_config(), "specs": [s.__dict__ for s in self.specs], "dim": self.dim, "l2": self.l2}
 
 
 class LabelEmbedding(keras.layers.Layer):

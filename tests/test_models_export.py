@@ -19,6 +19,7 @@ from cmml.models.testing import DEFAULT_SPECS, random_episodes
 CONFIGS = {
     "default": CMMLConfig(embedding_dim=8),  # GRU + dot + FiLM
     "soft-mean": CMMLConfig(embedding_dim=8, encoder="mean", hybrid="mlp", modulation="soft"),
+    "biases": CMMLConfig(embedding_dim=8, encoder="gru", item_bias=True, support_bias=True, residual_labels=True),
 }
 
 # Runs in a fresh interpreter where `cmml` cannot be imported and Keras 2 is not selected:
@@ -84,7 +85,7 @@ def test_signatures_match_in_memory_model_in_a_process_without_the_package(expor
     np.testing.assert_allclose(out["context"], context, atol=1e-5)
     # online updates, one interaction at a time, agree with encoding the whole support set
     np.testing.assert_allclose(out["update_context"], context, atol=1e-5)
-    assert out["state"].shape == (4, model.encoder.state_size)
+    assert out["state"].shape == (4, model.state_size)
 
 
 def test_exported_graph_has_only_stock_ops(exported):
