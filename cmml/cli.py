@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--show-rejects", type=int, default=10, help="how many rejected rows to print")
     inspect.set_defaults(handler=_data_inspect)
     data.set_defaults(handler=lambda a: (data.print_help(), 2)[1])
+
+    from cmml.serving.cli import add_subcommands as add_serving
+
+    add_serving(sub)  # serve, predict
     return parser
 
 

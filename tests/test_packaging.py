@@ -49,5 +49,5 @@ def test_wheel_holds_only_the_cmml_namespace(tmp_path):
 def test_cli_help_lists_subcommands(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cmml.cli", "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0
-    for command in ("run", "data"):
+    for command in ("run", "data", "serve", "predict"):
         assert f"    {command} " in proc.stdout

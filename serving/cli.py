@@ -1,0 +1,260 @@
+"""``cmml serve`` (the test double) and ``cmml predict`` (the clients).
+
+``cmml.cli`` registers both with :func:`add_subcommands`; ``python -m cmml.serving.cli`` runs
+them on their own. Flags of ``serve`` carry TF Serving's names so that a command line moves to
+``tensorflow_model_server`` unchanged (``--port``, ``--rest_api_port``, ``--model_name``,
+``--model_base_path``, ``--file_system_poll_wait_seconds`` ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from cmml.errors import CmmlError
+
+REST_DISABLED = 0  # TF Serving's convention: --rest_api_port=0 turns the REST API off
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``serve`` and ``predict`` on a ``parser.add_subparsers()`` object. Each sets
+    ``handler`` (a function of the parsed namespace returning an exit code) as its default."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the PredictionService TEST DOUBLE (gRPC + REST; not TensorFlow Serving)",
+        description="Serves the newest numeric version under --model_base_path with TF Serving's gRPC and REST API. "
+        "A test double for machines without tensorflow_model_server; production uses the official binary (BUILD.md).",
+    )
+    serve.add_argument("--model_base_path", required=True, help="folder of numeric version sub-folders: <base>/<model_name>")
+    serve.add_argument("--model_name", default="default", help="name clients request (default: default, as TF Serving)")
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 = any free port)")
+    serve.add_argument("--rest_api_port", type=int, default=REST_DISABLED, help="REST port (default 0 = no REST API, as TF Serving)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
+    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0, help="version polling period; 0 = load once")
+    serve.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0, help="TF intra-op threads (0 = TF default)")
+    serve.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0, help="TF inter-op threads (0 = TF default)")
+    serve.add_argument("--grpc_max_threads", type=int, default=8, help="gRPC worker threads")
+    serve.add_argument("--rest_api_num_threads", type=int, default=8, help="REST requests running a model at once")
+    serve.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, help="REST connection idle timeout")
+    serve.add_argument("--max_request_bytes", type=int, default=64 << 20, help="largest gRPC message / REST body accepted")
+    serve.add_argument("--max_tensor_elements", type=int, default=1 << 22, help="largest input tensor accepted (elements)")
+    serve.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.set_defaults(handler=_serve)
+
+    predict = subparsers.add_parser(
+        "predict",
+        help="call a TF Serving model (or the test double) over gRPC or REST and rank the candidates",
+        description="Sends a Predict request and prints ranked items with scores. Input: a :predict JSON body "
+        "(--input) or a user id and candidate items resolved from a dataset (--data --user --candidates).",
+    )
+    where = predict.add_mutually_exclusive_group(required=True)
+    where.add_argument("--server", help="gRPC target host:port (PredictionService)")
+    where.add_argument("--rest_url", help="REST base URL, e.g. http://localhost:8501")
+    predict.add_argument("--model_name", default="default", help="model name (default: default)")
+    predict.add_argument("--signature_name", default=None, help="signature (default: the body's signature_name, else serving_default)")
+    predict.add_argument("--version", type=int, default=None, help="a specific version (default: the latest)")
+    predict.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    predict.add_argument("--metadata", action="store_true", help="print the model's signatures and exit")
+    predict.add_argument("--status", action="store_true", help="print the model's version status and exit")
+    predict.add_argument("--input", help="JSON file with a :predict body: {\"signature_name\": ..., \"inputs\"|\"instances\": ...}")
+    predict.add_argument("--data", help="dataset (name, folder or CSV log) to resolve --user and --candidates from")
+    predict.add_argument("--columns", help="for a CSV log: field=column pairs")
+    predict.add_argument("--delimiter", default=",", help="for a CSV log: field separator")
+    predict.add_argument("--users", dest="users_path", help="for a CSV log: user side-feature file")
+    predict.add_argument("--items", dest="items_path", help="for a CSV log: item side-feature file")
+    predict.add_argument("--user", help="user id whose history is the support set")
+    predict.add_argument("--candidates", help="comma-separated candidate item ids (the query set)")
+    predict.add_argument("--max_support", type=int, default=64, help="most recent interactions used as the support set")
+    predict.add_argument("--top", type=int, default=None, help="print only the top N items per task")
+    predict.add_argument("--format", choices=["text", "json"], default="text")
+    predict.set_defaults(handler=_predict)
+
+
+# --- serve ------------------------------------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    import tensorflow as tf  # cmml, imported as this module's package, has selected Keras 2
+
+    from cmml.serving.protocol import Limits
+    from cmml.serving.server import ServingDouble
+
+    if args.tensorflow_intra_op_parallelism:
+        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    if args.tensorflow_inter_op_parallelism:
+        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    limits = Limits(max_request_bytes=args.max_request_bytes, max_tensor_elements=args.max_tensor_elements,
+                    max_request_elements=max(args.max_tensor_elements, Limits.max_request_elements))  # fmt: skip
+    double = ServingDouble(
+        args.model_base_path,
+        args.model_name,
+        port=args.port,
+        rest_api_port=None if args.rest_api_port == REST_DISABLED else args.rest_api_port,
+        host=args.host,
+        poll_seconds=args.file_system_poll_wait_seconds,
+        limits=limits,
+        grpc_max_threads=args.grpc_max_threads,
+        rest_api_num_threads=args.rest_api_num_threads,
+        rest_api_timeout_seconds=args.rest_api_timeout_in_ms / 1000.0,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        double.start()
+    except OSError as exc:  # a port in use, an unreadable base path
+        print(f"cmml serve: error: {exc}", file=sys.stderr)
+        return 1
+    print(double.ready_line(), flush=True)
+    try:
+        stop.wait()
+    finally:
+        logging.getLogger("cmml.serving.double").info("test double: shutting down")
+        double.stop()
+    return 0
+
+
+# --- predict ----------------------------------------------------------------------------------------------------
+def _client(args: argparse.Namespace):
+    from cmml.serving.client import GrpcClient, RestClient
+
+    if args.server:
+        return GrpcClient(args.server, args.model_name, timeout=args.timeout)
+    return RestClient(args.rest_url, args.model_name, timeout=args.timeout)
+
+
+def _inputs_from_file(path: str, signatures: dict, signature_name: str | None):
+    from cmml.serving.protocol import parse_predict_body
+    from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_or_error
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            body = json.load(f)
+        except ValueError as exc:
+            raise _UsageError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _UsageError(f"{path}: expected a JSON object with 'inputs' or 'instances'")
+    sig = signature_or_error(signatures, signature_name or body.get("signature_name") or DEFAULT_SIGNATURE)
+    if signature_name and signature_name != body.get("signature_name", DEFAULT_SIGNATURE):
+        body = _select_inputs(body, set(sig.inputs))
+    inputs, row_format = parse_predict_body(body, sig.input_dtypes())
+    return sig, inputs, row_format
+
+
+def _select_inputs(body: dict, names: set[str]) -> dict:
+    """The body restricted to the inputs of another signature: one request file (support + query)
+    then also drives ``encode_context`` (support only)."""
+    out = dict(body)
+    if isinstance(body.get("inputs"), dict):
+        out["inputs"] = {k: v for k, v in body["inputs"].items() if k in names}
+    elif isinstance(body.get("instances"), list) and all(isinstance(r, dict) for r in body["instances"]):
+        out["instances"] = [{k: v for k, v in r.items() if k in names} for r in body["instances"]]
+    return out
+
+
+def _inputs_from_dataset(args: argparse.Namespace, signatures: dict):
+    from cmml.data import open_dataset
+    from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_or_error
+    from cmml.serving.task_inputs import build_user_inputs
+
+    if not (args.user and args.candidates):
+        raise _UsageError("--data needs --user and --candidates")
+    dataset = open_dataset(args.data, columns=args.columns, delimiter=args.delimiter, users_path=args.users_path, items_path=args.items_path)
+    sig = signature_or_error(signatures, args.signature_name or DEFAULT_SIGNATURE)
+    candidates = [i.strip() for i in args.candidates.split(",") if i.strip()]
+    try:
+        inputs, task = build_user_inputs(dataset, sig, args.user, candidates, args.max_support)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    return sig, inputs, task
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cmml.serving.client import GrpcClient, rank_items
+    from cmml.serving.protocol import ServingError
+    from cmml.serving.task_inputs import item_labels
+
+    try:
+        with _client(args) as client:
+            if args.status:
+                for s in client.status(args.version):
+                    print(f"version {s.version}: {s.state} ({s.error_code}{': ' + s.error_message if s.error_message else ''})")
+                return 0
+            version, signatures = client.metadata(args.version)
+            if args.metadata:
+                print(f"model '{args.model_name}' version {version}")
+                for sig in signatures.values():
+                    print(sig.describe())
+                return 0
+            task = None
+            if args.input:
+                sig, inputs, row_format = _inputs_from_file(args.input, signatures, args.signature_name)
+            elif args.data:
+                sig, inputs, task = _inputs_from_dataset(args, signatures)
+                row_format = False
+            else:
+                raise _UsageError("give --input FILE.json, or --data with --user and --candidates (or --metadata / --status)")
+            if isinstance(client, GrpcClient):
+                result = client.predict(inputs, sig.name, args.version)
+            else:
+                result = client.predict(inputs, sig.name, args.version, row_format=row_format)
+    except _UsageError as exc:
+        print(f"cmml predict: error: {exc}", file=sys.stderr)
+        return 2
+    except CmmlError as exc:  # dataset not found, unreadable data
+        print(f"cmml predict: error: {exc}", file=sys.stderr)
+        return 1
+    except ServingError as exc:
+        print(f"cmml predict: {exc.code.name}: {exc.message}", file=sys.stderr)
+        return 1
+    served = result.version if result.version is not None else version
+    if "scores" not in result.outputs:
+        _print_outputs(result.outputs, args.format, served, sig.name)
+        return 0
+    scores = np.asarray(result.outputs["scores"])
+    labels = item_labels(inputs, task)
+    mask = inputs.get("query_mask")
+    rankings = []
+    for t in range(scores.shape[0]):
+        items = labels[t] if labels is not None else None
+        rankings.append(rank_items(scores[t], items, None if mask is None else mask[t], args.top))
+    if args.format == "json":
+        print(json.dumps({"model_version": served, "signature_name": sig.name,
+                          "tasks": [[{"item": r.item, "score": r.score} for r in ranking] for ranking in rankings]}, indent=1))  # fmt: skip
+        return 0
+    print(f"model '{args.model_name}' version {served}, signature '{sig.name}'" + (f", user {task.user_id} with {len(task.support_items)} support interaction(s)" if task else ""))
+    for t, ranking in enumerate(rankings):
+        if len(rankings) > 1:
+            print(f"task {t}:")
+        print(f"{'rank':>4}  {'item':<20} score")
+        for k, r in enumerate(ranking, 1):
+            print(f"{k:>4}  {str(r.item):<20} {r.score:.5f}")
+    return 0
+
+
+def _print_outputs(outputs: dict, fmt: str, version: Any, signature: str) -> None:
+    from cmml.serving.protocol import ndarray_to_json
+
+    payload = {"model_version": version, "signature_name": signature, "outputs": {k: ndarray_to_json(np.asarray(v), k) for k, v in outputs.items()}}
+    print(json.dumps(payload, indent=None if fmt == "text" else 1, allow_nan=True))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cmml.serving.cli serve|predict ...`` (the same sub-commands as ``cmml``)."""
+    parser = argparse.ArgumentParser(prog="python -m cmml.serving.cli", description="CMML serving: test double and clients")
+    add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

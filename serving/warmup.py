@@ -1,0 +1,157 @@
+"""SavedModel warm-up records: ``assets.extra/tf_serving_warmup_requests``.
+
+TF Serving replays this TFRecord file of ``PredictionLog`` protos when it loads a version, so the
+first live request does not pay for lazy initialisation; a record that fails makes the load fail.
+At most 1,000 records are allowed. The pipeline's Pusher calls :func:`write_warmup_requests` on
+the SavedModel it pushes, with requests from :func:`canned_requests`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from cmml.serving.protocol import Limits, ServingError, ndarray_to_tensor_proto, numpy_dtype, tensor_proto_to_ndarray
+from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_def_map, signature_or_error, signatures_from_map, validate_inputs
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving refuses more
+CMML_SIGNATURES = ("serving_default", "encode_context", "score", "update_context")
+
+# A canned request: a PredictRequest, or (signature_name, {input name: array}).
+CannedRequest = Union[predict_pb2.PredictRequest, tuple[str, Mapping[str, np.ndarray]]]
+
+
+def warmup_path(saved_model_dir: str | os.PathLike) -> Path:
+    return Path(saved_model_dir) / WARMUP_DIR / WARMUP_FILE
+
+
+def predict_request(inputs: Mapping[str, np.ndarray], signature_name: str = DEFAULT_SIGNATURE, model_name: str = "", version: int | None = None) -> predict_pb2.PredictRequest:
+    """A PredictRequest for ``inputs``. Warm-up requests may leave ``model_name`` empty: the
+    server replays them against the version being loaded."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = int(version)
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(ndarray_to_tensor_proto(value))
+    return request
+
+
+def _as_request(item: CannedRequest) -> predict_pb2.PredictRequest:
+    if isinstance(item, predict_pb2.PredictRequest):
+        return item
+    signature_name, inputs = item
+    return predict_request(inputs, signature_name)
+
+
+def request_inputs(request: predict_pb2.PredictRequest, limits: Limits = Limits()) -> dict[str, np.ndarray]:
+    """Decoded inputs of a PredictRequest (strict, capped decoding)."""
+    return {k: tensor_proto_to_ndarray(v, k, limits.max_tensor_elements) for k, v in request.inputs.items()}
+
+
+def write_warmup_requests(saved_model_dir: str | os.PathLike, requests: Iterable[CannedRequest]) -> Path:
+    """Writes ``requests`` as PredictionLog records into ``<saved_model_dir>/assets.extra/``.
+
+    Every request is checked against the SavedModel's signatures first (names, dtypes, ranks), so
+    a bad canned request fails here, not when TF Serving loads the model. Returns the file path.
+    """
+    import tensorflow as tf
+
+    protos = [_as_request(r) for r in requests]
+    if not protos:
+        raise ValueError("no warm-up requests given")
+    if len(protos) > MAX_WARMUP_RECORDS:
+        raise ValueError(f"{len(protos)} warm-up requests: TF Serving accepts at most {MAX_WARMUP_RECORDS}")
+    signatures = signatures_from_map(signature_def_map(saved_model_dir))
+    for k, request in enumerate(protos):
+        name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        try:
+            validate_inputs(signature_or_error(signatures, name), request_inputs(request))
+        except ServingError as exc:
+            raise ValueError(f"warm-up request {k} ({name}) does not fit the model: {exc}") from None
+    path = warmup_path(saved_model_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for request in protos:
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup_requests(saved_model_dir: str | os.PathLike) -> list[prediction_log_pb2.PredictionLog]:
+    """The PredictionLog records of a SavedModel's warm-up file ([] when it has none).
+
+    Raises ValueError for a record that does not parse or for more than 1,000 records."""
+    import tensorflow as tf
+
+    path = warmup_path(saved_model_dir)
+    if not path.is_file():
+        return []
+    logs = []
+    try:
+        records = list(tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS + 1).as_numpy_iterator())
+    except tf.errors.OpError as exc:
+        raise ValueError(f"{path}: not a valid TFRecord file: {exc.message}") from None
+    if len(records) > MAX_WARMUP_RECORDS:
+        raise ValueError(f"{path}: more than {MAX_WARMUP_RECORDS} warm-up records")
+    for k, record in enumerate(records):
+        log = prediction_log_pb2.PredictionLog()
+        try:
+            log.ParseFromString(record)
+        except DecodeError as exc:
+            raise ValueError(f"{path}: record {k} is not a PredictionLog: {exc}") from None
+        logs.append(log)
+    return logs
+
+
+def replay_warmup(saved_model_dir: str | os.PathLike, run: Callable[[predict_pb2.PredictRequest], object]) -> int:
+    """Runs every warm-up record through ``run``; returns how many. Only predict logs are
+    supported (the CMML model has no classify/regress signatures)."""
+    logs = read_warmup_requests(saved_model_dir)
+    for k, log in enumerate(logs):
+        kind = log.WhichOneof("log_type")
+        if kind != "predict_log":
+            raise ValueError(f"warm-up record {k} is a {kind}; only predict_log records are supported")
+        run(log.predict_log.request)
+    return len(logs)
+
+
+def canned_requests(
+    saved_model_dir: str | os.PathLike,
+    episodes: Mapping[str, np.ndarray],
+    signatures: Sequence[str] | None = None,
+) -> list[predict_pb2.PredictRequest]:
+    """One request per CMML signature, filled from a batch of episode tensors (episodes.md).
+
+    Inputs are taken from ``episodes`` by name; ``new_<f>`` inputs (update_context) use the first
+    support row ``support_<f>[:, :1]``; fixed-width float inputs that episodes do not hold
+    (``context``, ``state``) are zeros of the signature's width. ``signatures`` defaults to the
+    CMML signatures the model has; one whose inputs cannot be filled raises ValueError.
+    """
+    known = signatures_from_map(signature_def_map(saved_model_dir))
+    names = list(signatures) if signatures is not None else [s for s in CMML_SIGNATURES if s in known]
+    if not names:
+        raise ValueError(f"{saved_model_dir} has none of the CMML signatures {CMML_SIGNATURES}; pass signatures=")
+    batch = int(np.asarray(episodes["support_mask"]).shape[0]) if "support_mask" in episodes else 1
+    out = []
+    for name in names:
+        sig = signature_or_error(known, name)
+        inputs: dict[str, np.ndarray] = {}
+        for key, spec in sig.inputs.items():
+            if key in episodes:
+                inputs[key] = np.asarray(episodes[key])
+            elif key.startswith("new_") and "support_" + key[4:] in episodes:
+                inputs[key] = np.asarray(episodes["support_" + key[4:]])[:, :1]
+            elif spec.shape is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
+                inputs[key] = np.zeros((batch, spec.shape[1]), dtype=numpy_dtype(spec.dtype))
+            else:
+                raise ValueError(f"cannot fill input '{key}' ({spec.describe()}) of signature '{name}' from the episodes")
+        out.append(predict_request(inputs, name))
+    return out
