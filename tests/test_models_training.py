@@ -1,0 +1,57 @@
+"""Episodic training loop: weight averaging, early stopping, best weights kept."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cmml  # noqa: F401
+import tensorflow as tf
+
+from cmml.models.cmml import build_cmml
+from cmml.models.config import CMMLConfig
+from cmml.models.testing import DEFAULT_SPECS, random_episodes
+from cmml.models.training import TrainingConfig, WeightAverage, fit_episodic, validation_score
+
+
+def test_weight_average_is_an_exponential_moving_average_and_swaps_back():
+    model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
+    avg = WeightAverage(model, decay=0.5)
+    start = [v.numpy().copy() for v in model.trainable_variables]
+    for v in model.trainable_variables:
+        v.assign(v + 1.0)
+    avg.update()
+    for s, w0 in zip(avg.shadow, start):
+        np.testing.assert_allclose(s.numpy(), w0 + 0.5, rtol=1e-6)  # 0.5 * w0 + 0.5 * (w0 + 1)
+    live = [v.numpy().copy() for v in model.trainable_variables]
+    avg.swap()
+    np.testing.assert_allclose(model.trainable_variables[0].numpy(), start[0] + 0.5, rtol=1e-6)
+    avg.swap()
+    np.testing.assert_allclose(model.trainable_variables[0].numpy(), live[0], rtol=1e-6)
+
+
+def _data(seed, n=4):
+    eps = [random_episodes(tasks=16, seed=seed + k) for k in range(n)]
+    merged = {k: np.concatenate([e[k] for e in eps]) for k in eps[0]}
+    return tf.data.Dataset.from_tensor_slices(merged).batch(16)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_fit_episodic_keeps_the_best_validation_weights(ema):
+    model = build_cmml(DEFAULT_SPECS, CMMLConfig(encoder="mean", embedding_dim=8, learning_rate=1e-2))
+    train = _data(0)
+    valid = _data(100, n=1)
+    before = validation_score(model, valid)
+    lines = []
+    summary = fit_episodic(model, lambda epoch: train, valid, TrainingConfig(epochs=8, patience=2, ema_decay=ema), log=lines.append)
+    assert summary["epochs_run"] == len(lines) <= 8
+    best = min(h["valid"] for h in summary["history"])
+    assert summary["best_validation"] == pytest.approx(best)
+    assert validation_score(model, valid) == pytest.approx(best, abs=1e-5)  # best weights restored
+    assert best < before
+
+
+def test_training_config_errors():
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainingConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match="unknown training config key"):
+        TrainingConfig.from_dict({"epoch": 3})
