@@ -195,9 +195,14 @@ class CMMLModel(tfrs.models.Model):
     def score(self, context: tf.Tensor, features: Features, training: bool | None = None) -> dict[str, tf.Tensor]:
         """Context + query pairs → ``{"score": [B, Q], ...}`` (Soft-M adds ``routes``, ``final_route``)."""
         x = self.embed(features, QUERY)  # [B, Q, Dx]
-        ctx = self.hybrid([context[:, : self.x_dim], x])  # [B, Q, Dh]
         shape = tf.shape(x)[:2]
-        flat = self.scorer([tf.reshape(x, [-1, x.shape[-1]]), tf.reshape(ctx, [-1, ctx.shape[-1]])], training=training)
+        x_rows = tf.reshape(x, [-1, x.shape[-1]])
+        if self.config.hybrid == "none":
+            # task-level context: the modulation is computed once per task, then repeated per row
+            flat = self.scorer([x_rows, context[:, : self.x_dim]], training=training, context_repeats=shape[1])
+        else:
+            ctx = self.hybrid([context[:, : self.x_dim], x])  # [B, Q, Dh]
+            flat = self.scorer([x_rows, tf.reshape(ctx, [-1, ctx.shape[-1]])], training=training)
         out = {}
         for name, value in flat.items():
             out[name] = tf.reshape(value, tf.concat([shape, tf.shape(value)[1:]], 0))

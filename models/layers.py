@@ -17,6 +17,15 @@ from cmml.schemas.episodes import FeatureSpec
 keras = tf.keras
 
 
+def expand_context(values: tf.Tensor, repeats) -> tf.Tensor:
+    """Per-task values ``[B, ...]`` → per-row ``[B·repeats, ...]`` (identity when repeats is None).
+
+    Scorers accept a per-task context with ``context_repeats=Q`` so that a hyper-network whose
+    input does not depend on the query row runs once per task instead of once per row.
+    """
+    return values if repeats is None else tf.repeat(values, repeats, axis=0)
+
+
 class MLP(keras.layers.Layer):
     """A stack of Dense layers.
 
@@ -248,7 +257,7 @@ class PlainMLP(keras.layers.Layer):
         self.backbone = MLP(self.hidden, dropout=dropout, name="backbone")
         self.out = keras.layers.Dense(1, use_bias=False, name="output")  # the model owns the global offset
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, context_repeats=None):
         x, _ = inputs
         return {"score": tf.squeeze(self.out(self.backbone(x, training=training)), -1)}
 
@@ -269,10 +278,10 @@ class WeightModulatedMLP(keras.layers.Layer):
         self.hyper = MLP(self.hyper_hidden, name="hyper")
         self.generate = keras.layers.Dense(self.hidden[-1] + 1, name="generate_w_b")
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, context_repeats=None):
         x, ctx = inputs
         h = self.backbone(x, training=training)
-        wb = self.generate(self.hyper(ctx))
+        wb = expand_context(self.generate(self.hyper(ctx)), context_repeats)
         return {"score": tf.reduce_sum(wb[:, :-1] * h, axis=-1) + wb[:, -1]}
 
     def get_config(self):
@@ -302,12 +311,12 @@ class _LayerModulatedMLP(keras.layers.Layer):
     def modulate(self, j: int, z, heads_out):
         raise NotImplementedError
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, context_repeats=None):
         x, ctx = inputs
         t = self.trunk(ctx)
         h = x
         for j, layer in enumerate(self.layers_):
-            h = self.modulate(j, layer(h), [head(t) for head in self.heads[j]])
+            h = self.modulate(j, layer(h), [expand_context(head(t), context_repeats) for head in self.heads[j]])
             if self.drop is not None:
                 h = self.drop(h, training=training)
         return {"score": tf.squeeze(self.out(h), -1)}
@@ -374,19 +383,23 @@ class SoftModularNetwork(keras.layers.Layer):
         self.biases = [self.add_weight(name=f"module_bias_{l}", shape=(self.m, self.d), initializer="zeros") for l in range(self.k)]
         super().build(input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs, context_repeats=None):
         x, ctx = inputs
+        # routes depend on the context only: compute them first (once per task when the context
+        # is per task), then run the modules row by row
         r = self.route_in(ctx)
         routes = []
-        h = tf.nn.relu(tf.einsum("ni,mio->nmo", x, self.kernels[0]) + self.biases[0])  # [N, m, d]
         for l in range(1, self.k):
             logits = tf.reshape(self.route_logits[l - 1](r), [-1, self.m, self.m])  # [N, i (from), j (to)]
             p = tf.nn.softmax(logits, axis=1)  # weights into each module j sum to 1
             routes.append(p)
+            r = self.route_hidden[l - 1](tf.concat([r, tf.reshape(p, [-1, self.m * self.m])], axis=-1))
+        final = expand_context(tf.nn.softmax(self.final_logits(r), axis=-1), context_repeats)  # [N, m]
+        routes = [expand_context(p, context_repeats) for p in routes]
+        h = tf.nn.relu(tf.einsum("ni,mio->nmo", x, self.kernels[0]) + self.biases[0])  # [N, m, d]
+        for l, p in enumerate(routes, start=1):
             mixed = tf.einsum("nij,nid->njd", p, h)
             h = tf.nn.relu(tf.einsum("nmi,mio->nmo", mixed, self.kernels[l]) + self.biases[l])
-            r = self.route_hidden[l - 1](tf.concat([r, tf.reshape(p, [-1, self.m * self.m])], axis=-1))
-        final = tf.nn.softmax(self.final_logits(r), axis=-1)  # [N, m]
         pooled = tf.einsum("nm,nmd->nd", final, h)
         stacked = tf.stack(routes, axis=1) if routes else tf.zeros([tf.shape(x)[0], 0, self.m, self.m], x.dtype)
         return {"score": tf.squeeze(self.out(pooled), -1), "routes": stacked, "final_route": final}

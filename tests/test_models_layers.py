@@ -143,3 +143,22 @@ def test_get_config_round_trip(layer):
     config = layer.get_config()
     clone = type(layer).from_config(config)
     assert clone.get_config() == config
+
+
+@pytest.mark.parametrize("layer", [
+    L.WeightModulatedMLP([8], [4]), L.SigmoidModulatedMLP([8], [4]), L.FiLMModulatedMLP([8], [4]), L.SoftModularNetwork(3, 3, 4, [8]),
+])  # fmt: skip
+def test_per_task_context_equals_per_row_context(layer):
+    """context_repeats=Q on a [B, D] context gives the same result as the repeated [B·Q, D] context."""
+    rng = np.random.default_rng(9)
+    x = tf.constant(rng.normal(size=(6, 5)), tf.float32)  # B=2 tasks x Q=3 rows
+    ctx = tf.constant(rng.normal(size=(2, 4)), tf.float32)
+    if isinstance(layer, L.FiLMModulatedMLP):
+        layer([x, tf.repeat(ctx, 3, axis=0)])
+        for heads in layer.heads:  # leave the zero initialisation so the context matters
+            for head in heads:
+                head.kernel.assign(rng.normal(size=head.kernel.shape) * 0.5)
+    per_row = layer([x, tf.repeat(ctx, 3, axis=0)])
+    per_task = layer([x, ctx], context_repeats=3)
+    for name in per_row:
+        np.testing.assert_allclose(per_task[name].numpy(), per_row[name].numpy(), atol=1e-5)
