@@ -41,3 +41,11 @@ def synthetic_small(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic") / "small"
     synthetic.generate(out, synthetic.SyntheticConfig(users=1500, seed=7), progress=None)
     return out
+
+
+@pytest.fixture(scope="session")
+def data_pipeline(tmp_path_factory):
+    """The data components run once as a TFX pipeline on small synthetic data (tests/components_fixtures.py)."""
+    from components_fixtures import run_data_pipeline
+
+    return run_data_pipeline(tmp_path_factory.mktemp("data_pipeline"))

@@ -1,0 +1,191 @@
+"""TaskGen: the custom TFX component that turns transformed interactions into per-task TFRecords.
+
+Inputs: Transform's ``transformed_examples`` and ``transform_graph``. Output: a ``TaskRecords``
+artifact (layout and record format: ``schemas/task_records.md``). The Beam pipeline itself is in
+:mod:`cmml.components.task_beam` (numpy core: :mod:`cmml.components.task_logic`); this module adds
+what TFX needs: reading vocabulary sizes and names from the transform graph, resolving
+``scenario_source='auto'``, the executor (DirectRunner in multi-processing mode with 2 workers
+unless ``beam_pipeline_args`` say otherwise) and MLMD custom properties with the row accounting.
+
+Wiring::
+
+    transform = make_transform(example_gen.outputs["examples"], schema_gen.outputs["schema"])
+    task_gen = TaskGen(transform.outputs["transformed_examples"], transform.outputs["transform_graph"],
+                       config=TaskGenConfig.users_v1())
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any, Dict, Iterable, List, Sequence
+
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from cmml.components import common
+from cmml.components import task_logic as L
+from cmml.components import transform_module as TM
+from cmml.components.task_beam import (  # noqa: F401  (re-exported: the pipeline's public API)
+    BAD_LABEL,
+    INDEX_FILE,
+    MISSING_ITEM,
+    MISSING_USER,
+    QUARANTINE_DIR,
+    STATS_FILE,
+    ConservationError,
+    ExtractContext,
+    FeatureInfo,
+    build_pipeline,
+    columns_from_parsed,
+    extract_batch,
+    finalize,
+    parse_spec,
+    run_task_gen,
+    write_column_batches,
+)
+from cmml.components.task_logic import TaskGenConfig  # noqa: F401
+from cmml.schemas import episodes as E
+
+
+# --- TFX component ---------------------------------------------------------------------------------------------------------------
+class TaskRecords(types.Artifact):
+    """Per-task TFRecords written by TaskGen (layout: ``schemas/task_records.md``)."""
+
+    TYPE_NAME = "CmmlTaskRecords"
+
+
+def features_from_transform(tft_output, transform_config: dict | None) -> tuple[list[FeatureInfo], L.ThemeVocab]:
+    """Features to copy (non-empty vocabularies) with their vocab sizes, and the theme vocabularies."""
+    sizes = TM.feature_vocab_sizes(tft_output.transformed_metadata.schema)
+    features, names = [], {}
+    for f in TM.resolve_features(transform_config):
+        if f.name not in sizes:
+            raise ValueError(
+                f"feature {f.name!r} of the transform config has no categorical int domain in the Transform output; "
+                "pass TaskGen the same transform_config as Transform"
+            )
+        words = TM.vocabulary(tft_output, f)
+        names[f.name] = tuple(words)
+        if not words:  # nothing observed: the feature carries no information
+            continue
+        features.append(FeatureInfo(f.name, f.side, f.kind, sizes[f.name]))
+    vocab = L.ThemeVocab(**{k: names.get(k, ()) for k in ("genres", "year", "directors", "actors", "writers", "rated", "tags")})
+    return features, vocab
+
+
+def input_files(examples: types.Artifact, split_names: Iterable[str]) -> list[str]:
+    """The data files of the given splits of an Examples artifact."""
+    files = []
+    for split in split_names:
+        folder = artifact_utils.get_split_uri([examples], split)
+        files += sorted(p for p in glob.glob(os.path.join(folder, "*")) if os.path.isfile(p))
+    return files
+
+
+def detect_scenario_column(files: Sequence[str]) -> bool:
+    """'auto' scenario source: does the first batch of data carry a scenario?"""
+    import tensorflow as tf
+
+    for path in files[:1]:
+        ds = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "").take(4096).batch(4096)
+        for batch in ds:
+            parsed = tf.io.parse_example(batch, {TM.RAW_SCENARIO: tf.io.FixedLenFeature([], tf.string, default_value=b"")})
+            return bool(tf.reduce_any(tf.strings.length(parsed[TM.RAW_SCENARIO]) > 0).numpy())
+    return False
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Runs TaskGen's Beam pipeline on the Transform output (see the module docstring)."""
+
+    def _make_beam_pipeline(self):
+        if self._make_beam_pipeline_fn is None:
+            self._beam_pipeline_args = common.default_beam_args(self._beam_pipeline_args)
+        return super()._make_beam_pipeline()
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        import tensorflow_transform as tft
+
+        self._log_startup(input_dict, output_dict, exec_properties)
+        config = L.TaskGenConfig.from_dict(json.loads(exec_properties.get("config") or "{}"))
+        transform_config = json.loads(exec_properties.get("transform_config") or "{}")
+        examples = artifact_utils.get_single_instance(input_dict["examples"])
+        graph = artifact_utils.get_single_instance(input_dict["transform_graph"])
+        tasks = artifact_utils.get_single_instance(output_dict["tasks"])
+        tft_output = tft.TFTransformOutput(graph.uri)
+        features, vocab = features_from_transform(tft_output, transform_config)
+        splits = config.splits or artifact_utils.decode_split_names(examples.split_names)
+        files = input_files(examples, splits)
+        if not files:
+            raise FileNotFoundError(f"TaskGen: no transformed examples in splits {list(splits)} of {examples.uri}")
+        schema_names = {f.name for f in tft_output.transformed_metadata.schema.feature}
+        scenario_source = None
+        if config.setting == "scenario":
+            scenario_source = config.scenario_source
+            if scenario_source == "auto":
+                scenario_source = "column" if TM.RAW_SCENARIO in schema_names and detect_scenario_column(files) else "themes"
+        stats = run_task_gen(
+            files, tasks.uri, config, features, vocab, scenario_source,
+            with_domain=TM.RAW_DOMAIN in schema_names, make_pipeline=self._make_beam_pipeline,
+        )
+        tasks.set_int_custom_property("rows_in", stats["rows_in"])
+        tasks.set_int_custom_property("rows_written", stats["rows_written"])
+        tasks.set_int_custom_property("rows_filtered", stats["rows_filtered"])
+        tasks.set_int_custom_property("rows_quarantined", stats["rows_quarantined"])
+        for reason, count in stats["rows_filtered_by_reason"].items():
+            tasks.set_int_custom_property(f"filtered_{common.mlmd_key(reason)}", count)
+        for reason, count in stats["rows_quarantined_by_reason"].items():
+            tasks.set_int_custom_property(f"quarantined_{common.mlmd_key(reason)}", count)
+        for split, count in stats["tasks_by_split"].items():
+            tasks.set_int_custom_property(f"tasks_{split}", count)
+        tasks.set_int_custom_property("conservation_ok", int(stats["conservation_ok"]))
+        tasks.set_string_custom_property("setting", config.setting)
+        tasks.set_string_custom_property("feature_specs_uri", os.path.join(tasks.uri, E.FEATURE_SPECS_FILE))
+
+
+class TaskGenSpec(ComponentSpec):
+    PARAMETERS = {
+        "config": ExecutionParameter(type=str),
+        "transform_config": ExecutionParameter(type=str, optional=True),
+    }
+    INPUTS = {
+        "examples": ChannelParameter(type=standard_artifacts.Examples),
+        "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph),
+    }
+    OUTPUTS = {"tasks": ChannelParameter(type=TaskRecords)}
+
+
+class TaskGen(base_beam_component.BaseBeamComponent):
+    """Groups transformed interactions into per-task TFRecords (user or scenario tasks).
+
+    Example::
+
+        task_gen = TaskGen(
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            config=TaskGenConfig.users_v1(),
+        )
+    """
+
+    SPEC_CLASS = TaskGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+    def __init__(self, examples: types.BaseChannel, transform_graph: types.BaseChannel,
+                 config: L.TaskGenConfig | dict | None = None, transform_config: dict | None = None):
+        """
+        Args:
+          examples: Transform's ``transformed_examples``.
+          transform_graph: Transform's ``transform_graph`` (vocabulary sizes and names).
+          config: a :class:`TaskGenConfig` (or its fields as a dict); default TaskGenConfig().
+          transform_config: the ``custom_config`` given to Transform (feature overrides), if any.
+        """
+        if not isinstance(config, L.TaskGenConfig):
+            config = L.TaskGenConfig.from_dict(config)
+        super().__init__(spec=TaskGenSpec(
+            examples=examples, transform_graph=transform_graph, config=config.to_json(),
+            transform_config=json.dumps(transform_config or {}, sort_keys=True),
+            tasks=types.Channel(type=TaskRecords),
+        ))

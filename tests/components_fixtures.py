@@ -1,0 +1,176 @@
+"""Helpers for the data-component tests: transformed-example columns straight from the readers.
+
+TaskGen's Beam core reads transformed interaction examples. These helpers build them from the
+Foundation readers with a small Arrow stand-in for the Transform step (indices 0 = missing,
+1..V in order of first appearance), so the real-data tests exercise TaskGen (files, Beam, records)
+without a minutes-long tf.Transform run. The TFX path LogExampleGen -> Transform -> TaskGen is
+covered by the pipeline test on small synthetic data.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cmml.components import task_gen as TG
+from cmml.components import task_logic as L
+from cmml.components import transform_module as TM
+from cmml.data import open_dataset, records as R
+
+
+def _codes(values: pa.Array) -> tuple[np.ndarray, list[str]]:
+    """Dictionary codes + 1 (0 for null) and the vocabulary."""
+    enc = pc.dictionary_encode(values)
+    idx = enc.indices.to_numpy(zero_copy_only=False)
+    codes = np.where(np.isnan(idx.astype(np.float64)), 0, np.nan_to_num(idx) + 1).astype(np.int64)
+    return codes, [str(v) for v in enc.dictionary.to_pylist()]
+
+
+def _prefixed(values, prefix: str | None) -> pa.Array:
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return pc.binary_join_element_wise(pa.scalar(prefix + ":"), values, "") if prefix else values
+
+
+@dataclasses.dataclass
+class Columns:
+    """Transformed-example columns of a whole dataset."""
+
+    cols: dict
+    features: list
+    vocab: L.ThemeVocab
+    table: pa.Table  # canonical interactions (ids prefixed when a domain is given)
+
+    def batches(self, rows: int = 50_000) -> list[dict]:
+        n = self.table.num_rows
+        out = []
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            b = {}
+            for name, value in self.cols.items():
+                if isinstance(value, tuple):
+                    values, splits = value
+                    b[name] = (values[splits[start]:splits[stop]], splits[start:stop + 1] - splits[start])
+                elif isinstance(value, pa.Array):
+                    b[name] = value.slice(start, stop - start)
+                else:
+                    b[name] = value[start:stop]
+            out.append(b)
+        return out
+
+    def write(self, folder: Path, files: int = 2, rows: int = 50_000, compression: str = "") -> list[str]:
+        """Writes the columns as transformed-example TFRecord files (uncompressed by default: faster tests)."""
+        batches = self.batches(rows)
+        paths = []
+        for k in range(files):
+            path = str(Path(folder) / (f"part-{k}.tfrecord" + (".gz" if compression else "")))
+            TG.write_column_batches(batches[k::files], path, compression)
+            paths.append(path)
+        return paths
+
+
+def _raw_columns(data: str | Path, prefix: str | None) -> dict:
+    """Joined raw columns of one dataset (Arrow arrays; ids prefixed with the domain)."""
+    ds = open_dataset(data)
+    table = ds.read_interactions().table
+    users, _ = ds.read_users()
+    items, _ = ds.read_items()
+    user_ids = _prefixed(table[R.USER_ID], prefix)
+    item_ids = _prefixed(table[R.ITEM_ID], prefix)
+    u_pos = pc.index_in(user_ids, value_set=_prefixed(users[R.USER_ID], prefix))
+    i_pos = pc.index_in(item_ids, value_set=_prefixed(items[R.ITEM_ID], prefix))
+    raw = {
+        "table": table.set_column(0, R.USER_ID, user_ids).set_column(1, R.ITEM_ID, item_ids),
+        R.USER_ID: user_ids, R.ITEM_ID: item_ids,
+        "domain": pa.array([prefix or ""] * table.num_rows, pa.string()),
+        "gender": users["gender"].combine_chunks().take(u_pos),
+    }
+    for name in ("year", "rated", "genres", "directors", "actors"):
+        raw[name] = items[name].combine_chunks().take(i_pos)
+    return raw
+
+
+def reader_columns(data: str | Path, prefix: str | None = None, more: tuple = ()) -> Columns:
+    """Columns for every interaction of a dataset, or of several (``more``: (data, prefix) pairs)
+    concatenated as one multi-domain log with disjoint, prefixed ids."""
+    parts = [_raw_columns(data, prefix)] + [_raw_columns(d, p) for d, p in more]
+    raw = {k: pa.concat_arrays([p[k] for p in parts]) for k in parts[0] if k != "table"}
+    table = pa.concat_tables([p["table"] for p in parts])
+    cols: dict = {
+        TM.RAW_USER_ID: raw[R.USER_ID].cast(pa.large_binary()),
+        TM.RAW_ITEM_ID: raw[R.ITEM_ID].cast(pa.large_binary()),
+        TM.LABEL: table[R.LABEL].to_numpy().astype(np.float32),
+        TM.RAW_SCENARIO: pc.fill_null(table[R.SCENARIO].combine_chunks(), "").cast(pa.large_binary()),
+    }
+    if prefix:
+        cols[TM.RAW_DOMAIN] = raw["domain"].cast(pa.large_binary())
+    cols[R.USER_ID], _ = _codes(raw[R.USER_ID])
+    cols[R.ITEM_ID], _ = _codes(raw[R.ITEM_ID])
+    cols["gender"], _ = _codes(raw["gender"])
+    years = pc.fill_null(raw["year"], 0).to_numpy(zero_copy_only=False)
+    cols["year"] = np.where(years > 0, np.searchsorted(np.array(TM.YEAR_BOUNDARIES), years, side="right") + 1, 0).astype(np.int64)
+    cols["rated"], rated_vocab = _codes(raw["rated"])
+    vocab = {}
+    for name in ("genres", "directors", "actors"):
+        lists = raw[name]
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        codes, vocab[name] = _codes(pc.list_flatten(lists))
+        cols[name] = (codes, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    features = [
+        TG.FeatureInfo(R.USER_ID, "user", "categorical", int(cols[R.USER_ID].max()) + 2),
+        TG.FeatureInfo("gender", "user", "categorical", int(cols["gender"].max()) + 2),
+        TG.FeatureInfo(R.ITEM_ID, "item", "categorical", int(cols[R.ITEM_ID].max()) + 2),
+        TG.FeatureInfo("year", "item", "categorical", len(TM.YEAR_BOUNDARIES) + 2),
+        TG.FeatureInfo("genres", "item", "multi", len(vocab["genres"]) + 2),
+    ]
+    theme_vocab = L.ThemeVocab(
+        genres=tuple(vocab["genres"]), year=tuple(TM.bucket_names(TM.YEAR_BOUNDARIES, "year")),
+        directors=tuple(vocab["directors"]), actors=tuple(vocab["actors"]), rated=tuple(rated_vocab),
+    )
+    return Columns(cols, features, theme_vocab, table)
+
+
+IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+PIPELINE_TRANSFORM_CONFIG = {"features": {"writers": None}}  # tags stay: synthetic items have none (empty vocabulary)
+
+
+@dataclasses.dataclass
+class PipelineRun:
+    root: Path
+    data: Path
+    mlmd: object  # ML-Metadata connection config
+    transform_config: dict
+
+    def artifacts(self, type_name: str) -> list:
+        from ml_metadata.metadata_store import metadata_store
+
+        return metadata_store.MetadataStore(self.mlmd).get_artifacts_by_type(type_name)
+
+
+def run_data_pipeline(root: Path) -> PipelineRun:
+    """LogExampleGen -> StatisticsGen / ImportSchemaGen / ExampleValidator / gate -> Transform -> TaskGen
+    on a small synthetic dataset, with the LocalDagRunner and an SQLite ML-Metadata store."""
+    from tfx.orchestration import metadata, pipeline as tfx_pipeline
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+    from cmml.components.example_gen import LogExampleGen
+    from cmml.components.transform_module import make_transform
+    from cmml.components.validation import validation_components
+    from cmml.data import synthetic
+
+    data = root / "data"
+    synthetic.generate(data, synthetic.SyntheticConfig(users=250, seed=11), progress=None)
+    gen = LogExampleGen(str(data))
+    stats, schema, validator, gate = validation_components(gen.outputs["examples"])
+    transform = make_transform(gen.outputs["examples"], schema.outputs["schema"], PIPELINE_TRANSFORM_CONFIG)
+    transform.add_upstream_node(gate)
+    task_gen = TG.TaskGen(transform.outputs["transformed_examples"], transform.outputs["transform_graph"],
+                          config=L.TaskGenConfig(test_fraction=0.25, num_shards=2), transform_config=PIPELINE_TRANSFORM_CONFIG)
+    mlmd = metadata.sqlite_metadata_connection_config(str(root / "mlmd.sqlite"))
+    p = tfx_pipeline.Pipeline(pipeline_name="cmml-data", pipeline_root=str(root / "root"),
+                              components=[gen, stats, schema, validator, gate, transform, task_gen],
+                              metadata_connection_config=mlmd, beam_pipeline_args=IN_MEMORY)
+    LocalDagRunner().run(p)
+    return PipelineRun(root, data, mlmd, PIPELINE_TRANSFORM_CONFIG)

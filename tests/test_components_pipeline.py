@@ -1,0 +1,96 @@
+"""End to end on small synthetic data: LogExampleGen -> validation gate -> Transform -> TaskGen (LocalDagRunner)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from cmml.components import task_gen as TG
+from cmml.components import task_logic as L
+from cmml.schemas import episodes as E
+from cmml.schemas import tasks as T
+
+IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+def test_task_records_from_the_pipeline(data_pipeline):
+    import tensorflow_transform as tft
+
+    data = data_pipeline.data
+    [tasks] = data_pipeline.artifacts("CmmlTaskRecords")
+    out = Path(tasks.uri)
+    props = {k: v.int_value for k, v in tasks.custom_properties.items()}
+    ratings = pd.read_csv(data / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "ts"])
+    counts = ratings.groupby("user").size()
+    kept = counts[(counts >= 13) & (counts <= 100)]
+    assert props["rows_in"] == len(ratings) and props["conservation_ok"] == 1
+    assert props["rows_written"] == kept.sum() and props["tasks_meta_train"] + props["tasks_meta_test"] == len(kept)
+    assert props["filtered_user_too_few_ratings"] == counts[counts < 13].sum()
+    # feature specs: vocab sizes from the Transform output (V + K + 1), dropped features absent
+    [graph] = data_pipeline.artifacts("TransformGraph")
+    tft_out = tft.TFTransformOutput(graph.uri)
+    specs = {s.name: s for s in E.load_feature_specs(out)}
+    assert "writers" not in specs  # dropped by the transform config
+    assert "tags" not in specs and tft_out.vocabulary_by_name("tags") == [b"49d0cd50-04bb-48c0-bc6f-5b575dce351a"]  # empty
+    assert specs["user_id"].vocab_size == len(tft_out.vocabulary_by_name("user_id")) + 32 + 1
+    assert specs["genres"].vocab_size == len(tft_out.vocabulary_by_name("genres")) + 2 + 1 and specs["genres"].kind == "multi"
+    assert specs["age"].vocab_size == 8
+    # record content: the transformed indices of the raw ids (every split analysed -> no OOV ids)
+    import tensorflow as tf
+
+    users_vocab = [u.decode() for u in tft_out.vocabulary_by_name("user_id")]
+    items_vocab = [i.decode() for i in tft_out.vocabulary_by_name("item_id")]
+    genre_vocab = [g.decode() for g in tft_out.vocabulary_by_name("genres")]
+    movies = pd.read_csv(data / "movies.dat", sep="::", engine="python", names=["item", "title", "genres"], dtype=str)
+    movie_genres = dict(zip(movies.item, movies.genres.str.split("|")))
+    files = sorted((out / "meta_test").glob("*.gz"))
+    for serialized in tf.data.TFRecordDataset([str(f) for f in files], compression_type="GZIP").batch(8).take(1):
+        parsed = T.parse_task_records(serialized, list(specs.values()))
+        for b in range(int(parsed[T.TASK_KEY].shape[0])):
+            user = parsed[T.TASK_KEY][b].numpy().decode()
+            assert int(parsed["user/user_id"][b][0]) == users_vocab.index(user) + 1
+            raw_items = [x.decode() for x in parsed[T.ITEM_RAW_ID][b].numpy()]
+            assert parsed["item/item_id"][b].numpy().tolist() == [items_vocab.index(i) + 1 for i in raw_items]
+            for i, g in zip(raw_items, parsed["item/genres"][b].to_list()):
+                assert sorted(genre_vocab[x - 1] for x in g) == sorted(movie_genres[i])
+            role = parsed[T.ROW_ROLE][b].numpy()
+            assert (role == T.ROLE_QUERY).sum() == 10
+    # the episodes feed straight from this output
+    from cmml.components.episodes_data import training_episodes
+
+    batch = next(iter(training_episodes(out, list(specs.values()), batch_size=8)))
+    assert set(batch) == {f"{p}_{n}" for p in ("support", "query") for n in list(specs) + ["label", "mask"]}
+    [report] = data_pipeline.artifacts("CmmlValidationReport")
+    assert report.custom_properties["passed"].int_value == 1
+
+
+def test_scenario_tasks_from_the_same_transform(data_pipeline, tmp_path):
+    """TaskGen's executor on the pipeline's Transform output, scenario setting ('auto' finds the log's scenarios)."""
+    import apache_beam as beam
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
+
+    data, transform_config = data_pipeline.data, data_pipeline.transform_config
+    [graph] = data_pipeline.artifacts("TransformGraph")
+    examples = [a for a in data_pipeline.artifacts("Examples") if "transformed_examples" in a.uri]
+    from tfx.types import standard_artifacts
+
+    ex = standard_artifacts.Examples()
+    ex.set_mlmd_artifact(examples[0])
+    tg = standard_artifacts.TransformGraph()
+    tg.set_mlmd_artifact(graph)
+    tasks = TG.TaskRecords()
+    tasks.uri = str(tmp_path / "tasks")
+    config = L.TaskGenConfig(setting="scenario", min_items=5, max_items=1000, test_fraction=0.3,
+                             eval_support_positives=8, num_shards=2)
+    context = BaseBeamExecutor.Context(make_beam_pipeline_fn=lambda: beam.Pipeline(argv=IN_MEMORY))
+    TG.Executor(context).Do({"examples": [ex], "transform_graph": [tg]}, {"tasks": [tasks]},
+                            {"config": config.to_json(), "transform_config": json.dumps(transform_config)})
+    stats = json.loads((tmp_path / "tasks" / TG.STATS_FILE).read_text())
+    assert stats["scenario_source"] == "column" and stats["conservation_ok"]
+    themes = pd.read_csv(data / "item_themes.dat", sep="::", engine="python", names=["item", "theme"])
+    ratings = pd.read_csv(data / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "ts"])
+    per = ratings.merge(themes, on="item").groupby("theme").item.nunique()
+    kept = per[(per >= 5) & (per <= 1000)]
+    assert stats["tasks_by_split"].get("meta_train", 0) + stats["tasks_by_split"].get("meta_test", 0) == len(kept)
+    assert tasks.mlmd_artifact.custom_properties["tasks_meta_test"].int_value >= 1
