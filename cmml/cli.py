@@ -58,11 +58,49 @@ def _data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- cmml run -------------------------------------------------------------------------------------------------
-def _run(args: argparse.Namespace) -> int:
-    from cmml.data.inspect import inspect_dataset
+# --- cmml run / runs ---------------------------------------------------------------------------------------
+DEFAULT_OUTPUT = "runs"
 
-    print(inspect_dataset(_open(args), max_rejects=10))
+
+def _run(args: argparse.Namespace) -> int:
+    from cmml.pipeline.config import load_config
+
+    overrides = {}
+    if args.data:
+        overrides["data"] = args.data
+    if args.setting:
+        overrides["setting"] = args.setting
+    if args.columns:
+        overrides["columns"] = args.columns
+    config = load_config(args.config, overrides)
+    output = args.output or f"{DEFAULT_OUTPUT}/{config.name}-{config.setting}"
+    if args.runner == "kubeflow":
+        from cmml.pipeline.runner import compile_kubeflow
+
+        path = compile_kubeflow(config, args.pipeline_root or output, args.kubeflow_output, args.image)
+        print(f"compiled the Kubeflow Pipelines V2 spec: {path} (submit it with the KFP client or Vertex AI Pipelines)")
+        return 0
+    from cmml.pipeline.runner import run_local
+
+    print(f"running pipeline {config.name!r} ({config.setting} setting) on {', '.join(map(str, config.data))}; outputs in {output}", file=sys.stderr)
+    summary = run_local(config, output, enable_cache=not args.no_cache)
+    print(summary.render())
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cmml.pipeline.runner import list_runs
+
+    roots = [Path(args.output)] if args.output else sorted(p for p in Path(DEFAULT_OUTPUT).glob("*") if p.is_dir())
+    rows = [dict(r, output=str(root)) for root in roots for r in list_runs(str(root))]
+    if not rows:
+        print(f"no runs recorded under {args.output or DEFAULT_OUTPUT}/")
+        return 0
+    print(f"{'started':19s}  {'pipeline':24s}  {'executions':>10s}  {'cached':>6s}  {'failed':>6s}  output")
+    for r in sorted(rows, key=lambda r: r["started"], reverse=True):
+        print(f"{r['started']:19s}  {str(r['pipeline']):24s}  {r['executions']:10d}  {r['cached']:6d}  {r['failed']:6d}  {r['output']}")
     return 0
 
 
@@ -73,9 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the main job end to end (default: on the synthetic data)")
-    _add_dataset_args(run)
+    run = sub.add_parser("run", help="run the TFX pipeline end to end (default: user setting on the synthetic data)")
+    run.add_argument("--data", action="append", help="dataset: synthetic | ml-100k | ml-1m | ml-1m-partial | ml-20m | a folder | a CSV log; "
+                     "repeat for multi-domain (default: from the config, synthetic)")
+    run.add_argument("--setting", choices=("user", "scenario", "multi-domain"), help="cold-start setting (default: from the config, user)")
+    run.add_argument("--config", help="YAML file merged over pipeline/configs/default.yaml")
+    run.add_argument("--columns", help="for a CSV log: field=column pairs, e.g. user=uid,item=iid,label=rating,timestamp=ts")
+    run.add_argument("--output", help=f"output folder (pipeline root, ML-Metadata, pushed models); default {DEFAULT_OUTPUT}/<name>-<setting>")
+    run.add_argument("--no-cache", action="store_true", help="re-run every component even when its inputs are unchanged")
+    run.add_argument("--runner", choices=("local", "kubeflow"), default="local", help="local: run now (LocalDagRunner); kubeflow: compile a KFP V2 spec")
+    run.add_argument("--image", default="gcr.io/your-project/cmml-tfx:latest", help="kubeflow: container image with this package installed")
+    run.add_argument("--pipeline-root", help="kubeflow: shared pipeline root (gs://...)")
+    run.add_argument("--kubeflow-output", default="cmml_pipeline.json", help="kubeflow: where to write the pipeline spec")
     run.set_defaults(handler=_run)
+
+    runs = sub.add_parser("runs", help="list past pipeline runs recorded in ML-Metadata")
+    runs.add_argument("--output", help=f"a run's output folder (default: every folder under {DEFAULT_OUTPUT}/)")
+    runs.set_defaults(handler=_runs)
 
     data = sub.add_parser("data", help="fetch, generate and inspect datasets")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")

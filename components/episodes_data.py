@@ -249,7 +249,7 @@ def training_episodes(
     """Fresh training episodes from meta-train records (TaskGen output folder or record files).
 
     Args:
-      source: TaskGen output folder (reads ``meta_train/``), a glob pattern or a list of files.
+      source: TaskGen output folder (reads ``Split-meta_train/``), a glob pattern or a list of files.
       setting: 'user' (ratings) or 'scenario' (CTR, paired positive/negative rows).
       query_size / max_support: user setting; per task ``min(query_size, n - 1)`` query rows, the
         others (at most ``max_support``) are the support set.

@@ -20,9 +20,9 @@ task (format: ``schemas/task_records.md``).
 
 Output layout (the ``tasks`` artifact URI)::
 
-    meta_train/tasks-SSSSS-of-NNNNN.tfrecord.gz   full interaction lists (fresh episodes per epoch)
-    meta_valid/...                                fixed episodes (only when valid_fraction > 0)
-    meta_test/...                                 fixed episodes
+    Split-meta_train/tasks-SSSSS-of-NNNNN.tfrecord.gz   full interaction lists (fresh episodes per epoch)
+    Split-meta_valid/...                                fixed episodes (only when valid_fraction > 0)
+    Split-meta_test/...                                 fixed episodes
     feature_specs.json                            episodes.md feature specs (vocab sizes, max_len)
     taskgen_stats.json                            row accounting, task counts, configuration
     tasks.tsv                                     one line per written task: key, split, sizes
@@ -436,7 +436,7 @@ class _BuildShard(beam.DoFn):
         specs = [E.FeatureSpec(f.name, f.side, f.kind, f.vocab_size, 1) for f in self._ctx.features]
         for split, block in blocks.items():
             name = f"tasks-{shard:05d}-of-{config.num_shards:05d}.tfrecord" + (".gz" if config.compression == "GZIP" else "")
-            with common.TFRecordFile(os.path.join(self._output_dir, split, name), config.compression) as f:
+            with common.TFRecordFile(os.path.join(T.split_dir(self._output_dir, split), name), config.compression) as f:
                 for chunk in block.chunks(RECORD_CHUNK_ROWS):
                     f.write(self._encode(chunk.record_batch(config.setting, users, items, specs)))
         yield {"counters": counters, "index": index}

@@ -1,7 +1,9 @@
 """TaskGen: the custom TFX component that turns transformed interactions into per-task TFRecords.
 
-Inputs: Transform's ``transformed_examples`` and ``transform_graph``. Output: a ``TaskRecords``
-artifact (layout and record format: ``schemas/task_records.md``). The Beam pipeline itself is in
+Inputs: Transform's ``transformed_examples`` and ``transform_graph``. Output: an ``Examples``
+artifact whose splits are ``meta_train``, ``meta_valid`` and ``meta_test`` and whose records are
+one tf.Example per task (layout and record format: ``schemas/task_records.md``), so the stock TFX
+Trainer consumes it with ``TrainArgs(splits=['meta_train'])``. The Beam pipeline itself is in
 :mod:`cmml.components.task_beam` (numpy core: :mod:`cmml.components.task_logic`); this module adds
 what TFX needs: reading vocabulary sizes and names from the transform graph, resolving
 ``scenario_source='auto'``, the executor (DirectRunner in multi-processing mode with 2 workers
@@ -48,15 +50,10 @@ from cmml.components.task_beam import (  # noqa: F401  (re-exported: the pipelin
 )
 from cmml.components.task_logic import TaskGenConfig  # noqa: F401
 from cmml.schemas import episodes as E
+from cmml.schemas import tasks as T
 
 
 # --- TFX component ---------------------------------------------------------------------------------------------------------------
-class TaskRecords(types.Artifact):
-    """Per-task TFRecords written by TaskGen (layout: ``schemas/task_records.md``)."""
-
-    TYPE_NAME = "CmmlTaskRecords"
-
-
 def features_from_transform(tft_output, transform_config: dict | None) -> tuple[list[FeatureInfo], L.ThemeVocab]:
     """Features to copy (non-empty vocabularies) with their vocab sizes, and the theme vocabularies."""
     sizes = TM.feature_vocab_sizes(tft_output.transformed_metadata.schema)
@@ -142,6 +139,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for split, count in stats["tasks_by_split"].items():
             tasks.set_int_custom_property(f"tasks_{split}", count)
         tasks.set_int_custom_property("conservation_ok", int(stats["conservation_ok"]))
+        tasks.split_names = artifact_utils.encode_split_names([s for s in T.SPLITS if stats["tasks_by_split"].get(s)])
         tasks.set_string_custom_property("setting", config.setting)
         tasks.set_string_custom_property("feature_specs_uri", os.path.join(tasks.uri, E.FEATURE_SPECS_FILE))
 
@@ -155,7 +153,7 @@ class TaskGenSpec(ComponentSpec):
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph),
     }
-    OUTPUTS = {"tasks": ChannelParameter(type=TaskRecords)}
+    OUTPUTS = {"tasks": ChannelParameter(type=standard_artifacts.Examples)}
 
 
 class TaskGen(base_beam_component.BaseBeamComponent):
@@ -187,5 +185,5 @@ class TaskGen(base_beam_component.BaseBeamComponent):
         super().__init__(spec=TaskGenSpec(
             examples=examples, transform_graph=transform_graph, config=config.to_json(),
             transform_config=json.dumps(transform_config or {}, sort_keys=True),
-            tasks=types.Channel(type=TaskRecords),
+            tasks=types.Channel(type=standard_artifacts.Examples),
         ))

@@ -47,7 +47,7 @@ class DataValidationError(CmmlError):
 class ValidationReport(types.Artifact):
     """Outcome of the validation gate (``report.txt`` / ``report.json``)."""
 
-    TYPE_NAME = "CmmlValidationReport"
+    TYPE_NAME = "cmml.ValidationReport"
 
 
 def load_anomalies(anomalies_uri: str, split: str) -> anomalies_pb2.Anomalies:

@@ -6,7 +6,12 @@ Signatures (inputs are the episode tensors of ``schemas/episodes.md`` with batch
 * ``encode_context``: support set → ``context [B, C]`` and the encoder ``state [B, S]``;
 * ``score``: ``context`` + query pairs → ``scores`` (two-stage serving with a cached context);
 * ``update_context``: ``state`` + new interactions (``new_*``) → new ``state`` and ``context``:
-  online updates in O(new interactions); equal to ``encode_context`` on the whole support set.
+  online updates in O(new interactions); equal to ``encode_context`` on the whole support set;
+* ``serve_tf_examples`` (when an ``example_spec`` is given): ``support_examples [B, S]`` and
+  ``query_examples [B, Q]`` serialized raw interaction tf.Examples, ``""`` for padding → ``scores``.
+
+Episode models other than CMML (the DCN baseline) export ``serving_default`` (and
+``serve_tf_examples``) only: they have no context to encode.
 
 An optional ``preprocess`` callable maps raw interaction-level features to transformed ids (the
 pipeline attaches the tf.Transform graph here so that serving takes raw features). The exported
@@ -21,10 +26,13 @@ from typing import Callable, Mapping
 import cmml  # noqa: F401
 import tensorflow as tf
 
+from cmml.data.records import LABEL as EXAMPLE_LABEL  # label feature of a raw interaction example
 from cmml.models.cmml import CMMLModel
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, key
 
 NEW = "new"  # prefix of the interactions fed to update_context
+SUPPORT_EXAMPLES = "support_examples"  # serve_tf_examples inputs: [B, S] / [B, Q] serialized tf.Examples
+QUERY_EXAMPLES = "query_examples"
 PY_FUNC_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 Preprocess = Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]]
@@ -47,28 +55,45 @@ def _feature_specs(model: CMMLModel, part: str, raw_specs: Mapping[str, tf.Tenso
 
 
 class CMMLServingModule(tf.Module):
-    """Holds the model (and optional preprocessing) and the four serving functions."""
+    """Holds the model (and optional preprocessing) and the serving functions.
 
-    def __init__(self, model: CMMLModel, preprocess: Preprocess | None = None, raw_specs: Mapping[str, tf.TensorSpec] | None = None):
+    ``model`` is a :class:`CMMLModel` (all signatures) or any episode model with ``feature_specs``
+    whose ``call(features) → [B, Q]`` scores the query rows (``serving_default`` only).
+    """
+
+    def __init__(
+        self,
+        model: tf.keras.Model,
+        preprocess: Preprocess | None = None,
+        raw_specs: Mapping[str, tf.TensorSpec] | None = None,
+        example_spec: Mapping[str, object] | None = None,
+    ):
         super().__init__(name="cmml_serving")
         if (preprocess is None) != (raw_specs is None):
             raise ValueError("preprocess and raw_specs go together")
+        if example_spec is not None and raw_specs is None:
+            raise ValueError("example_spec needs preprocess and raw_specs (examples carry raw features)")
         self.model = model
         self.preprocess_layer = preprocess
         self.raw_specs = dict(raw_specs) if raw_specs else None
-        self.context_dim = model.context_dim
-        self.state_dim = model.state_size
+        self.example_spec = dict(example_spec) if example_spec else None
+        self.is_cmml = isinstance(model, CMMLModel)
 
         support = _feature_specs(model, SUPPORT, self.raw_specs)
         query = _feature_specs(model, QUERY, self.raw_specs)
-        new = _feature_specs(model, NEW, self.raw_specs)
-        context = tf.TensorSpec([None, self.context_dim], tf.float32, name="context")
-        state = tf.TensorSpec([None, self.state_dim], tf.float32, name="state")
-
         self.serving_default = tf.function(self._serve, input_signature=[{**support, **query}])
-        self.encode_context = tf.function(self._encode, input_signature=[support])
-        self.score = tf.function(self._score, input_signature=[context, query])
-        self.update_context = tf.function(self._update, input_signature=[state, new])
+        if self.example_spec is not None:
+            examples = {k: tf.TensorSpec([None, None], tf.string, name=k) for k in (SUPPORT_EXAMPLES, QUERY_EXAMPLES)}
+            self.serve_tf_examples = tf.function(self._serve_examples, input_signature=[examples])
+        if self.is_cmml:
+            self.context_dim = model.context_dim
+            self.state_dim = model.state_size
+            new = _feature_specs(model, NEW, self.raw_specs)
+            context = tf.TensorSpec([None, self.context_dim], tf.float32, name="context")
+            state = tf.TensorSpec([None, self.state_dim], tf.float32, name="state")
+            self.encode_context = tf.function(self._encode, input_signature=[support])
+            self.score = tf.function(self._score, input_signature=[context, query])
+            self.update_context = tf.function(self._update, input_signature=[state, new])
 
     def _ids(self, features: Mapping[str, tf.Tensor], part: str) -> dict[str, tf.Tensor]:
         """Raw → transformed ids for one part, keeping label and mask."""
@@ -93,6 +118,25 @@ class CMMLServingModule(tf.Module):
         f = {**self._ids(features, SUPPORT), **self._ids(features, QUERY)}
         return {"scores": self.model(f, training=False)}
 
+    def _parse(self, serialized: tf.Tensor, part: str) -> dict[str, tf.Tensor]:
+        """[B, R] serialized raw examples ("" = padding) → the raw episode inputs of one part."""
+        lead = tf.shape(serialized)
+        parsed = tf.io.parse_example(tf.reshape(serialized, [-1]), self.example_spec)
+        out = {}
+        for name, spec in self.raw_specs.items():
+            value = parsed[name]
+            if isinstance(value, tf.SparseTensor):
+                value = tf.sparse.to_dense(value, default_value="" if spec.dtype == tf.string else 0)
+            value = tf.reshape(value, tf.concat([lead, [-1]], 0)) if spec.shape.rank else tf.reshape(value, lead)
+            out[key(part, name)] = tf.cast(value, spec.dtype)
+        out[key(part, MASK)] = tf.cast(tf.strings.length(serialized) > 0, tf.float32)
+        if part != QUERY:
+            out[key(part, LABEL)] = tf.reshape(tf.cast(parsed[EXAMPLE_LABEL], tf.float32), lead)
+        return out
+
+    def _serve_examples(self, examples):
+        return self._serve({**self._parse(examples[SUPPORT_EXAMPLES], SUPPORT), **self._parse(examples[QUERY_EXAMPLES], QUERY)})
+
     def _encode(self, features):
         f = self._ids(features, SUPPORT)
         state = self.model.update_state(self.model.initial_state(tf.shape(f[key(SUPPORT, MASK)])[0]), f)
@@ -107,23 +151,30 @@ class CMMLServingModule(tf.Module):
         return {"state": new_state, "context": self.model.context_from_state(new_state)}
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        return {
-            "serving_default": self.serving_default.get_concrete_function(),
-            "encode_context": self.encode_context.get_concrete_function(),
-            "score": self.score.get_concrete_function(),
-            "update_context": self.update_context.get_concrete_function(),
-        }
+        out = {"serving_default": self.serving_default.get_concrete_function()}
+        if self.example_spec is not None:
+            out["serve_tf_examples"] = self.serve_tf_examples.get_concrete_function()
+        if self.is_cmml:
+            out["encode_context"] = self.encode_context.get_concrete_function()
+            out["score"] = self.score.get_concrete_function()
+            out["update_context"] = self.update_context.get_concrete_function()
+        return out
 
 
 def export_saved_model(
-    model: CMMLModel,
+    model: tf.keras.Model,
     export_dir: str | os.PathLike,
     preprocess: Preprocess | None = None,
     raw_specs: Mapping[str, tf.TensorSpec] | None = None,
     extra_signatures: Mapping[str, Callable] | None = None,
+    example_spec: Mapping[str, object] | None = None,
 ) -> Path:
-    """Writes the SavedModel with the four signatures (plus ``extra_signatures``). Returns the path."""
-    module = CMMLServingModule(model, preprocess, raw_specs)
+    """Writes the SavedModel with the signatures above (plus ``extra_signatures``). Returns the path.
+
+    ``example_spec`` (a ``tf.io.parse_example`` spec of raw interaction examples, label included)
+    adds ``serve_tf_examples``; it needs ``preprocess`` and ``raw_specs``.
+    """
+    module = CMMLServingModule(model, preprocess, raw_specs, example_spec)
     signatures = module.signatures()
     for name, fn in (extra_signatures or {}).items():
         signatures[name] = fn

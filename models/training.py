@@ -83,12 +83,15 @@ def validation_score(model: tf.keras.Model, valid: tf.data.Dataset) -> float:
 def fit_episodic(
     model: tf.keras.Model,
     train: DatasetFactory,
-    valid: tf.data.Dataset,
+    valid: tf.data.Dataset | Callable[[tf.keras.Model], float],
     config: TrainingConfig = TrainingConfig(),
     log: Callable[[str], None] = print,
     tensorboard_dir: str | None = None,
 ) -> dict[str, Any]:
     """Trains a compiled model; leaves the best (averaged) weights in it.
+
+    ``valid`` is a dataset of validation episodes (scored by :func:`validation_score`) or a
+    callable model → score; lower is better either way.
 
     Returns a summary: best epoch, best validation score, epochs run, seconds, per-epoch history.
     """
@@ -103,7 +106,7 @@ def fit_episodic(
         logs = model.fit(train(epoch), epochs=1, verbose=0, callbacks=callbacks).history
         if average:
             average.swap()
-        score = validation_score(model, valid)
+        score = float(valid(model)) if callable(valid) else validation_score(model, valid)
         if score < best - config.min_delta:
             best, best_weights, best_epoch, waited = score, model.get_weights(), epoch, 0
         else:

@@ -48,11 +48,17 @@ def lengths_key(side: str, name: str) -> str:
     return f"{side}/{name}{LENGTHS_SUFFIX}"
 
 
-def split_pattern(root: str, split: str) -> str:
-    """File pattern of one split's records under TaskGen's output folder."""
+def split_dir(root: str, split: str) -> str:
+    """Folder of one split's records: ``<root>/Split-<split>``, the layout of a TFX Examples
+    artifact, so TaskGen's output feeds the stock Trainer (``TrainArgs(splits=['meta_train'])``)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    return f"{str(root).rstrip('/')}/{split}/{RECORD_PATTERN}"
+    return f"{str(root).rstrip('/')}/Split-{split}"
+
+
+def split_pattern(root: str, split: str) -> str:
+    """File pattern of one split's records under TaskGen's output folder."""
+    return f"{split_dir(root, split)}/{RECORD_PATTERN}"
 
 
 def task_feature_description(feature_specs: Sequence[FeatureSpec]) -> dict:

@@ -150,27 +150,22 @@ class PipelineRun:
 
 
 def run_data_pipeline(root: Path) -> PipelineRun:
-    """LogExampleGen -> StatisticsGen / ImportSchemaGen / ExampleValidator / gate -> Transform -> TaskGen
+    """The data part of the project's pipeline (``cmml.pipeline.pipeline.create_pipeline(data_only=True)``:
+    LogExampleGen -> StatisticsGen / ImportSchemaGen / ExampleValidator / gate -> Transform -> TaskGen)
     on a small synthetic dataset, with the LocalDagRunner and an SQLite ML-Metadata store."""
-    from tfx.orchestration import metadata, pipeline as tfx_pipeline
+    from tfx.orchestration import metadata
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-    from cmml.components.example_gen import LogExampleGen
-    from cmml.components.transform_module import make_transform
-    from cmml.components.validation import validation_components
     from cmml.data import synthetic
+    from cmml.pipeline.config import load_config
+    from cmml.pipeline.pipeline import create_pipeline, metadata_path
 
     data = root / "data"
     synthetic.generate(data, synthetic.SyntheticConfig(users=250, seed=11), progress=None)
-    gen = LogExampleGen(str(data))
-    stats, schema, validator, gate = validation_components(gen.outputs["examples"])
-    transform = make_transform(gen.outputs["examples"], schema.outputs["schema"], PIPELINE_TRANSFORM_CONFIG)
-    transform.add_upstream_node(gate)
-    task_gen = TG.TaskGen(transform.outputs["transformed_examples"], transform.outputs["transform_graph"],
-                          config=L.TaskGenConfig(test_fraction=0.25, num_shards=2), transform_config=PIPELINE_TRANSFORM_CONFIG)
-    mlmd = metadata.sqlite_metadata_connection_config(str(root / "mlmd.sqlite"))
-    p = tfx_pipeline.Pipeline(pipeline_name="cmml-data", pipeline_root=str(root / "root"),
-                              components=[gen, stats, schema, validator, gate, transform, task_gen],
-                              metadata_connection_config=mlmd, beam_pipeline_args=IN_MEMORY)
-    LocalDagRunner().run(p)
-    return PipelineRun(root, data, mlmd, PIPELINE_TRANSFORM_CONFIG)
+    config = load_config(overrides={
+        "data": str(data), "transform": PIPELINE_TRANSFORM_CONFIG,
+        "taskgen": {"split_mode": "hash", "test_fraction": 0.25, "valid_fraction": 0.0, "num_shards": 2},
+        "beam": {"direct_running_mode": "in_memory", "direct_num_workers": 1},
+    })  # fmt: skip
+    LocalDagRunner().run(create_pipeline(config, str(root), data_only=True))
+    return PipelineRun(root, data, metadata.sqlite_metadata_connection_config(metadata_path(str(root))), config.transform)

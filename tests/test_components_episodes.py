@@ -8,6 +8,7 @@ from cmml.components import common
 from cmml.components import episodes_data as ED
 from cmml.components import task_logic as L
 from cmml.schemas import episodes as E
+from cmml.schemas import tasks as T
 
 N_ITEMS = 30
 SPECS = [
@@ -40,7 +41,7 @@ def _write(blocks, setting, users, items, folder) -> None:
 
     for split, block in blocks.items():
         batch = block.record_batch(setting, users, items, SPECS)
-        common.write_tfrecords(str(folder / split / "tasks-00000-of-00001.tfrecord.gz"), example_coder.RecordBatchToExamples(batch))
+        common.write_tfrecords(T.split_dir(str(folder), split) + "/tasks-00000-of-00001.tfrecord.gz", example_coder.RecordBatchToExamples(batch))
 
 
 @pytest.fixture(scope="module")

@@ -163,8 +163,8 @@ def test_splits_stable_across_runs_and_runners(ml100k, tmp_path):
     a = run(cols, files, tmp_path / "a", config)
     b = run(cols, files, tmp_path / "b", config, beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert a["tasks_by_split"] == b["tasks_by_split"]
-    rel = sorted(os.path.relpath(p, tmp_path / "a") for p in glob.glob(str(tmp_path / "a" / "meta_*" / "*")))
-    assert len(rel) == 9 and rel == sorted(os.path.relpath(p, tmp_path / "b") for p in glob.glob(str(tmp_path / "b" / "meta_*" / "*")))
+    rel = sorted(os.path.relpath(p, tmp_path / "a") for p in glob.glob(str(tmp_path / "a" / "Split-meta_*" / "*")))
+    assert len(rel) == 9 and rel == sorted(os.path.relpath(p, tmp_path / "b") for p in glob.glob(str(tmp_path / "b" / "Split-meta_*" / "*")))
     for r in (TG.INDEX_FILE, E.FEATURE_SPECS_FILE):
         assert filecmp.cmp(tmp_path / "a" / r, tmp_path / "b" / r, shallow=False), r
     for split in ("meta_valid", "meta_test"):
@@ -288,7 +288,7 @@ def test_multi_domain_themes_keep_domains_apart(ml100k_dir, ml1m_partial_dir, tm
     import tensorflow as tf
 
     specs = E.load_feature_specs(tmp_path / "out")
-    files = glob.glob(str(tmp_path / "out" / "meta_*" / "*.gz"))
+    files = glob.glob(str(tmp_path / "out" / "Split-meta_*" / "*.gz"))
     n = 0
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(64):
         parsed = T.parse_task_records(batch, specs)

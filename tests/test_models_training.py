@@ -50,6 +50,20 @@ def test_fit_episodic_keeps_the_best_validation_weights(ema):
     assert best < before
 
 
+def test_fit_episodic_accepts_a_validation_callable():
+    model = build_cmml(DEFAULT_SPECS, CMMLConfig(encoder="mean", embedding_dim=8, learning_rate=1e-2))
+    train, valid = _data(0), _data(100, n=1)
+    calls = []
+
+    def score(m):
+        calls.append(1)
+        return validation_score(m, valid)
+
+    summary = fit_episodic(model, lambda epoch: train, score, TrainingConfig(epochs=3, patience=5), log=lambda _: None)
+    assert len(calls) == summary["epochs_run"] == 3
+    assert validation_score(model, valid) == pytest.approx(summary["best_validation"], abs=1e-5)
+
+
 def test_training_config_errors():
     with pytest.raises(ValueError, match="ema_decay"):
         TrainingConfig(ema_decay=1.0)

@@ -1,6 +1,7 @@
 """Packaging: one `cmml` namespace, no generic top-level modules, Keras 2 selected by the package."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -32,8 +33,11 @@ def test_package_selects_keras_2_before_tensorflow(tmp_path):
 
 @pytest.mark.slow
 def test_wheel_holds_only_the_cmml_namespace(tmp_path):
+    # build from a copy: an in-tree build would leave build/ in the checkout
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", "runs"))
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(source)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
@@ -49,5 +53,5 @@ def test_wheel_holds_only_the_cmml_namespace(tmp_path):
 def test_cli_help_lists_subcommands(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cmml.cli", "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0
-    for command in ("run", "data", "serve", "predict"):
+    for command in ("run", "runs", "data", "serve", "predict"):
         assert f"    {command} " in proc.stdout

@@ -1,0 +1,109 @@
+"""Pipeline configuration: one YAML file, every knob of every component in one place.
+
+``load_config()`` starts from ``pipeline/configs/default.yaml`` (shipped with the package), merges a
+user file over it (nested mappings merge key by key) and then command-line overrides. Sections
+map one-to-one onto components; unknown keys are errors, so a typo never silently falls back to a
+default.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from cmml.errors import CmmlError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+SETTINGS = ("user", "scenario", "multi-domain")
+
+
+class ConfigError(CmmlError):
+    """A pipeline configuration file or override is invalid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """The whole pipeline's configuration (see ``configs/default.yaml`` for every key)."""
+
+    name: str
+    data: list  # one dataset spec (name, folder or CSV file), or several for multi-domain
+    setting: str
+    columns: str | None  # CSV logs: field=column mapping
+    transform: dict  # Transform custom_config (feature overrides)
+    taskgen: dict  # cmml.components.task_logic.TaskGenConfig fields
+    model: dict  # cmml.models.config.CMMLConfig fields
+    training: dict  # cmml.models.training.TrainingConfig fields + episode sizes
+    baseline: dict  # the blessing baseline: kind + its config + training
+    evaluation: dict  # metric clipping and blessing rules
+    serving: dict  # model name, serving base directory, warm-up
+    beam: dict  # DirectRunner settings (or any Beam pipeline args)
+
+    @property
+    def task_setting(self) -> str:
+        """TaskGen's setting: multi-domain tasks are scenario tasks over several sources."""
+        return "user" if self.setting == "user" else "scenario"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _deep_update(base: dict, update: Mapping[str, Any]) -> dict:
+    """Nested mappings merge key by key; anything else replaces. Section keys are checked by the
+    components that read them (CMMLConfig, TaskGenConfig ...), with their own messages."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(out.get(key), dict) and isinstance(value, Mapping):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read(path: Path) -> dict:
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
+    """Default configuration, then the file at ``path``, then ``overrides`` (same structure)."""
+    values = _read(DEFAULT_CONFIG)
+    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+    for update in ([_read(Path(path))] if path else []) + ([dict(overrides)] if overrides else []):
+        unknown = sorted(set(update) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = _deep_update(values, update)
+    if isinstance(values["data"], str):
+        values["data"] = [values["data"]]
+    config = PipelineConfig(**values)
+    _check(config)
+    return config
+
+
+def _check(config: PipelineConfig) -> None:
+    if config.setting not in SETTINGS:
+        raise ConfigError(f"setting {config.setting!r}: choose one of {', '.join(SETTINGS)}")
+    if not config.data:
+        raise ConfigError("data: give at least one dataset")
+    if config.setting == "multi-domain" and len(config.data) < 2:
+        raise ConfigError("setting multi-domain needs two or more datasets in 'data'")
+    if config.setting != "multi-domain" and len(config.data) > 1:
+        raise ConfigError(f"several datasets given for setting {config.setting!r}; only multi-domain combines datasets")
+    # Validate the component sections early, with the components' own checks.
+    from cmml.models.config import CMMLConfig
+
+    try:
+        CMMLConfig.from_dict({**config.model, "head": "rating" if config.setting == "user" else "ctr"})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model: {exc}") from None

@@ -1,0 +1,123 @@
+"""The CMML TFX pipeline, built once from a :class:`PipelineConfig`; runners only execute it.
+
+    LogExampleGen → StatisticsGen → ImportSchemaGen → ExampleValidator → ValidationGate
+      → Transform → TaskGen → Trainer (CMML)  ┐
+                            → Trainer (DCN)   ┴→ TaskEvaluator (blessing)
+                                 Trainer (CMML) → ServingValidator (warm-up, infra blessing)
+                                                → Pusher (TF Serving layout)
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import cmml  # noqa: F401
+from tfx import v1 as tfx
+
+from cmml.pipeline.config import PipelineConfig
+
+TRAINER_RUN_FN = "cmml.components.trainer.run_fn"
+
+
+def beam_pipeline_args(config: PipelineConfig) -> list[str]:
+    """DirectRunner settings from the config (or whatever Beam args ``beam.extra_args`` gives)."""
+    beam = dict(config.beam)
+    args = [f"--direct_running_mode={beam.get('direct_running_mode', 'multi_processing')}", f"--direct_num_workers={int(beam.get('direct_num_workers', 2))}"]
+    return args + [str(a) for a in beam.get("extra_args") or []]
+
+
+def _sources(config: PipelineConfig):
+    from cmml.components.example_gen import Source
+
+    if len(config.data) == 1:
+        return Source(str(config.data[0]), columns=config.columns)
+    names = []
+    for spec in config.data:
+        name = re.sub(r"[^A-Za-z0-9]+", "", Path(str(spec)).name) or "data"
+        while name in names:
+            name += "x"
+        names.append(name)
+    return [Source(str(spec), name=name, columns=config.columns) for spec, name in zip(config.data, names)]
+
+
+def serving_base(config: PipelineConfig, output_dir: str) -> str:
+    """TF Serving's ``--model_base_path``: ``<base>/<model_name>`` (versions go below it)."""
+    base = config.serving.get("base_directory") or os.path.join(output_dir, "serving")
+    return os.path.join(base, config.serving.get("model_name", "cmml"))
+
+
+def create_components(config: PipelineConfig, output_dir: str, data_only: bool = False) -> list:
+    from cmml.components.evaluator import TaskEvaluator
+    from cmml.components.example_gen import LogExampleGen
+    from cmml.components.serving_validator import ServingValidator
+    from cmml.components.task_gen import TaskGen
+    from cmml.components.transform_module import make_transform
+    from cmml.components.validation import validation_components
+
+    example_gen = LogExampleGen(_sources(config))
+    statistics, schema, validator, gate = validation_components(example_gen.outputs["examples"])
+    transform = make_transform(example_gen.outputs["examples"], schema.outputs["schema"], config.transform)
+    transform.add_upstream_node(gate)  # nothing is transformed (or trained) past failed validation
+    task_gen = TaskGen(
+        transform.outputs["transformed_examples"], transform.outputs["transform_graph"],
+        config={**config.taskgen, "setting": config.task_setting}, transform_config=config.transform,
+    )  # fmt: skip
+    components = [example_gen, statistics, schema, validator, gate, transform, task_gen]
+    if data_only:
+        return components
+
+    setting = config.task_setting
+    rating_range = config.evaluation.get("rating_range") if setting == "user" else None
+
+    def trainer(kind: str, model: dict, training: dict, name: str):
+        return tfx.components.Trainer(
+            run_fn=TRAINER_RUN_FN,
+            examples=task_gen.outputs["tasks"],
+            transform_graph=transform.outputs["transform_graph"],
+            train_args=tfx.proto.TrainArgs(splits=["meta_train"]),
+            eval_args=tfx.proto.EvalArgs(splits=["meta_valid"]),
+            custom_config={"kind": kind, "setting": setting, "model": model, "training": training, "rating_range": rating_range},
+        ).with_id(name)
+
+    candidate = trainer("cmml", config.model, config.training, "Trainer")
+    episode_sizes = {k: v for k, v in config.training.items() if k in ("batch_tasks", "support_positives", "query_positives", "query_size")}
+    baseline = trainer(config.baseline.get("kind", "dcn"), config.baseline.get("config") or {}, {**episode_sizes, **(config.baseline.get("training") or {})}, "BaselineTrainer")
+    evaluator = TaskEvaluator(task_gen.outputs["tasks"], candidate.outputs["model"], baseline.outputs["model"], setting, config.evaluation)
+    serving_check = ServingValidator(candidate.outputs["model"], example_gen.outputs["examples"], int(config.serving.get("warmup_requests", 4)))
+    pusher = tfx.components.Pusher(
+        model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=serving_check.outputs["blessing"],  # pushes the validated model with its warm-up records
+        push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base(config, output_dir))),
+    )
+    return components + [candidate, baseline, evaluator, serving_check, pusher]
+
+
+def metadata_path(output_dir: str) -> str:
+    return os.path.join(output_dir, "pipeline", "metadata.sqlite")
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    output_dir: str,
+    local: bool = True,
+    enable_cache: bool = True,
+    data_only: bool = False,
+    extra_beam_args: Sequence[str] = (),
+) -> tfx.dsl.Pipeline:
+    """The pipeline rooted at ``<output_dir>/pipeline``.
+
+    ``local``: ML-Metadata in SQLite under the root (LocalDagRunner); otherwise the orchestrator
+    (Kubeflow) provides the metadata store and ``output_dir`` should be a shared location (gs://...).
+    """
+    root = os.path.join(output_dir, "pipeline")
+    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(output_dir)) if local else None
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.name + ("-data" if data_only else ""),
+        pipeline_root=root,
+        components=create_components(config, output_dir, data_only),
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata,
+        beam_pipeline_args=beam_pipeline_args(config) + list(extra_beam_args),
+    )

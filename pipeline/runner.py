@@ -1,0 +1,209 @@
+"""Runners: the local DAG runner (embedded default) and the Kubeflow Pipelines V2 compiler, plus the
+run summary and run listing that ``cmml run`` / ``cmml runs`` print.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+import cmml  # noqa: F401
+from cmml.pipeline.config import PipelineConfig
+from cmml.pipeline.pipeline import create_pipeline, metadata_path
+
+_RUNNING, _FINISHED, _CACHED = "Component %s is running.", "Component %s is finished.", "A cached execution %d is used."
+
+
+class _Progress(logging.Handler):
+    """Turns the local runner's log records into one line per component, with its wall time."""
+
+    def __init__(self, total: int, out: TextIO):
+        super().__init__(level=logging.INFO)
+        self.total, self.out, self.done = total, out, 0
+        self.started: dict[str, float] = {}
+        self.current: str | None = None
+        self.cached: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == _RUNNING and record.args:
+            self.current = str(record.args[0])
+            self.started[self.current] = time.time()
+            print(f"[{self.done + 1:2d}/{self.total}] {self.current} ...", file=self.out, flush=True)
+        elif record.msg == _CACHED and self.current:
+            self.cached.add(self.current)
+        elif record.msg == _FINISHED and record.args:
+            name = str(record.args[0])
+            self.done += 1
+            took = time.time() - self.started.get(name, time.time())
+            note = "reused cached outputs" if name in self.cached else f"done in {took:.1f} s"
+            print(f"        {name}: {note}", file=self.out, flush=True)
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a finished run produced, read back from ML-Metadata and the artifacts."""
+
+    pipeline: str
+    run_id: str
+    seconds: float
+    ingest: dict
+    tasks: dict
+    evaluation: dict | None
+    pushed: str | None
+    serving_base: str | None
+    components: list
+
+    def render(self) -> str:
+        lines = [f"pipeline {self.pipeline}, run {self.run_id}: {self.seconds:.0f} s", ""]
+        if self.ingest:
+            lines.append(
+                f"ingested {self.ingest.get('rows_ok', 0):,} rows; quarantined {self.ingest.get('rows_rejected', 0):,} "
+                f"(dead letters under the ExampleGen output)"
+            )
+        if self.tasks:
+            lines.append(
+                f"tasks: {self.tasks.get('tasks_meta_train', 0):,} meta-train, {self.tasks.get('tasks_meta_valid', 0):,} "
+                f"meta-valid, {self.tasks.get('tasks_meta_test', 0):,} meta-test; rows in tasks {self.tasks.get('rows_written', 0):,}, "
+                f"filtered {self.tasks.get('rows_filtered', 0):,}, quarantined {self.tasks.get('rows_quarantined', 0):,}"
+            )
+        if self.evaluation:
+            from cmml.components.evaluator import report_markdown
+
+            ev = self.evaluation
+            lines += ["", report_markdown(ev["metrics"], ev["setting"], ev["blessed"], ev["reasons"]).strip()]
+        if self.pushed:
+            lines += [
+                "",
+                f"pushed to {self.pushed} (TF Serving layout: --model_base_path={self.serving_base})",
+                "query it with the test double (or tensorflow_model_server with the same flags):",
+                f"  cmml serve --model_base_path {self.serving_base} --model_name {os.path.basename(self.serving_base)} --port 8500 --rest_api_port 8501",
+                f"  cmml predict --server localhost:8500 --model_name {os.path.basename(self.serving_base)} --data <dataset> --user <user id> --candidates <item ids>",
+            ]
+        elif self.evaluation is not None:
+            lines += ["", "nothing was pushed (the candidate was not blessed or failed serving validation)"]
+        return "\n".join(lines)
+
+
+def _artifacts_of(store, run_context, type_name: str) -> list:
+    return [a for a in store.get_artifacts_by_context(run_context.id) if store.get_artifact_types_by_id([a.type_id])[0].name == type_name]
+
+
+def _props(artifact) -> dict[str, Any]:
+    out = {}
+    for key, value in artifact.custom_properties.items():
+        out[key] = value.int_value if value.HasField("int_value") else value.double_value if value.HasField("double_value") else value.string_value
+    return out
+
+
+def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None, seconds: float = 0.0) -> RunSummary:
+    """Reads a (finished) run's outcome from ML-Metadata: latest run unless ``run_id`` is given."""
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path(output_dir)))
+    runs = [c for c in store.get_contexts_by_type("pipeline_run") if _run_pipeline(store, c) == pipeline_name]
+    if not runs:
+        raise RuntimeError(f"no run of pipeline {pipeline_name!r} in {metadata_path(output_dir)}")
+    run = next((c for c in runs if c.name == run_id), None) if run_id else max(runs, key=lambda c: c.create_time_since_epoch)
+    examples = [a for a in _artifacts_of(store, run, "Examples") if "LogExampleGen" in a.uri or "rows_in" in a.custom_properties]
+    tasks = [a for a in _artifacts_of(store, run, "Examples") if "tasks_meta_train" in a.custom_properties or "rows_written" in a.custom_properties]
+    evaluation = None
+    for a in _artifacts_of(store, run, "cmml.TaskEvaluation"):
+        path = os.path.join(a.uri, "metrics.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                evaluation = json.load(f)
+    pushed = None
+    for a in _artifacts_of(store, run, "PushedModel"):
+        props = _props(a)
+        if props.get("pushed") == 1:
+            pushed = props.get("pushed_destination")
+    components = sorted({component for component, _ in run_executions(store, run)})
+    return RunSummary(
+        pipeline=pipeline_name, run_id=run.name, seconds=seconds,
+        ingest=_props(examples[0]) if examples else {}, tasks=_props(tasks[0]) if tasks else {},
+        evaluation=evaluation, pushed=pushed, serving_base=os.path.dirname(pushed.rstrip("/")) if pushed else None, components=components,
+    )  # fmt: skip
+
+
+def run_executions(store, run_context) -> list[tuple[str, str]]:
+    """(component id, execution state name) of every execution of one pipeline run."""
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    node_type = store.get_context_type("node").id
+    out = []
+    for execution in store.get_executions_by_context(run_context.id):
+        nodes = [c.name for c in store.get_contexts_by_execution(execution.id) if c.type_id == node_type]
+        component = nodes[0].split(".", 1)[-1] if nodes else "?"  # node contexts are named <pipeline>.<component>
+        out.append((component, pb.Execution.State.Name(execution.last_known_state)))
+    return out
+
+
+def _run_pipeline(store, run_context) -> str | None:
+    """The pipeline a run context belongs to (its parent 'pipeline' context)."""
+    for parent in store.get_parent_contexts_by_context(run_context.id):
+        return parent.name
+    return None
+
+
+def run_local(config: PipelineConfig, output_dir: str, enable_cache: bool = True, data_only: bool = False,
+              progress: TextIO | None = sys.stderr) -> RunSummary:  # fmt: skip
+    """Runs the pipeline with the LocalDagRunner (SQLite ML-Metadata, Beam DirectRunner)."""
+    from tfx import v1 as tfx
+
+    pipeline = create_pipeline(config, output_dir, local=True, enable_cache=enable_cache, data_only=data_only)
+    handler = _Progress(len(pipeline.components), progress) if progress is not None else None
+    absl_logger = logging.getLogger("absl")
+    if handler:
+        absl_logger.addHandler(handler)
+    previous = absl_logger.level
+    absl_logger.setLevel(logging.INFO)
+    start = time.time()
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    finally:
+        absl_logger.setLevel(previous)
+        if handler:
+            absl_logger.removeHandler(handler)
+    return summarize_run(output_dir, pipeline.pipeline_info.pipeline_name, seconds=time.time() - start)
+
+
+def compile_kubeflow(config: PipelineConfig, output_dir: str, output_file: str, image: str) -> str:
+    """Compiles the pipeline to a Kubeflow Pipelines V2 pipeline-spec JSON file."""
+    from tfx import v1 as tfx
+
+    pipeline = create_pipeline(config, output_dir, local=False)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=os.path.dirname(os.path.abspath(output_file)),
+        output_filename=os.path.basename(output_file),
+    )
+    runner.run(pipeline, write_out=True)
+    return output_file
+
+
+def list_runs(output_dir: str) -> list[dict[str, Any]]:
+    """Past runs recorded in the local ML-Metadata store, newest first."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2 as pb
+    from tfx.orchestration import metadata
+
+    path = metadata_path(output_dir)
+    if not os.path.exists(path):
+        return []
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(path))
+    rows = []
+    for run in store.get_contexts_by_type("pipeline_run"):
+        executions = store.get_executions_by_context(run.id)
+        states = [e.last_known_state for e in executions]
+        rows.append({
+            "pipeline": _run_pipeline(store, run), "run_id": run.name,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.create_time_since_epoch / 1000)),
+            "executions": len(executions), "cached": sum(s == pb.Execution.CACHED for s in states),
+            "failed": sum(s == pb.Execution.FAILED for s in states),
+        })  # fmt: skip
+    return sorted(rows, key=lambda r: r["started"], reverse=True)

@@ -1,0 +1,173 @@
+"""The TFX pipeline end to end on small synthetic data: components, blessing, push, caching, Kubeflow."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cmml  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+COMPONENTS = {
+    "LogExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate", "Transform", "TaskGen",
+    "Trainer", "BaselineTrainer", "TaskEvaluator", "ServingValidator", "Pusher",
+}  # fmt: skip
+
+
+def _config(data: Path, **sections):
+    from cmml.pipeline.config import load_config
+
+    small = {
+        "name": "cmml-test",
+        "data": str(data),
+        "taskgen": {"num_shards": 2},
+        "model": {"encoder": "mean", "embedding_dim": 8, "learning_rate": 3e-3},
+        "training": {"epochs": 3, "patience": 2},
+        "baseline": {"config": {"embedding_dim": 8}, "training": {"epochs": 2, "patience": 1}},
+        "beam": {"direct_running_mode": "in_memory", "direct_num_workers": 1},
+    }
+    for key, value in sections.items():
+        small[key] = {**small.get(key, {}), **value} if isinstance(value, dict) else value
+    return load_config(overrides=small)
+
+
+def _executions(output: Path, pipeline: str) -> list[dict]:
+    """(component, state) of every execution of the newest run."""
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    from cmml.pipeline.pipeline import metadata_path
+    from cmml.pipeline.runner import run_executions
+
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path(str(output))))
+    runs = [c for c in store.get_contexts_by_type("pipeline_run") if store.get_parent_contexts_by_context(c.id)[0].name == pipeline]
+    newest = max(runs, key=lambda c: c.create_time_since_epoch)
+    return [{"component": c, "state": state} for c, state in run_executions(store, newest)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from cmml.data import synthetic
+    from cmml.pipeline.runner import run_local
+
+    base = tmp_path_factory.mktemp("pipeline")
+    data = base / "data"
+    synthetic.generate(data, synthetic.SyntheticConfig(users=400, seed=3), progress=None)
+    output = base / "out"
+    config = _config(data)
+    summary = run_local(config, str(output), progress=None)
+    return config, output, summary
+
+
+def test_every_component_ran_and_is_recorded(run):
+    config, output, summary = run
+    executions = _executions(output, config.name)
+    assert {e["component"] for e in executions} == COMPONENTS
+    assert all(e["state"] == "COMPLETE" for e in executions), executions
+    assert summary.ingest["rows_ok"] > 0 and summary.ingest["rows_rejected"] == 0
+    assert summary.tasks["tasks_meta_train"] > 0 and summary.tasks["tasks_meta_test"] > 0 and summary.tasks["tasks_meta_valid"] > 0
+
+
+def test_evaluation_has_all_metrics_and_blessing_follows_them(run):
+    _, _, summary = run
+    ev = summary.evaluation
+    for model in ("candidate", "baseline"):
+        assert {"mae", "rmse", "ndcg@1", "ndcg@3", "ndcg@5", "tasks"} <= set(ev["metrics"][model])
+        assert ev["metrics"][model]["tasks"] == summary.tasks["tasks_meta_test"]
+    expected = ev["metrics"]["candidate"]["mae"] < ev["metrics"]["baseline"]["mae"]
+    assert ev["blessed"] == expected
+    # on the planted structure of the synthetic data even a short training beats DCN
+    assert ev["blessed"], ev
+
+
+def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_path):
+    import tensorflow as tf
+
+    from cmml.components.serving_validator import _npz_safe, canned_episodes
+    from cmml.pipeline.pipeline import serving_base
+
+    config, output, summary = run
+    base = Path(serving_base(config, str(output)))
+    versions = [p for p in base.iterdir() if p.name.isdigit()]
+    assert len(versions) == 1 and summary.pushed == str(versions[0])
+    pushed = versions[0]
+    assert (pushed / "saved_model.pb").is_file() and (pushed / "assets.extra" / "tf_serving_warmup_requests").is_file()
+
+    trainer_model = sorted((output / "pipeline" / "Trainer" / "model").glob("*/Format-Serving"))[-1]
+    serve = tf.saved_model.load(str(trainer_model)).signatures["serving_default"]
+    examples = sorted((output / "pipeline" / "LogExampleGen" / "examples").glob("*"))[-1]
+    inputs = canned_episodes(str(examples), serve.structured_input_signature[1])
+    feed = {k: v for k, v in inputs.items() if not k.endswith("_examples")}
+    spec = serve.structured_input_signature[1]
+    want = serve(**{k: tf.constant(v, spec[k].dtype) for k, v in feed.items()})["scores"].numpy()
+
+    np.savez(tmp_path / "inputs.npz", **_npz_safe(feed))
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["cmml"] = None
+        import numpy as np, tensorflow as tf
+        fn = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+        spec = fn.structured_input_signature[1]
+        data = dict(np.load(sys.argv[2]))
+        np.save(sys.argv[3], fn(**{k: tf.constant(v, spec[k].dtype) for k, v in data.items()})["scores"].numpy())
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(pushed), str(tmp_path / "inputs.npz"), str(tmp_path / "out.npy")],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, atol=1e-5)
+    assert want.shape == inputs["query_mask"].shape and np.isfinite(want).all()
+
+
+def test_rerun_reuses_cached_artifacts(run):
+    from cmml.pipeline.runner import run_local
+
+    config, output, _ = run
+    run_local(config, str(output), progress=None)
+    states = {e["component"]: e["state"] for e in _executions(output, config.name)}
+    assert set(states) == COMPONENTS
+    assert all(state == "CACHED" for state in states.values()), states
+
+
+def test_unblessed_candidate_is_not_pushed(run):
+    """An impossible absolute threshold: the Evaluator must refuse, and the Pusher push nothing."""
+    from cmml.pipeline.pipeline import serving_base
+    from cmml.pipeline.runner import run_local
+
+    config, output, _ = run
+    strict = _config(Path(config.data[0]), evaluation={"thresholds": {"mae": 0.0}}, serving={"base_directory": str(output / "strict-serving")})
+    summary = run_local(strict, str(output), progress=None)
+    assert summary.evaluation["blessed"] is False
+    assert any("FAILED" in r for r in summary.evaluation["reasons"])
+    assert summary.pushed is None
+    assert not any(Path(serving_base(strict, str(output))).glob("*/saved_model.pb"))
+    states = {e["component"]: e["state"] for e in _executions(output, strict.name)}
+    assert states["Trainer"] == "CACHED" and states["TaskEvaluator"] == "COMPLETE"
+
+
+def test_kubeflow_v2_spec_compiles_and_parses(tmp_path):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from cmml.pipeline.config import load_config
+    from cmml.pipeline.runner import compile_kubeflow
+
+    path = compile_kubeflow(load_config(), "gs://bucket/cmml", str(tmp_path / "cmml.json"), image="gcr.io/project/cmml:1")
+    job = json_format.Parse(Path(path).read_text(), pipeline_spec_pb2.PipelineJob(), ignore_unknown_fields=True)
+    tasks = set(job.pipeline_spec["root"]["dag"]["tasks"].keys())
+    assert {"LogExampleGen", "TaskGen", "Trainer", "BaselineTrainer", "TaskEvaluator", "Pusher"} <= tasks
+    assert "gcr.io/project/cmml:1" in json.dumps(json_format.MessageToDict(job))
+
+
+def test_cli_runs_lists_the_runs(run):
+    _, output, _ = run
+    proc = subprocess.run([sys.executable, "-m", "cmml.cli", "runs", "--output", str(output)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("cmml-test") >= 2  # the first run and the cached re-run (at least)
