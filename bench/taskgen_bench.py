@@ -26,6 +26,7 @@ memory of the whole process tree (runner + Beam workers) every 0.2 s.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import concurrent.futures
 import glob
 import json
@@ -224,7 +225,7 @@ def _load_input(input_dir: str):
     return info, [FeatureInfo(**f) for f in info["features"]]
 
 
-def run_taskgen(input_dir: str, out: str, shards: int, beam_args: list[str] | None) -> dict:
+def run_taskgen(input_dir: str, out: str, shards: int, beam_args: list[str] | None, in_memory_below: int | None = None) -> dict:
     from cmml.components import task_gen as TG
     from cmml.components import task_logic as L
 
@@ -232,10 +233,13 @@ def run_taskgen(input_dir: str, out: str, shards: int, beam_args: list[str] | No
     files = sorted(glob.glob(os.path.join(input_dir, "examples", "*.tfrecord*")))
     config = L.TaskGenConfig(min_ratings=MIN_RATINGS, max_ratings=MAX_RATINGS, test_fraction=TEST_FRACTION, salt=SALT,
                              query_size=QUERY_SIZE, num_shards=shards)
+    if in_memory_below is not None:
+        config = dataclasses.replace(config, in_memory_below_bytes=in_memory_below)
     t0 = time.time()
     stats = TG.run_task_gen(files, out, config, features, beam_args=beam_args)
     seconds = time.time() - t0
-    return {"impl": "taskgen", "rows": stats["rows_in"], "seconds": seconds, "rows_per_s": stats["rows_in"] / seconds,
+    mode = "auto" if in_memory_below is None else f"in_memory_below={in_memory_below}"
+    return {"impl": "taskgen", "mode": mode, "rows": stats["rows_in"], "seconds": seconds, "rows_per_s": stats["rows_in"] / seconds,
             "rows_written": stats["rows_written"], "tasks": stats["tasks_by_split"]}
 
 
@@ -329,8 +333,10 @@ def compare(input_dir: str, work: str, shards: int, repeat: int) -> list[dict]:
     results = []
     me = [sys.executable, "-m", "cmml.bench.taskgen_bench"]
     for r in range(repeat):
-        for impl, extra in (("pandas", []), ("pandas", ["--ids-only"]), ("taskgen", ["--shards", str(shards)])):
-            out = os.path.join(work, f"{impl}{'-ids' if extra == ['--ids-only'] else ''}-{r}")
+        runs = (("pandas", []), ("pandas", ["--ids-only"]), ("taskgen", ["--shards", str(shards)]),
+                ("taskgen", ["--shards", str(shards), "--in-memory-below", "0"]))  # default, then forced multi-processing
+        for k, (impl, extra) in enumerate(runs):
+            out = os.path.join(work, f"{impl}-{k}-{r}")
             cmd = me + [impl, "--input", input_dir, "--out", out] + extra
             res, peak = measured(cmd)
             res["peak_rss_mib"] = peak / 2**20
@@ -355,6 +361,8 @@ def main(argv=None) -> int:
         p.add_argument("--shards", type=int, default=16)
         p.add_argument("--beam_args", default=None, help="comma-separated Beam args (default: multi-processing, 2 workers)")
         p.add_argument("--ids-only", action="store_true", help="pandas: group (user, item, label) only")
+        p.add_argument("--in-memory-below", type=int, default=None,
+                       help="taskgen: TaskGenConfig.in_memory_below_bytes (default: the config's; 0 = always multi-processing)")
     p = sub.add_parser("compare", help="pandas then TaskGen, each in its own process, with peak memory")
     p.add_argument("--input", required=True)
     p.add_argument("--work", default="/tmp/taskgen-bench-out")
@@ -368,7 +376,7 @@ def main(argv=None) -> int:
     elif args.cmd == "prepare-tfx":
         prepare_tfx(args.data, args.out)
     elif args.cmd == "taskgen":
-        print(json.dumps(run_taskgen(args.input, args.out, args.shards, args.beam_args.split(",") if args.beam_args else None)))
+        print(json.dumps(run_taskgen(args.input, args.out, args.shards, args.beam_args.split(",") if args.beam_args else None, args.in_memory_below)))
     elif args.cmd == "pandas":
         print(json.dumps(run_pandas(args.input, args.out, args.ids_only)))
     else:

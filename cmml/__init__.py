@@ -7,12 +7,15 @@ import this module first, so the setting holds for every entry point.
 """
 import os
 import sys
+import warnings
 
 __version__ = "0.1.0"
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # TensorFlow's C++ start-up chatter (CPU feature notices) buries the pipeline's own progress.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# google-api-core warns once per Google client module on Python 3.10 (TFX pulls dozens of them)
+warnings.filterwarnings("ignore", message="You are using a non-supported Python version", category=FutureWarning)
 
 if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
     raise ImportError(

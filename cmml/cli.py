@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     from cmml.pipeline.runner import run_local
 
     print(f"running pipeline {config.name!r} ({config.setting} setting) on {', '.join(map(str, config.data))}; outputs in {output}", file=sys.stderr)
-    summary = run_local(config, output, enable_cache=not args.no_cache)
+    summary = run_local(config, output, enable_cache=not args.no_cache, verbose=args.verbose)
     print(summary.render())
     return 0
 
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML file merged over pipeline/configs/default.yaml")
     run.add_argument("--columns", help="for a CSV log: field=column pairs, e.g. user=uid,item=iid,label=rating,timestamp=ts")
     run.add_argument("--output", help=f"output folder (pipeline root, ML-Metadata, pushed models); default {DEFAULT_OUTPUT}/<name>-<setting>")
+    run.add_argument("--verbose", action="store_true", help="show TFX's and Beam's INFO logs, not just one line per component")
     run.add_argument("--no-cache", action="store_true", help="re-run every component even when its inputs are unchanged")
     run.add_argument("--runner", choices=("local", "kubeflow"), default="local", help="local: run now (LocalDagRunner); kubeflow: compile a KFP V2 spec")
     run.add_argument("--image", default="gcr.io/your-project/cmml-tfx:latest", help="kubeflow: container image with this package installed")

@@ -38,6 +38,54 @@ def default_beam_args(args: Sequence[str] | None, workers: int = DEFAULT_DIRECT_
     return out
 
 
+def _flag(args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name=value`` / ``--name value`` in Beam args (last one wins)."""
+    value = None
+    for k, a in enumerate(args):
+        if a.startswith(f"--{name}="):
+            value = a.split("=", 1)[1]
+        elif a == f"--{name}" and k + 1 < len(args):
+            value = args[k + 1]
+    return value
+
+
+def small_direct_input(args: Sequence[str], input_bytes: int, threshold: int) -> bool:
+    """True when ``args`` run the multi-processing DirectRunner on an input below ``threshold`` bytes."""
+    runner = (_flag(args, "runner") or "DirectRunner").lower()
+    mode = _flag(args, "direct_running_mode") or "in_memory"
+    return threshold > 0 and input_bytes < threshold and runner in ("direct", "directrunner") and mode == "multi_processing"
+
+
+def beam_args_for_input(args: Sequence[str] | None, files: Sequence[str], threshold: int, log=None) -> list[str]:
+    """:func:`default_beam_args`, switched to the in-memory DirectRunner when the local input
+    ``files`` total less than ``threshold`` bytes (worker start-up would cost more than it saves)."""
+    out = default_beam_args(args)
+    if not files or any("://" in f for f in files):
+        return out
+    size = sum(os.path.getsize(f) for f in files if os.path.exists(f))
+    if small_direct_input(out, size, threshold):
+        if log is not None:
+            log(f"{size / 1e6:.1f} MB of input, below {threshold / 1e6:.0f} MB: DirectRunner in-memory (no worker processes)")
+        out = with_direct_mode(out, "in_memory")
+    return out
+
+
+def with_direct_mode(args: Sequence[str], mode: str) -> list[str]:
+    """``args`` with the DirectRunner mode replaced (and worker count dropped for in-memory)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in ("--direct_running_mode", "--direct_num_workers"):
+            skip = True
+            continue
+        if a.startswith(("--direct_running_mode=", "--direct_num_workers=")):
+            continue
+        out.append(a)
+    return out + [f"--direct_running_mode={mode}"]
+
+
 def _binary_array(values: Any) -> pa.Array:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()

@@ -594,7 +594,8 @@ def run_task_gen(source: Sequence[str] | Sequence[dict], output_dir: str, config
       source: TFRecord files of transformed examples, or a few small in-memory column batches
         (they are pickled into the pipeline; write larger data with write_column_batches).
       scenario_source: 'column' or 'themes' for the scenario setting ('auto' must be resolved).
-      beam_args: Beam pipeline arguments; by default the multi-processing DirectRunner.
+      beam_args: Beam pipeline arguments; by default the multi-processing DirectRunner (in-memory
+        for files below ``config.in_memory_below_bytes``).
       make_pipeline: a factory of the Beam pipeline (TFX executors pass theirs); overrides beam_args.
     Returns:
       the content of taskgen_stats.json.
@@ -604,7 +605,11 @@ def run_task_gen(source: Sequence[str] | Sequence[dict], output_dir: str, config
     if config.setting == "scenario" and scenario_source == "themes" and theme_vocab is None:
         raise ValueError("scenario themes need the item vocabularies (theme_vocab)")
     ctx = ExtractContext(config, tuple(features), scenario_source if config.setting == "scenario" else None, theme_vocab)
-    pipeline = make_pipeline() if make_pipeline is not None else beam.Pipeline(argv=common.default_beam_args(beam_args))
+    if make_pipeline is not None:
+        pipeline = make_pipeline()
+    else:
+        files = list(source) if source and isinstance(source[0], str) else []
+        pipeline = beam.Pipeline(argv=common.beam_args_for_input(beam_args, files, config.in_memory_below_bytes))
     with pipeline as p:
         if source and isinstance(source[0], str):
             spec_fn = _SpecFn(features, scenario_source == "column", with_domain)

@@ -7,7 +7,8 @@ Trainer consumes it with ``TrainArgs(splits=['meta_train'])``. The Beam pipeline
 :mod:`cmml.components.task_beam` (numpy core: :mod:`cmml.components.task_logic`); this module adds
 what TFX needs: reading vocabulary sizes and names from the transform graph, resolving
 ``scenario_source='auto'``, the executor (DirectRunner in multi-processing mode with 2 workers
-unless ``beam_pipeline_args`` say otherwise) and MLMD custom properties with the row accounting.
+unless ``beam_pipeline_args`` say otherwise; in-memory for inputs below
+``TaskGenConfig.in_memory_below_bytes``, where worker start-up would dominate) and MLMD custom properties with the row accounting.
 
 Wiring::
 
@@ -22,6 +23,7 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Sequence
 
+from absl import logging
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
@@ -118,6 +120,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         files = input_files(examples, splits)
         if not files:
             raise FileNotFoundError(f"TaskGen: no transformed examples in splits {list(splits)} of {examples.uri}")
+        self._beam_pipeline_args = common.beam_args_for_input(self._beam_pipeline_args, files, config.in_memory_below_bytes, log=logging.info)
         schema_names = {f.name for f in tft_output.transformed_metadata.schema.feature}
         scenario_source = None
         if config.setting == "scenario":

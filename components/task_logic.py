@@ -87,6 +87,9 @@ class TaskGenConfig:
     compression: str = "GZIP"
     read_batch_size: int = 65536
     splits: tuple[str, ...] | None = None  # input example splits to read (default: all)
+    # DirectRunner only: inputs smaller than this many bytes run in-memory, where starting worker
+    # processes would cost more than they save (ML-1M-sized logs: ~4 s in-memory vs ~11 s); 0 = never
+    in_memory_below_bytes: int = 100 * 1024 * 1024
 
     def __post_init__(self):
         def check(ok: bool, message: str):
@@ -101,6 +104,7 @@ class TaskGenConfig:
               "split_mode 'list' needs test_keys or test_keys_file")
         check(self.n_train is None or self.n_train >= 0, "n_train must be >= 0")
         check(1 <= self.min_ratings <= self.max_ratings, "need 1 <= min_ratings <= max_ratings")
+        check(self.in_memory_below_bytes >= 0, "in_memory_below_bytes must be >= 0")
         check(self.query_size >= 1, "query_size must be >= 1")
         check(self.min_ratings > self.query_size, "min_ratings must exceed query_size (a support set needs a row)")
         check(self.trim_to is None or self.trim_to > self.query_size, "trim_to must exceed query_size")

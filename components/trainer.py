@@ -70,8 +70,12 @@ def validator(setting: str, valid: tf.data.Dataset, rating_range):
     metric, lower = evaluation.PRIMARY[setting]
     clip = tuple(rating_range) if (rating_range and setting == "user") else None
 
+    compiled: dict[int, Any] = {}  # one traced function per model across epochs, not one per call
+
     def score(model: tf.keras.Model) -> float:
-        predict = tf.function(lambda f: model(f, training=False), reduce_retracing=True)
+        if id(model) not in compiled:
+            compiled[id(model)] = tf.function(lambda f: model(f, training=False), reduce_retracing=True)
+        predict = compiled[id(model)]
         summary, _ = evaluation.evaluate_episodes(lambda f: predict(f).numpy(), valid.as_numpy_iterator(), setting, clip)
         return summary[metric] if lower else -summary[metric]
 

@@ -111,6 +111,8 @@ def create_pipeline(
     ``local``: ML-Metadata in SQLite under the root (LocalDagRunner); otherwise the orchestrator
     (Kubeflow) provides the metadata store and ``output_dir`` should be a shared location (gs://...).
     """
+    # absolute local paths: components hand URIs to subprocesses (Beam workers, the serving check)
+    output_dir = output_dir if "://" in output_dir else os.path.abspath(output_dir)
     root = os.path.join(output_dir, "pipeline")
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(output_dir)) if local else None
     return tfx.dsl.Pipeline(

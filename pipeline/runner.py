@@ -15,6 +15,13 @@ import cmml  # noqa: F401
 from cmml.pipeline.config import PipelineConfig
 from cmml.pipeline.pipeline import create_pipeline, metadata_path
 
+# TFX / TF warnings that every run emits and that need no action; hidden unless --verbose
+_BENIGN = (
+    "ArtifactQuery.property_predicate is not supported",
+    "does not have payload_format custom property",
+    "Tables initialized inside a tf.function",
+    "triggered tf.function retracing",
+)
 _RUNNING, _FINISHED, _CACHED = "Component %s is running.", "Component %s is finished.", "A cached execution %d is used."
 
 
@@ -56,6 +63,7 @@ class RunSummary:
     pushed: str | None
     serving_base: str | None
     components: list
+    serving_check: dict | None = None  # the ServingValidator's report (serving_validation.json)
 
     def render(self) -> str:
         lines = [f"pipeline {self.pipeline}, run {self.run_id}: {self.seconds:.0f} s", ""]
@@ -83,8 +91,11 @@ class RunSummary:
                 f"  cmml serve --model_base_path {self.serving_base} --model_name {os.path.basename(self.serving_base)} --port 8500 --rest_api_port 8501",
                 f"  cmml predict --server localhost:8500 --model_name {os.path.basename(self.serving_base)} --data <dataset> --user <user id> --candidates <item ids>",
             ]
-        elif self.evaluation is not None:
-            lines += ["", "nothing was pushed (the candidate was not blessed or failed serving validation)"]
+        if self.serving_check is not None and not self.serving_check.get("blessed"):
+            lines += ["", f"serving validation FAILED: {self.serving_check.get('error', 'see serving_validation.json')}"]
+        if not self.pushed and self.evaluation is not None:
+            why = "not blessed by the Evaluator" if not self.evaluation.get("blessed") else "serving validation failed" if self.serving_check and not self.serving_check.get("blessed") else "see the Pusher's log"
+            lines += ["", f"nothing was pushed ({why})"]
         return "\n".join(lines)
 
 
@@ -117,6 +128,12 @@ def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 evaluation = json.load(f)
+    serving_check = None
+    for a in _artifacts_of(store, run, "InfraBlessing"):
+        path = os.path.join(a.uri, "serving_validation.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                serving_check = json.load(f)
     pushed = None
     for a in _artifacts_of(store, run, "PushedModel"):
         props = _props(a)
@@ -127,6 +144,7 @@ def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None
         pipeline=pipeline_name, run_id=run.name, seconds=seconds,
         ingest=_props(examples[0]) if examples else {}, tasks=_props(tasks[0]) if tasks else {},
         evaluation=evaluation, pushed=pushed, serving_base=os.path.dirname(pushed.rstrip("/")) if pushed else None, components=components,
+        serving_check=serving_check,
     )  # fmt: skip
 
 
@@ -151,23 +169,51 @@ def _run_pipeline(store, run_context) -> str | None:
 
 
 def run_local(config: PipelineConfig, output_dir: str, enable_cache: bool = True, data_only: bool = False,
-              progress: TextIO | None = sys.stderr) -> RunSummary:  # fmt: skip
-    """Runs the pipeline with the LocalDagRunner (SQLite ML-Metadata, Beam DirectRunner)."""
+              progress: TextIO | None = sys.stderr, verbose: bool = False) -> RunSummary:  # fmt: skip
+    """Runs the pipeline with the LocalDagRunner (SQLite ML-Metadata, Beam DirectRunner).
+
+    With ``progress``, one line per component goes there; TFX's own INFO logs are shown only when
+    ``verbose`` (warnings and errors always are).
+    """
     from tfx import v1 as tfx
 
     pipeline = create_pipeline(config, output_dir, local=True, enable_cache=enable_cache, data_only=data_only)
-    handler = _Progress(len(pipeline.components), progress) if progress is not None else None
     absl_logger = logging.getLogger("absl")
-    if handler:
+    handlers: list[logging.Handler] = []
+    if progress is not None:
+        handlers.append(_Progress(len(pipeline.components), progress))
+        if not verbose:
+            warnings_only = logging.StreamHandler(progress)
+            warnings_only.setLevel(logging.WARNING)
+            warnings_only.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+            warnings_only.addFilter(lambda record: not any(b in str(record.msg) for b in _BENIGN))
+            handlers.append(warnings_only)
+    beam_logger = logging.getLogger("apache_beam")
+    saved_env = {k: os.environ.get(k) for k in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
+    saved = absl_logger.level, absl_logger.propagate, beam_logger.level
+    for handler in handlers:
         absl_logger.addHandler(handler)
-    previous = absl_logger.level
     absl_logger.setLevel(logging.INFO)
+    if progress is not None and not verbose:
+        absl_logger.propagate = False  # the root handler would print every INFO record
+        beam_logger.setLevel(logging.ERROR)  # Beam workers' start-up warnings, relayed per worker
+        # Beam workers are fresh interpreters: their TensorFlow start-up (CUDA plugin) chatter and
+        # google-api-core's per-module Python 3.10 notices
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        os.environ["PYTHONWARNINGS"] = "ignore:You are using a non-supported Python version:FutureWarning"
     start = time.time()
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     finally:
-        absl_logger.setLevel(previous)
-        if handler:
+        absl_logger.setLevel(saved[0])
+        absl_logger.propagate = saved[1]
+        beam_logger.setLevel(saved[2])
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for handler in handlers:
             absl_logger.removeHandler(handler)
     return summarize_run(output_dir, pipeline.pipeline_info.pipeline_name, seconds=time.time() - start)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cmml.components import common
 from cmml.components import task_gen as TG
 from cmml.components import task_logic as L
 from cmml.schemas import episodes as E
@@ -159,7 +160,7 @@ def test_splits_stable_across_runs_and_runners(ml100k, tmp_path):
     (Record bytes may differ: the C++ encoder writes a tf.Example's feature map in hash order.)
     """
     cols, files = ml100k
-    config = L.TaskGenConfig(split_mode="hash", test_fraction=0.25, valid_fraction=0.1, salt="s1", num_shards=3)
+    config = L.TaskGenConfig(split_mode="hash", test_fraction=0.25, valid_fraction=0.1, salt="s1", num_shards=3, in_memory_below_bytes=0)
     a = run(cols, files, tmp_path / "a", config)
     b = run(cols, files, tmp_path / "b", config, beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert a["tasks_by_split"] == b["tasks_by_split"]
@@ -400,3 +401,14 @@ def test_negative_sampling_is_uniform_over_the_complement():
         values, counts = np.unique(neg[users == u], return_counts=True)
         assert values.tolist() == sorted(set(range(m)) - set(interacted[u]))
         assert counts.min() > 0.8 * counts.mean()
+
+
+def test_small_inputs_run_the_direct_runner_in_memory():
+    mp = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    assert common.small_direct_input(mp, 10 << 20, 100 << 20)
+    assert not common.small_direct_input(mp, 200 << 20, 100 << 20)  # large input keeps its workers
+    assert not common.small_direct_input(mp, 10 << 20, 0)  # disabled
+    assert not common.small_direct_input(mp + ["--runner=DataflowRunner"], 10 << 20, 100 << 20)
+    assert not common.small_direct_input(["--direct_running_mode=in_memory"], 10 << 20, 100 << 20)
+    assert common.with_direct_mode(["--a=1", *mp], "in_memory") == ["--a=1", "--direct_running_mode=in_memory"]
+    assert common.with_direct_mode(["--direct_running_mode", "multi_processing", "--b"], "in_memory") == ["--b", "--direct_running_mode=in_memory"]

@@ -71,6 +71,7 @@ def test_every_component_ran_and_is_recorded(run):
     assert {e["component"] for e in executions} == COMPONENTS
     assert all(e["state"] == "COMPLETE" for e in executions), executions
     assert summary.ingest["rows_ok"] > 0 and summary.ingest["rows_rejected"] == 0
+    assert summary.serving_check["blessed"] and summary.serving_check["checks"], summary.serving_check
     assert summary.tasks["tasks_meta_train"] > 0 and summary.tasks["tasks_meta_test"] > 0 and summary.tasks["tasks_meta_valid"] > 0
 
 
