@@ -19,6 +19,7 @@ graph uses stock TensorFlow ops only; :func:`graph_ops` lists them for checks.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Callable, Mapping
@@ -179,7 +180,12 @@ def export_saved_model(
     for name, fn in (extra_signatures or {}).items():
         signatures[name] = fn
     export_dir = Path(export_dir)
-    tf.saved_model.save(module, str(export_dir), signatures=signatures, options=tf.saved_model.SaveOptions(save_debug_info=False))
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    try:
+        tf.saved_model.save(module, str(export_dir), signatures=signatures, options=tf.saved_model.SaveOptions(save_debug_info=False))
+    finally:
+        absl_logger.setLevel(level)  # saving Keras layers lowers absl's verbosity to WARNING and leaves it there
     return export_dir
 
 

@@ -22,6 +22,7 @@ _BENIGN = (
     "Tables initialized inside a tf.function",
     "triggered tf.function retracing",
 )
+_EPOCH = "  epoch "  # cmml.models.training.fit_episodic's per-epoch log line
 _RUNNING, _FINISHED, _CACHED = "Component %s is running.", "Component %s is finished.", "A cached execution %d is used."
 
 
@@ -42,6 +43,8 @@ class _Progress(logging.Handler):
             print(f"[{self.done + 1:2d}/{self.total}] {self.current} ...", file=self.out, flush=True)
         elif record.msg == _CACHED and self.current:
             self.cached.add(self.current)
+        elif isinstance(record.msg, str) and record.msg.startswith(_EPOCH):  # the Trainers' per-epoch line
+            print(f"        {self.current}: {record.getMessage().strip()}", file=self.out, flush=True)
         elif record.msg == _FINISHED and record.args:
             name = str(record.args[0])
             self.done += 1

@@ -1,6 +1,7 @@
 """SavedModel export: four signatures, same scores in a process without this package, stock ops only."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -62,7 +63,11 @@ def exported(request, tmp_path_factory):
     model = CMMLModel(DEFAULT_SPECS, CONFIGS[request.param])
     episodes = random_episodes(tasks=4, support=9, query=7, seed=11)
     model({k: tf.constant(v) for k, v in episodes.items()})  # build
+    absl_logger = logging.getLogger("absl")
+    absl_logger.setLevel(logging.INFO)
     path = export_saved_model(model, tmp_path_factory.mktemp(request.param) / "model")
+    # TensorFlow's saver lowers absl's verbosity; the export must restore it (pipeline progress relies on it)
+    assert absl_logger.level == logging.INFO
     return model, episodes, path
 
 
