@@ -40,8 +40,29 @@ def task_root(file_pattern: str) -> str:
     return os.path.dirname(os.path.dirname(file_pattern.rstrip("/")))
 
 
+def available_features(model: Mapping[str, Any], specs: Sequence[FeatureSpec], log=logging.warning) -> dict[str, Any]:
+    """The model config with its ``features`` list reduced to the features the records have.
+
+    One config serves several datasets (ML-100K has no directors or actors); the features left
+    out are logged, and a list that leaves nothing is an error.
+    """
+    out = dict(model)
+    if out.get("features") is None:
+        return out
+    names = [s.name for s in specs]
+    kept = [f for f in out["features"] if f in names]
+    missing = [f for f in out["features"] if f not in names]
+    if missing:
+        log(f"config features {missing} are not in these records (they have {sorted(names)}); training without them")
+    if not kept:
+        raise ValueError(f"none of the config features {list(out['features'])} is in these records (they have {sorted(names)})")
+    out["features"] = kept
+    return out
+
+
 def build_model(kind: str, specs: Sequence[FeatureSpec], setting: str, model: Mapping[str, Any]) -> tf.keras.Model:
     head = "rating" if setting == "user" else "ctr"
+    model = available_features(model, specs)
     if kind == "cmml":
         return build_cmml(specs, CMMLConfig.from_dict({**model, "head": head}))
     if kind == "dcn":
