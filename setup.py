@@ -45,7 +45,7 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=list(PACKAGE_DIRS),
     package_dir=PACKAGE_DIRS,
-    package_data={"cmml.schemas": ["*.pbtxt", "*.md"], "cmml": ["configs/*.yaml"]},
+    package_data={"cmml.schemas": ["*.pbtxt", "*.md"], "cmml.pipeline": ["configs/*.yaml"]},
     include_package_data=False,
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": ["pytest>=7", "pytest-timeout"]},

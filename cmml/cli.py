@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=_data_inspect)
     data.set_defaults(handler=lambda a: (data.print_help(), 2)[1])
 
+    from cmml.bench import interpret
+
+    explain = sub.add_parser("interpret", help="t-SNE of task contexts and Soft-M route heat maps (PNGs in docs/)")
+    interpret.add_arguments(explain)
+    explain.set_defaults(handler=interpret.run)
+
     from cmml.serving.cli import add_subcommands as add_serving
 
     add_serving(sub)  # serve, predict

@@ -178,6 +178,7 @@ def run_local(config: PipelineConfig, output_dir: str, enable_cache: bool = True
     With ``progress``, one line per component goes there; TFX's own INFO logs are shown only when
     ``verbose`` (warnings and errors always are).
     """
+    from absl import logging as absl_logging
     from tfx import v1 as tfx
 
     pipeline = create_pipeline(config, output_dir, local=True, enable_cache=enable_cache, data_only=data_only)
@@ -193,10 +194,12 @@ def run_local(config: PipelineConfig, output_dir: str, enable_cache: bool = True
             handlers.append(warnings_only)
     beam_logger = logging.getLogger("apache_beam")
     saved_env = {k: os.environ.get(k) for k in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
-    saved = absl_logger.level, absl_logger.propagate, beam_logger.level
+    saved = absl_logging.get_verbosity(), absl_logger.propagate, beam_logger.level
     for handler in handlers:
         absl_logger.addHandler(handler)
-    absl_logger.setLevel(logging.INFO)
+    # absl's verbosity, not just the logger level: TensorFlow's checkpointing silences absl and then
+    # restores its *verbosity*, which would otherwise put the logger back to WARNING mid-run
+    absl_logging.set_verbosity(absl_logging.INFO)
     if progress is not None and not verbose:
         absl_logger.propagate = False  # the root handler would print every INFO record
         beam_logger.setLevel(logging.ERROR)  # Beam workers' start-up warnings, relayed per worker
@@ -208,7 +211,7 @@ def run_local(config: PipelineConfig, output_dir: str, enable_cache: bool = True
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     finally:
-        absl_logger.setLevel(saved[0])
+        absl_logging.set_verbosity(saved[0])
         absl_logger.propagate = saved[1]
         beam_logger.setLevel(saved[2])
         for k, v in saved_env.items():

@@ -48,6 +48,7 @@ def test_wheel_holds_only_the_cmml_namespace(tmp_path):
     for sub in ("models", "pipeline", "components", "schemas", "serving", "data"):
         assert f"cmml/{sub}/__init__.py" in names
     assert "cmml/schemas/interaction.pbtxt" in names
+    assert {"cmml/pipeline/configs/default.yaml", "cmml/pipeline/configs/users-v1.yaml"} <= set(names)
 
 
 def test_cli_help_lists_subcommands(tmp_path):

@@ -1,6 +1,7 @@
 """The TFX pipeline end to end on small synthetic data: components, blessing, push, caching, Kubeflow."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -144,7 +145,11 @@ def test_unblessed_candidate_is_not_pushed(run):
 
     config, output, _ = run
     strict = _config(Path(config.data[0]), evaluation={"thresholds": {"mae": 0.0}}, serving={"base_directory": str(output / "strict-serving")})
-    summary = run_local(strict, str(output), progress=None)
+    progress = io.StringIO()
+    summary = run_local(strict, str(output), progress=progress)
+    lines = progress.getvalue().splitlines()
+    for component in COMPONENTS:  # one result line per component, whatever TensorFlow does to absl logging
+        assert any(line.strip().startswith(f"{component}: ") and ("done in" in line or "reused cached" in line) for line in lines), lines
     assert summary.evaluation["blessed"] is False
     assert any("FAILED" in r for r in summary.evaluation["reasons"])
     assert summary.pushed is None
