@@ -243,7 +243,7 @@ def training_episodes(
     query_positives: int = 128,
     seed: int = 0,
     shuffle_buffer: int = 4096,
-    repeat: bool = True,
+    repeat: bool | int = True,
     include_task_key: bool = False,
 ) -> tf.data.Dataset:
     """Fresh training episodes from meta-train records (TaskGen output folder or record files).
@@ -257,6 +257,7 @@ def training_episodes(
         sampled negative of the same user, so S = 2 * support_positives, Q = 2 * query_positives
         (fewer for scenarios with few interactions: support min(support_positives, n // 3)).
       seed: seeds the task shuffle and every random draw (stateless, per batch number).
+      repeat: True = endless, False = one pass over the tasks, n = n passes (fresh draws in each).
     """
     if setting not in T.SETTINGS:
         raise ValueError(f"setting must be one of {T.SETTINGS}, not {setting!r}")
@@ -268,8 +269,10 @@ def training_episodes(
     ds = _records(files)
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
+    if repeat is True:
         ds = ds.repeat()
+    elif repeat is not False and int(repeat) > 1:
+        ds = ds.repeat(int(repeat))
     ds = ds.batch(batch_size).enumerate()
 
     def build(step, serialized):

@@ -32,7 +32,7 @@ from cmml.schemas.episodes import FeatureSpec, load_feature_specs
 
 IDS_DIR = "Format-Ids"
 SUMMARY_FILE = "training_summary.json"
-EPISODE_KEYS = ("batch_tasks", "support_positives", "query_positives", "query_size", "max_support")
+EPISODE_KEYS = ("batch_tasks", "episodes_per_task", "support_positives", "query_positives", "query_size", "max_support")
 
 
 def task_root(file_pattern: str) -> str:
@@ -75,12 +75,13 @@ def build_model(kind: str, specs: Sequence[FeatureSpec], setting: str, model: Ma
 def episode_sources(root: str, specs: Sequence[FeatureSpec], setting: str, training: Mapping[str, Any], seed: int):
     """(epoch -> training episodes, fixed validation batches) from TaskGen's output."""
     batch = int(training.get("batch_tasks", 32))
+    passes = int(training.get("episodes_per_task", 1))  # passes over the meta-train tasks per epoch, fresh draws each
     extra = {"support_positives": int(training.get("support_positives", 64)), "query_positives": int(training.get("query_positives", 128))}
     if setting == "user":
         extra = {"query_size": int(training.get("query_size", 10)), "max_support": training.get("max_support")}
 
     def train(epoch: int) -> tf.data.Dataset:
-        return episodes_data.training_episodes(root, specs, setting=setting, batch_size=batch, seed=seed * 100_003 + epoch, repeat=False, **extra)
+        return episodes_data.training_episodes(root, specs, setting=setting, batch_size=batch, seed=seed * 100_003 + epoch, repeat=passes, **extra)
 
     valid = episodes_data.evaluation_episodes(root, specs, setting=setting, split="meta_valid", batch_size=256).cache()
     return train, valid

@@ -41,6 +41,7 @@ class PipelineConfig:
     evaluation: dict  # metric clipping and blessing rules
     serving: dict  # model name, serving base directory, warm-up
     beam: dict  # DirectRunner settings (or any Beam pipeline args)
+    scenario: dict  # merged over model / training / baseline when the setting is scenario or multi-domain
 
     @property
     def task_setting(self) -> str:
@@ -76,13 +77,25 @@ def _read(path: Path) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
-    """Default configuration, then the file at ``path``, then ``overrides`` (same structure)."""
-    values = _read(DEFAULT_CONFIG)
+    """Default configuration, then the file at ``path``, then ``overrides`` (same structure).
+
+    For the scenario and multi-domain settings the ``scenario`` section is merged over the defaults
+    first, so the file and the overrides still have the last word.
+    """
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
-    for update in ([_read(Path(path))] if path else []) + ([dict(overrides)] if overrides else []):
+    updates = ([_read(Path(path))] if path else []) + ([dict(overrides)] if overrides else [])
+    for update in updates:
         unknown = sorted(set(update) - known)
         if unknown:
             raise ConfigError(f"unknown configuration section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    defaults = _read(DEFAULT_CONFIG)
+    merged = defaults
+    for update in updates:
+        merged = _deep_update(merged, update)
+    values = defaults
+    if merged["setting"] != "user":
+        values = _deep_update(values, merged.get("scenario") or {})
+    for update in updates:
         values = _deep_update(values, update)
     if isinstance(values["data"], str):
         values["data"] = [values["data"]]
@@ -94,6 +107,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 def _check(config: PipelineConfig) -> None:
     if config.setting not in SETTINGS:
         raise ConfigError(f"setting {config.setting!r}: choose one of {', '.join(SETTINGS)}")
+    unknown = sorted(set(config.scenario) - {"model", "training", "baseline"})
+    if unknown:
+        raise ConfigError(f"scenario: only model, training and baseline can be overridden, not {', '.join(unknown)}")
     if not config.data:
         raise ConfigError("data: give at least one dataset")
     if config.setting == "multi-domain" and len(config.data) < 2:

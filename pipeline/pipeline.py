@@ -82,7 +82,7 @@ def create_components(config: PipelineConfig, output_dir: str, data_only: bool =
         ).with_id(name)
 
     candidate = trainer("cmml", config.model, config.training, "Trainer")
-    episode_sizes = {k: v for k, v in config.training.items() if k in ("batch_tasks", "support_positives", "query_positives", "query_size")}
+    episode_sizes = {k: v for k, v in config.training.items() if k in ("batch_tasks", "episodes_per_task", "support_positives", "query_positives", "query_size")}
     baseline = trainer(config.baseline.get("kind", "dcn"), config.baseline.get("config") or {}, {**episode_sizes, **(config.baseline.get("training") or {})}, "BaselineTrainer")
     evaluator = TaskEvaluator(task_gen.outputs["tasks"], candidate.outputs["model"], baseline.outputs["model"], setting, config.evaluation)
     serving_check = ServingValidator(candidate.outputs["model"], example_gen.outputs["examples"], int(config.serving.get("warmup_requests", 4)))

@@ -190,7 +190,7 @@ def run_local(config: PipelineConfig, output_dir: str, enable_cache: bool = True
             warnings_only = logging.StreamHandler(progress)
             warnings_only.setLevel(logging.WARNING)
             warnings_only.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-            warnings_only.addFilter(lambda record: not any(b in str(record.msg) for b in _BENIGN))
+            warnings_only.addFilter(lambda record: not any(b in record.getMessage() for b in _BENIGN))
             handlers.append(warnings_only)
     beam_logger = logging.getLogger("apache_beam")
     saved_env = {k: os.environ.get(k) for k in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}

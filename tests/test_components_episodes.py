@@ -116,6 +116,18 @@ def test_user_training_draws_fresh_seeded_episodes(user_records):
     assert first != queries(2, 3)
 
 
+def test_repeat_n_makes_n_passes_with_fresh_draws(user_records):
+    folder, _ = user_records
+
+    def rows(repeat):
+        ds = ED.training_episodes(folder, SPECS, batch_size=2, seed=4, shuffle_buffer=0, repeat=repeat)
+        return [sorted(q.tolist()) for b in ds for q in b["query_item_id"].numpy()]
+
+    one, three = rows(False), rows(3)
+    assert len(three) == 3 * len(one) == 3 * len(rows(1))
+    assert three[: len(one)] != three[len(one) : 2 * len(one)]  # the second pass draws new query sets
+
+
 def test_user_evaluation_episodes_are_fixed(user_records):
     folder, counts = user_records
     ds = ED.evaluation_episodes(folder, SPECS, batch_size=8, include_task_key=True)
