@@ -38,6 +38,9 @@ CONFIGS = {
     "default (GRU + dot + FiLM)": CMMLConfig(),
     "Soft-M (GRU + dot + soft routing)": CMMLConfig(modulation="soft"),
     "mean encoder + dot + FiLM": CMMLConfig(encoder="mean"),
+    "users-v1 (mean + MLP hybrid + FiLM, biases, emb 16)": CMMLConfig(
+        encoder="mean", hybrid="mlp", embedding_dim=16, item_bias=True, support_bias=True, residual_labels=True
+    ),
 }
 
 
