@@ -87,7 +87,7 @@ def _melu(episodes: dict):
         return None, f"cmml.models.maml is not available ({exc})"
     import tensorflow as tf
 
-    from cmml.bench.model_latency import BENCH_SPECS
+    from cmml.bench.model_latency import BENCH_SPECS, USERS_V1
 
     tf.keras.utils.set_random_seed(0)
     model = MAMLModel(BENCH_SPECS, MAMLConfig.melu(steps=MELU_STEPS))
@@ -97,11 +97,11 @@ def _melu(episodes: dict):
     return (lambda: infer(features).numpy()), ""
 
 
-def run(support: int = 64, query: int = 100, requests: int = 500, concurrency: int = 4) -> tuple[list[dict], list[str]]:
+def run(support: int = 64, query: int = 100, requests: int = 500, concurrency: int = 4, model_name: str = "default") -> tuple[list[dict], list[str]]:
     import cmml  # noqa: F401
     import tensorflow as tf
 
-    from cmml.bench.model_latency import BENCH_SPECS
+    from cmml.bench.model_latency import BENCH_SPECS, USERS_V1
     from cmml.models.config import CMMLConfig
     from cmml.models.testing import random_episodes
     from cmml.serving.client import GrpcClient, RestClient
@@ -113,7 +113,9 @@ def run(support: int = 64, query: int = 100, requests: int = 500, concurrency: i
     notes: list[str] = []
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        model, export_dir = export_cmml_model(Path(tmp) / "export", BENCH_SPECS, CMMLConfig(), seed=0, episodes=episodes)
+        config = {"default": CMMLConfig(), "users-v1": USERS_V1}[model_name]
+        notes.append(f"model: {model_name} ({config.encoder} encoder, {config.hybrid} hybrid, {config.modulation})")
+        model, export_dir = export_cmml_model(Path(tmp) / "export", BENCH_SPECS, config, seed=0, episodes=episodes)
         write_warmup_requests(export_dir, canned_requests(export_dir, episodes))
         install_version(export_dir, Path(tmp) / "models" / "cmml")
         full = serving_inputs(episodes, "serving_default")
@@ -167,10 +169,13 @@ def main() -> None:
     p.add_argument("--query", type=int, default=100)
     p.add_argument("--requests", type=int, default=500, help="timed requests per row (after 20 warm-up requests)")
     p.add_argument("--concurrency", type=int, default=4, help="client threads for the concurrent serving_default row")
+    p.add_argument("--model", choices=("default", "users-v1"), default="default",
+                   help="CMML configuration: the paper's default (GRU + dot + FiLM) or pipeline/configs/users-v1.yaml's model")
     args = p.parse_args()
     start_load = os.getloadavg()
-    rows, notes = run(args.support, args.query, args.requests, args.concurrency)
-    command = f"python -m cmml.bench.serving_latency --support {args.support} --query {args.query} --requests {args.requests} --concurrency {args.concurrency}"
+    rows, notes = run(args.support, args.query, args.requests, args.concurrency, args.model)
+    command = (f"python -m cmml.bench.serving_latency --support {args.support} --query {args.query} --requests {args.requests} "
+               f"--concurrency {args.concurrency} --model {args.model}")  # fmt: skip
     print(markdown(rows, notes, command, (start_load, os.getloadavg())))
 
 
