@@ -106,6 +106,17 @@ def _artifacts_of(store, run_context, type_name: str) -> list:
     return [a for a in store.get_artifacts_by_context(run_context.id) if store.get_artifact_types_by_id([a.type_id])[0].name == type_name]
 
 
+def _artifact_json(store, run_context, type_name: str, filename: str) -> dict | None:
+    """The JSON file an artifact of this run holds (the last such artifact), or None."""
+    found = None
+    for a in _artifacts_of(store, run_context, type_name):
+        path = os.path.join(a.uri, filename)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                found = json.load(f)
+    return found
+
+
 def _props(artifact) -> dict[str, Any]:
     out = {}
     for key, value in artifact.custom_properties.items():
@@ -125,18 +136,8 @@ def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None
     run = next((c for c in runs if c.name == run_id), None) if run_id else max(runs, key=lambda c: c.create_time_since_epoch)
     examples = [a for a in _artifacts_of(store, run, "Examples") if "LogExampleGen" in a.uri or "rows_in" in a.custom_properties]
     tasks = [a for a in _artifacts_of(store, run, "Examples") if "tasks_meta_train" in a.custom_properties or "rows_written" in a.custom_properties]
-    evaluation = None
-    for a in _artifacts_of(store, run, "cmml.TaskEvaluation"):
-        path = os.path.join(a.uri, "metrics.json")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                evaluation = json.load(f)
-    serving_check = None
-    for a in _artifacts_of(store, run, "InfraBlessing"):
-        path = os.path.join(a.uri, "serving_validation.json")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                serving_check = json.load(f)
+    evaluation = _artifact_json(store, run, "cmml.TaskEvaluation", "metrics.json")
+    serving_check = _artifact_json(store, run, "InfraBlessing", "serving_validation.json")
     pushed = None
     for a in _artifacts_of(store, run, "PushedModel"):
         props = _props(a)
