@@ -152,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=_data_inspect)
     data.set_defaults(handler=lambda a: (data.print_help(), 2)[1])
 
-    from cmml.bench import interpret
+    from cmml.bench import experiments, interpret
+
+    experiment = sub.add_parser("experiment", help="the paper's tables on real data: 5 seeds, mean ± std, into RESULTS.md")
+    experiments.add_arguments(experiment)
+    experiment.set_defaults(handler=experiments.run)
 
     explain = sub.add_parser("interpret", help="t-SNE of task contexts and Soft-M route heat maps (PNGs in docs/)")
     interpret.add_arguments(explain)
