@@ -2,7 +2,8 @@
 
     python -m cmml.bench.efficiency [--support 64 --query 100 --batch 32 --rounds 5 --calls 6 --plot docs/efficiency.png]
 
-Methods: CMML (default GRU encoder + dot hybrid + FiLM, and the mean-encoder variant) versus MeLU
+Methods: CMML (default GRU encoder + dot hybrid + FiLM, the mean-encoder variant, and mean encoder +
+hybrid none, whose modulation is computed once per task) versus MeLU
 (MAML on the fully connected layers) with 1/5/10/20 inner steps, first and second order, and
 MetaCS-DNN (MAML on the whole network, 5 steps, second order). Tasks use the feature set of the
 ML-1M protocol (``cmml.bench.model_latency.BENCH_SPECS``), embedding size 32 and the 64-64-64
@@ -74,6 +75,8 @@ def methods() -> list[Method]:
     out = [
         Method("CMML (GRU + dot + FiLM)", "cmml", _cmml()),
         Method("CMML (mean + dot + FiLM)", "cmml", _cmml(encoder="mean")),
+        # hybrid 'none': FiLM's γ, β computed once per task and broadcast over the query rows
+        Method("CMML (mean + none + FiLM)", "cmml", _cmml(encoder="mean", hybrid="none")),
     ]
     for k in (1, 5, 10, 20):
         out.append(Method(f"MeLU-{k} (1st order)", "maml", _maml("fc", k, True)))
