@@ -33,6 +33,11 @@ stopping on the meta_valid tasks, scored as ``cmml.components.trainer.validator`
 scored on meta_test with ``cmml.models.evaluation.evaluate_episodes``, ratings clipped to [1, 5]:
 the numbers are the pipeline Evaluator's numbers for the same records.
 
+Cost: on 2 CPU cores shared with other jobs, one users-v1 run of CMML takes 1-2 min (~6-9 s an epoch after a
+~25 s first epoch of tracing), DCN ~1.5 min, MeLU-5 ~3 min, MetaCS-DNN-5 ~8 min; the section "Compute budget"
+of RESULTS.md lists the measured times of every suite and the estimate of a 5-seed regeneration (several
+hours for ``--suite all``: ``--seeds``, ``--models`` and ``--max-epochs`` make smaller runs).
+
 Every (model, seed) result goes to ``--json-dir/<suite>.json`` as soon as it is known (so
 ``--resume`` can pick up an interrupted run); the suite's section of ``--out`` is then re-rendered
 from that JSON, between ``<!-- experiments:<suite> begin/end -->`` markers: other sections of the
@@ -62,6 +67,7 @@ import numpy as np
 import cmml  # noqa: F401  (Keras 2 before TensorFlow; TensorFlow itself is imported lazily)
 
 REPO = Path(__file__).resolve().parents[1]
+# ../shared/data next to the checkout (tests/conftest.py uses the same rule), or CMML_SHARED_DATA
 DEFAULT_DATA_ROOT = Path(os.environ.get("CMML_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_TARGETS = DEFAULT_DATA_ROOT.parent / "TARGETS.md"
 SUITE_ORDER = ("users-v1", "ablations", "scenario", "multi-domain", "ml-100k-users")  # priority order of `--suite all`
@@ -266,6 +272,14 @@ SCENARIO_TASKGEN = {
     "min_items": 50, "max_items": 1000, "eval_support_positives": 64, "eval_users_per_scenario": 50,
 }
 # 8 scenarios a step: the input pipeline parses whole scenario records (~30k rows each), ~0.05 s a record on 2 shared cores
+SCENARIO_NOTE = (
+    "Scenarios are themes TaskGen derives from item metadata (genre, genre × decade, genre pair, director, actor, rated), "
+    "kept with 50..1000 items (SPEC's lower bound of 100 is for ML-20M's 27k movies and leaves 55 themes here); 20 % of "
+    "them meta-test and 10 % of the rest meta-valid, by hash. A meta-test scenario has a fixed support set of 64 positives "
+    "(each with a sampled negative) and up to 50 evaluation users whose interactions are all held out; Recall@N ranks "
+    "every candidate item of the scenario for each of them. Training: 25 steps an epoch of 8 scenarios, 64 + 64 support "
+    "and 128 + 128 query pairs."
+)
 SCENARIO_EPISODES = {"batch_tasks": 8, "support_positives": 64, "query_positives": 128, "steps_per_epoch": 25}
 USER_EPISODES = {"batch_tasks": 32, "query_size": 10}
 
@@ -309,12 +323,15 @@ def suites(data_root: str | os.PathLike = DEFAULT_DATA_ROOT) -> dict[str, Suite]
         ),  # fmt: skip
         "scenario": Suite(
             "scenario", "Scenario-specific cold start: MovieLens themes (ml-1m-partial)", "scenario", None, scenario_overrides,
-            scenario_models(SCENARIO_FEATURES), episodes=SCENARIO_EPISODES,
+            scenario_models(SCENARIO_FEATURES), episodes=SCENARIO_EPISODES, notes=(SCENARIO_NOTE,),
         ),
         "multi-domain": Suite(
             "multi-domain", "Multi-domain (hybrid) scenarios: ml-100k + ml-1m-partial themes", "scenario", None,
             {"name": "cmml-multidomain", "data": [ml100k, ml1m], "setting": "multi-domain", "taskgen": dict(SCENARIO_TASKGEN)},
             scenario_models(SCENARIO_FEATURES), episodes=SCENARIO_EPISODES,
+            notes=(SCENARIO_NOTE, "Two domains, ml-100k and ml-1m-partial: users, items and theme keys are prefixed by their domain, "
+                   "so a scenario lives in one domain. Both domains are MovieLens, far closer to each other than the paper's "
+                   "MovieLens + Taobao hybrid."),
         ),
     }
     return out
@@ -670,6 +687,9 @@ def run_model(spec: ModelSpec, data: Data, seed: int, chosen: dict | None = None
     """Trains / fits one model for one seed and scores it on meta_test. One result per row (DCN gives DCN and DCN-F)."""
     start = time.time()
     if spec.deterministic:
+        import tensorflow as tf
+
+        tf.keras.utils.set_random_seed(0)  # ItemPop's tie-break reads one epoch of sampled episodes: same draws in every table
         predictor = _floor(spec, data)
         fitted = time.time() - start
         metrics = data.evaluate(lambda f: predictor({k: v for k, v in f.items()}).numpy())
@@ -1276,6 +1296,9 @@ def render_all(json_dir: str | os.PathLike, out: str | os.PathLike) -> list[str]
     for path in sorted(Path(json_dir).glob("*.json")):
         record = _load_json(path)
         if record and "suite" in record:
+            defined = suites().get(record["suite"])
+            if defined is not None:  # suite descriptions follow the code; figures come from the JSON
+                record["notes"] = list(defined.notes)
             write_section(out, record["suite"], render_section(record))
             done.append(record["suite"])
     if done:
