@@ -301,6 +301,12 @@ def suites(data_root: str | os.PathLike = DEFAULT_DATA_ROOT) -> dict[str, Suite]
             user_models(users_v1, USER_FEATURES) + [
                 ModelSpec("CMML FiLM, users-v1.yaml training", "cmml", {**users_v1, "features": USER_FEATURES}, _users_v1_training(),
                           note="the pipeline's own training block (longer patience) instead of this table's common caps"),
+                # an attempt at the NDCG target: rating MSE + w · ListNet cross-entropy over each task's query ratings
+                ModelSpec("CMML FiLM + listwise loss, users-v1.yaml training", "cmml",
+                          {**users_v1, "features": USER_FEATURES, "listwise_weight": 1.0}, _users_v1_training(),
+                          candidates=tuple({**users_v1, "features": USER_FEATURES, "listwise_weight": w} for w in (0.5, 3.0)),
+                          note="the row above plus w × ListNet cross-entropy over each user's query ratings (CMMLConfig.listwise_weight); "
+                               "w chosen on meta_valid among 0.5, 1 and 3"),
             ], episodes=USER_EPISODES, check="users-v1", official=True,
             notes=("Protocol users-v1 of ../shared/TARGETS.md: same users, same support/query split as the reference figures.",),
         ),
@@ -546,37 +552,6 @@ def check_users_v1(root: str, targets: Mapping[str, Any], log: Callable[[str], N
 
 
 # --- training and scoring ------------------------------------------------------------------------------------------
-def available_features(config: Mapping[str, Any], specs) -> dict:
-    """The config with its feature list reduced to the features the records have."""
-    names = {s.name for s in specs}
-    out = dict(config)
-    if out.get("features") is not None:
-        out["features"] = [f for f in out["features"] if f in names]
-    return out
-
-
-def make_validator(setting: str, valid, rating_range):
-    """Model -> validation score, lower is better: ``components.trainer.validator``'s computation (MAE, or
-    minus Recall@20), with the prediction function traced once per model instead of at every call."""
-    from cmml.models import evaluation
-
-    import tensorflow as tf
-
-    metric, lower = evaluation.PRIMARY[setting]
-    clip = tuple(rating_range) if (rating_range and setting == "user") else None
-    traced: dict[int, Any] = {}
-
-    def score(model) -> float:
-        if id(model) not in traced:
-            traced.clear()
-            traced[id(model)] = (model, tf.function(lambda f: model(f, training=False), reduce_retracing=True))
-        predict = traced[id(model)][1]
-        summary, _ = evaluation.evaluate_episodes(lambda f: predict(f).numpy(), valid.as_numpy_iterator(), setting, clip)
-        return summary[metric] if lower else -summary[metric]
-
-    return score
-
-
 class Data:
     """A suite's TaskGen records: feature specs, episode factories, evaluation batches."""
 
@@ -614,7 +589,9 @@ class Data:
         return self._valid
 
     def validator(self):
-        return make_validator(self.setting, self.valid, self.clip)
+        from cmml.components.trainer import validator
+
+        return validator(self.setting, self.valid, self.clip)
 
     def test_batches(self):
         return self._ed.evaluation_episodes(self.root, self.specs, setting=self.setting, split="meta_test", batch_size=128).as_numpy_iterator()
@@ -651,7 +628,7 @@ def _floor(spec: ModelSpec, data: Data):
 
 
 def _build(kind: str, config: Mapping[str, Any], data: Data):
-    from cmml.components.trainer import build_model
+    from cmml.components.trainer import available_features, build_model
     from cmml.models.maml import MAMLConfig, build_maml
 
     config = available_features(config, data.specs)
@@ -823,12 +800,17 @@ def run_table(suite: Suite, opts: Options, record: dict, save: Callable[[], None
     if suite.check == "users-v1":
         record["check"] = check_users_v1(root, read_targets(opts.targets), log)
     data = Data(root, suite.setting, suite.episodes)
+    from cmml.components.trainer import available_features
+
+    def usable(config: Mapping[str, Any]) -> dict:  # the record shows the reduced feature list; training warns
+        return available_features(config, data.specs, log=lambda _: None)
+
     everything = [_apply_caps(m, opts) for m in suite.models]
     specs = _selected(everything, opts.models)
     # with --models, the other rows keep their figures from the JSON file (the table stays whole)
     kept = [m for m in everything if m not in specs]
-    record["models"] = [{"name": m.name, "rows": m.rows(), "kind": m.kind, "group": m.group, "note": m.note, "config": available_features(m.config, data.specs),
-                         "training": m.training, "candidates": [available_features(c, data.specs) for c in m.candidates]} for m in everything]  # fmt: skip
+    record["models"] = [{"name": m.name, "rows": m.rows(), "kind": m.kind, "group": m.group, "note": m.note, "config": usable(m.config),
+                         "training": m.training, "candidates": [usable(c) for c in m.candidates]} for m in everything]  # fmt: skip
     record["rows"] = [r for m in everything for r in m.rows()]
     prior = record.get("runs", [])
     previous = {(r["model"], r["seed"], r.get("fingerprint")): r for r in prior} if opts.resume else {}
@@ -872,7 +854,7 @@ def run_table(suite: Suite, opts: Options, record: dict, save: Callable[[], None
                 if sel is None or sel.get("fingerprint") != fp:
                     log(f"[{suite.name}] choosing the {spec.name} configuration on meta_valid (seed {opts.seeds[0]})")
                     config, sel = select_config(spec, data, opts.seeds[0], log)
-                    sel.update({"fingerprint": fp, "config": available_features(config, data.specs)})
+                    sel.update({"fingerprint": fp, "config": usable(config)})
                     selections[spec.name] = sel
                     save()
                 chosen = sel["config"]

@@ -92,12 +92,15 @@ def validator(setting: str, valid: tf.data.Dataset, rating_range):
     metric, lower = evaluation.PRIMARY[setting]
     clip = tuple(rating_range) if (rating_range and setting == "user") else None
 
-    compiled: dict[int, Any] = {}  # one traced function per model across epochs, not one per call
+    # one traced function per model across epochs, not one per call; only the latest model's is kept
+    # (with the model itself, so that its id cannot be reused by another model while cached)
+    traced: dict[int, tuple[tf.keras.Model, Any]] = {}
 
     def score(model: tf.keras.Model) -> float:
-        if id(model) not in compiled:
-            compiled[id(model)] = tf.function(lambda f: model(f, training=False), reduce_retracing=True)
-        predict = compiled[id(model)]
+        if id(model) not in traced:
+            traced.clear()
+            traced[id(model)] = (model, tf.function(lambda f: model(f, training=False), reduce_retracing=True))
+        predict = traced[id(model)][1]
         summary, _ = evaluation.evaluate_episodes(lambda f: predict(f).numpy(), valid.as_numpy_iterator(), setting, clip)
         return summary[metric] if lower else -summary[metric]
 

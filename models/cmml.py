@@ -223,13 +223,16 @@ class CMMLModel(tfrs.models.Model):
         scores = self(features, training=training)
         mask = features[key(QUERY, MASK)]
         if self.config.head == "rating":
-            labels = tf.reshape(tf.cast(features[key(QUERY, LABEL)], scores.dtype), [-1, 1])
-            return self.task(
-                labels=labels,
+            labels = tf.cast(features[key(QUERY, LABEL)], scores.dtype)
+            loss = self.task(
+                labels=tf.reshape(labels, [-1, 1]),
                 predictions=tf.reshape(scores, [-1, 1]),
                 sample_weight=tf.reshape(losses.normalised_weights(mask), [-1]),
                 training=training,
             )
+            if self.config.listwise_weight:
+                loss += self.config.listwise_weight * losses.listwise_softmax_loss(scores, labels, mask, self.config.listwise_temperature)
+            return loss
         pairs, pair_mask = losses.query_pairs(scores, mask)
         return self.task(labels=tf.zeros_like(pairs), predictions=pairs, sample_weight=losses.normalised_weights(pair_mask), training=training)
 

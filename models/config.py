@@ -40,6 +40,8 @@ class CMMLConfig:
     positives_only_context: bool = False  # ablation "Non-negative-PE": encode only label-1 rows
     permute_support: bool = True  # shuffle each support set at every training step
     dropout: float = 0.0
+    listwise_weight: float = 0.0  # rating head: + w · ListNet cross-entropy over each task's query set
+    listwise_temperature: float = 1.0  # τ of the target distribution softmax(y / τ)
     learning_rate: float = 1e-4
     l2: float = 0.0  # L2 penalty on embedding tables and item biases
 
@@ -55,6 +57,10 @@ class CMMLConfig:
             raise ValueError("CMMLConfig sizes must be positive")
         if self.support_bias and self.head != "rating":
             raise ValueError("CMMLConfig.support_bias applies to the rating head only")
+        if self.listwise_weight < 0.0 or self.listwise_temperature <= 0.0:
+            raise ValueError("CMMLConfig.listwise_weight must be >= 0 and listwise_temperature > 0")
+        if self.listwise_weight and self.head != "rating":
+            raise ValueError("CMMLConfig.listwise_weight applies to the rating head only (the ctr head is already pairwise)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"CMMLConfig.dropout = {self.dropout} must be in [0, 1)")
 

@@ -44,3 +44,21 @@ def query_pairs(scores: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tenso
     pairs = tf.reshape(scores, [-1, 2])
     pair_mask = tf.reduce_prod(tf.reshape(tf.cast(mask, scores.dtype), [-1, 2]), axis=-1)
     return pairs, pair_mask
+
+
+def listwise_softmax_loss(scores: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor, temperature: float = 1.0) -> tf.Tensor:
+    """ListNet top-one cross-entropy per task, averaged over tasks with at least two query rows.
+
+    ``scores``, ``labels``, ``mask``: ``[B, Q]``. Target distribution softmax(labels / τ) and the
+    predicted softmax(scores), both over the task's real (mask = 1) query rows. A scalar; 0 when
+    no task has two rows. Rating MSE is blind to how a user's items are ordered relative to each
+    other once the errors are small; this term scores exactly that order.
+    """
+    mask = tf.cast(mask, scores.dtype)
+    very_negative = tf.constant(-1e9, scores.dtype)
+    real = mask > 0
+    target = tf.nn.softmax(tf.where(real, tf.cast(labels, scores.dtype) / temperature, very_negative), axis=-1)
+    log_predicted = tf.nn.log_softmax(tf.where(real, scores, very_negative), axis=-1)
+    per_task = -tf.reduce_sum(tf.where(real, target * log_predicted, 0.0), axis=-1)
+    counted = tf.cast(tf.reduce_sum(mask, axis=-1) >= 2.0, scores.dtype)
+    return tf.reduce_sum(per_task * counted) / tf.maximum(tf.reduce_sum(counted), 1.0)

@@ -192,7 +192,9 @@ def test_suite_definitions_follow_the_protocols():
     assert config.taskgen["n_train"] == 2736 and config.taskgen["valid_fraction"] > 0
     rows = [r for m in users.models for r in m.rows()]
     assert rows == ["global mean", "item mean", "bias model", "DCN", "DCN-F", "MeLU (5 steps)", "MetaCS-DNN (5 steps)", "CMML FiLM", "CMML Soft-M",
-                    "CMML FiLM, users-v1.yaml training"]
+                    "CMML FiLM, users-v1.yaml training", "CMML FiLM + listwise loss, users-v1.yaml training"]
+    listwise = users.models[-1]
+    assert listwise.config["listwise_weight"] == 1.0 and sorted(c["listwise_weight"] for c in listwise.candidates) == [0.5, 3.0]
     ml100k = X.pipeline_config(defs["ml-100k-users"])
     assert ml100k.taskgen["n_train"] is None and ml100k.taskgen["permutation_seed"] != 20211101
     assert defs["ablations"].cache == "users-v1" and defs["ablations"].extra.cache == "scenario"

@@ -114,3 +114,44 @@ def test_config_validation_and_round_trip():
     assert cfg.hidden == (32, 32) and CMMLConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown feature"):
         CMMLModel(DEFAULT_SPECS, CMMLConfig(features=("item_id", "colour")))
+
+
+def test_listwise_loss_matches_hand_computation_and_ignores_padding():
+    from cmml.models.losses import listwise_softmax_loss
+
+    scores = tf.constant([[2.0, 0.0, 1.0, 9.0], [1.0, 5.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]])
+    labels = tf.constant([[5.0, 1.0, 3.0, 4.0], [2.0, 4.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]])
+    mask = tf.constant([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # the last task has one row: skipped
+
+    def ce(s, y, tau):
+        p = np.exp(np.array(y) / tau) / np.exp(np.array(y) / tau).sum()
+        log_q = np.array(s) - np.log(np.exp(s).sum())
+        return -(p * log_q).sum()
+
+    expected = (ce([2.0, 0.0, 1.0], [5.0, 1.0, 3.0], 2.0) + ce([1.0, 5.0], [2.0, 4.0], 2.0)) / 2
+    got = float(listwise_softmax_loss(scores, labels, mask, temperature=2.0))
+    assert got == pytest.approx(expected, rel=1e-5)
+    # padded rows carry no weight, whatever their score or label
+    noisy = tf.constant([[2.0, 0.0, 1.0, -50.0], [1.0, 5.0, 7.0, 7.0], [3.0, 1.0, 1.0, 1.0]])
+    assert float(listwise_softmax_loss(noisy, labels, mask, temperature=2.0)) == pytest.approx(expected, rel=1e-5)
+    # the loss falls when the scores follow the labels' order
+    assert float(listwise_softmax_loss(labels, labels, mask)) < float(listwise_softmax_loss(-labels, labels, mask))
+
+
+def test_listwise_weight_adds_the_ranking_term_to_the_rating_loss():
+    from cmml.models.losses import listwise_softmax_loss
+
+    ep = _tensors(random_episodes(tasks=4, seed=11))
+    losses = {}
+    for w in (0.0, 0.5):
+        tf.keras.utils.set_random_seed(3)
+        model = CMMLModel(DEFAULT_SPECS, CMMLConfig(**TINY, listwise_weight=w, permute_support=False))
+        losses[w] = float(model.compute_loss(ep))
+    scores = model(ep)
+    term = float(listwise_softmax_loss(scores, ep["query_label"], ep["query_mask"]))
+    assert term > 0
+    assert losses[0.5] == pytest.approx(losses[0.0] + 0.5 * term, rel=1e-5)
+    with pytest.raises(ValueError, match="rating head only"):
+        CMMLConfig(head="ctr", listwise_weight=1.0)
+    with pytest.raises(ValueError, match="listwise_temperature > 0"):
+        CMMLConfig(listwise_temperature=0.0)
