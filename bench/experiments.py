@@ -88,6 +88,11 @@ figures are in `docs/results/<suite>.json`. Regenerate everything with
 `python -m cmml.bench.experiments --suite all` (re-render from the JSON files only with `--render`).
 Figures labelled "from ../shared/TARGETS.md" are external reference figures (the paper authors'
 official code run on this machine type), quoted from that file.
+The efficiency study (paper Fig. 2: time and memory of CMML against MeLU with 1/5/10/20 steps) is in
+BENCHMARKS.md, section "Efficiency study" (`python -m cmml.bench.efficiency`, which also writes
+`docs/efficiency.png`). The interpretability figures are `docs/tsne_user_contexts.png`,
+`docs/tsne_scenario_contexts.png` and `docs/soft_routes.png`, with their figures in
+`docs/interpret.json` (`cmml interpret`).
 """
 
 
