@@ -122,7 +122,10 @@ class PoolingContextEncoder(keras.layers.Layer):
     For online updates the encoder is split into ``accumulate`` / ``finalize`` over a state
     ``[B, output_dim + 1]`` (running sum or max, and the count): feeding the support set in any
     number of pieces gives the same C as one call. With max pooling the MLP ends in a ReLU, so
-    per-row codes are non-negative and the empty maximum is 0.
+    per-row codes are non-negative and the empty maximum is 0. With mean pooling the MLP's last
+    layer is linear, so it commutes with the mean: the state sums the last hidden layer and the
+    last layer runs once per task on the mean, not once per support row (exactly the same C, at
+    about half the encoder's multiply-adds with the default sizes). An empty support set gives C = 0.
     """
 
     def __init__(self, hidden: Sequence[int], output_dim: int, pooling: str = "mean", **kwargs):
@@ -133,14 +136,24 @@ class PoolingContextEncoder(keras.layers.Layer):
         self.mlp = MLP(self.hidden + [output_dim], activate_last=(pooling == "max"), name="row_mlp")
 
     @property
+    def _pool_hidden(self) -> bool:
+        """Mean pooling over the last hidden layer, the linear last layer applied after pooling."""
+        return self.pooling == "mean" and bool(self.hidden)
+
+    @property
     def state_size(self) -> int:
-        return self.output_dim + 1
+        return (self.hidden[-1] if self._pool_hidden else self.output_dim) + 1
 
     def initial_state(self, batch_size) -> tf.Tensor:
         return tf.zeros([batch_size, self.state_size], self.compute_dtype)
 
     def accumulate(self, state, rows, mask):
-        codes = self.mlp(rows)  # [B, S, Dc]
+        if self._pool_hidden:
+            codes = rows
+            for layer in self.mlp.dense[:-1]:
+                codes = layer(codes)  # [B, S, hidden[-1]]
+        else:
+            codes = self.mlp(rows)  # [B, S, Dc]
         mask = tf.cast(mask, codes.dtype)[..., None]
         total, count = state[:, :-1], state[:, -1:]
         if self.pooling == "mean":
@@ -151,7 +164,13 @@ class PoolingContextEncoder(keras.layers.Layer):
 
     def finalize(self, state):
         total, count = state[:, :-1], state[:, -1:]
-        return total / tf.maximum(count, 1.0) if self.pooling == "mean" else total
+        if self.pooling == "max":
+            return total
+        mean = total / tf.maximum(count, 1.0)
+        if not self._pool_hidden:
+            return mean
+        # mean_k (W h_k + b) = W mean_k h_k + b for a non-empty set; an empty one stays C = 0
+        return self.mlp.dense[-1](mean) * tf.cast(count > 0, mean.dtype)
 
     def call(self, rows, mask):
         return self.finalize(self.accumulate(self.initial_state(tf.shape(rows)[0]), rows, mask))

@@ -65,6 +65,20 @@ def test_pooling_encoder_is_permutation_invariant(pooling):
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
 
 
+def test_mean_pooling_equals_the_mean_of_per_row_codes():
+    """The last layer runs after pooling (it is linear): same C as pooling every row's full MLP output."""
+    enc = L.PoolingContextEncoder([16, 8], 12, pooling="mean")
+    rows = _rows(seed=4)
+    mask = tf.constant([[1, 1, 1, 0, 1, 0, 0], [1] * 7, [0] * 7], tf.float32)  # the last task has no support rows
+    got = enc(rows, mask).numpy()
+    codes = enc.mlp(rows).numpy()  # [B, S, 12], every layer per row
+    m = mask.numpy()[..., None]
+    expected = (codes * m).sum(1) / np.maximum(m.sum(1), 1.0)
+    np.testing.assert_allclose(got[:2], expected[:2], atol=1e-5)
+    np.testing.assert_array_equal(got[2], np.zeros(12))
+    assert enc.state_size == 8 + 1  # the last hidden layer and the count
+
+
 @pytest.mark.parametrize("name", ["mean", "max", "gru"])
 def test_padding_with_mask_equals_unpadded(name):
     enc = _encoders()[name]
