@@ -405,17 +405,12 @@ def _quiet_logs():
 
 def taskgen_output(output_dir: str, pipeline_name: str) -> str:
     """TaskGen's tasks artifact of the newest run of ``pipeline_name`` (newest TaskGen artifact as a fallback)."""
-    from ml_metadata.metadata_store import metadata_store
-    from tfx.orchestration import metadata
-
     from cmml.pipeline.pipeline import metadata_path
+    from cmml.pipeline.runner import newest_run, open_store
 
-    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path(output_dir)))
-    runs = [c for c in store.get_contexts_by_type("pipeline_run") if any(p.name == pipeline_name for p in store.get_parent_contexts_by_context(c.id))]
-    candidates = []
-    if runs:
-        newest = max(runs, key=lambda c: c.create_time_since_epoch)
-        candidates = [a for a in store.get_artifacts_by_context(newest.id) if "/TaskGen/" in a.uri]
+    store = open_store(output_dir)
+    newest = newest_run(store, pipeline_name)
+    candidates = [a for a in store.get_artifacts_by_context(newest.id) if "/TaskGen/" in a.uri] if newest else []
     if not candidates:
         candidates = [a for a in store.get_artifacts_by_type("Examples") if "/TaskGen/" in a.uri]
     candidates = [a for a in candidates if os.path.isdir(a.uri)]

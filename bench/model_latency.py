@@ -34,7 +34,8 @@ BENCH_SPECS = (
     FeatureSpec("directors", "item", "multi", 2186, max_len=4),
     FeatureSpec("actors", "item", "multi", 8030, max_len=4),
 )
-# the model of pipeline/configs/users-v1.yaml (what the ML-1M pipeline run deploys)
+# the architecture of pipeline/configs/users-v1.yaml's model (what the ML-1M pipeline run deploys), here on all nine
+# bench features (the yaml leaves out zip)
 USERS_V1 = CMMLConfig(encoder="mean", hybrid="mlp", embedding_dim=16, item_bias=True, support_bias=True, residual_labels=True)
 CONFIGS = {
     "default (GRU + dot + FiLM)": CMMLConfig(),

@@ -87,7 +87,7 @@ def _melu(episodes: dict):
         return None, f"cmml.models.maml is not available ({exc})"
     import tensorflow as tf
 
-    from cmml.bench.model_latency import BENCH_SPECS, USERS_V1
+    from cmml.bench.model_latency import BENCH_SPECS
 
     tf.keras.utils.set_random_seed(0)
     model = MAMLModel(BENCH_SPECS, MAMLConfig.melu(steps=MELU_STEPS))

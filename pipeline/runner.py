@@ -124,16 +124,34 @@ def _props(artifact) -> dict[str, Any]:
     return out
 
 
-def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None, seconds: float = 0.0) -> RunSummary:
-    """Reads a (finished) run's outcome from ML-Metadata: latest run unless ``run_id`` is given."""
+def open_store(output_dir: str):
+    """The local ML-Metadata store of the pipelines run under ``output_dir`` (SQLite)."""
     from ml_metadata.metadata_store import metadata_store
     from tfx.orchestration import metadata
 
-    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path(output_dir)))
-    runs = [c for c in store.get_contexts_by_type("pipeline_run") if _run_pipeline(store, c) == pipeline_name]
-    if not runs:
-        raise RuntimeError(f"no run of pipeline {pipeline_name!r} in {metadata_path(output_dir)}")
-    run = next((c for c in runs if c.name == run_id), None) if run_id else max(runs, key=lambda c: c.create_time_since_epoch)
+    return metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path(output_dir)))
+
+
+def pipeline_runs(store, pipeline_name: str) -> list:
+    """The run contexts of one pipeline."""
+    return [c for c in store.get_contexts_by_type("pipeline_run") if _run_pipeline(store, c) == pipeline_name]
+
+
+def newest_run(store, pipeline_name: str):
+    """The pipeline's most recent run context, or None if it never ran."""
+    return max(pipeline_runs(store, pipeline_name), key=lambda c: c.create_time_since_epoch, default=None)
+
+
+def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None, seconds: float = 0.0) -> RunSummary:
+    """Reads a (finished) run's outcome from ML-Metadata: latest run unless ``run_id`` is given."""
+    store = open_store(output_dir)
+    if run_id:
+        run = next((c for c in pipeline_runs(store, pipeline_name) if c.name == run_id), None)
+    else:
+        run = newest_run(store, pipeline_name)
+    if run is None:
+        which = f"run {run_id!r}" if run_id else "run"
+        raise RuntimeError(f"no {which} of pipeline {pipeline_name!r} in {metadata_path(output_dir)}")
     examples = [a for a in _artifacts_of(store, run, "Examples") if "LogExampleGen" in a.uri or "rows_in" in a.custom_properties]
     tasks = [a for a in _artifacts_of(store, run, "Examples") if "tasks_meta_train" in a.custom_properties or "rows_written" in a.custom_properties]
     evaluation = _artifact_json(store, run, "cmml.TaskEvaluation", "metrics.json")
@@ -241,14 +259,11 @@ def compile_kubeflow(config: PipelineConfig, output_dir: str, output_file: str, 
 
 def list_runs(output_dir: str) -> list[dict[str, Any]]:
     """Past runs recorded in the local ML-Metadata store, newest first."""
-    from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2 as pb
-    from tfx.orchestration import metadata
 
-    path = metadata_path(output_dir)
-    if not os.path.exists(path):
+    if not os.path.exists(metadata_path(output_dir)):
         return []
-    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(path))
+    store = open_store(output_dir)
     rows = []
     for run in store.get_contexts_by_type("pipeline_run"):
         executions = store.get_executions_by_context(run.id)

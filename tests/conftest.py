@@ -44,6 +44,16 @@ def synthetic_small(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_400(tmp_path_factory) -> Path:
+    """400 synthetic users (seed 3): the end-to-end pipeline and experiment-runner tests read it (never write)."""
+    from cmml.data import synthetic
+
+    out = tmp_path_factory.mktemp("synthetic") / "users400"
+    synthetic.generate(out, synthetic.SyntheticConfig(users=400, seed=3), progress=None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def data_pipeline(tmp_path_factory):
     """The data components run once as a TFX pipeline on small synthetic data (tests/components_fixtures.py)."""
     from components_fixtures import run_data_pipeline

@@ -37,18 +37,14 @@ def _tiny_suite(data: Path) -> X.Suite:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from cmml.data import synthetic
-
+def tiny_run(tmp_path_factory, synthetic_400):
     base = tmp_path_factory.mktemp("experiments")
-    data = base / "data"
-    synthetic.generate(data, synthetic.SyntheticConfig(users=400, seed=3), progress=None)
     out = base / "RESULTS.md"
     out.write_text("# Results\n\nHand-written preamble.\n\n" + X.BEGIN.format("users-v1") + "\nOLD USERS SECTION\n" + X.END.format("users-v1") + "\n\nTrailer.\n")
     lines = []
     opts = X.Options(seeds=[0], cache_dir=str(base / "cache"), json_dir=str(base / "results"), out=str(out), targets=None,
                      command="python -m cmml.bench.experiments --suite tiny", log=lines.append)  # fmt: skip
-    record = X.run_suite(_tiny_suite(data), opts)
+    record = X.run_suite(_tiny_suite(synthetic_400), opts)
     return record, out, base / "results" / "tiny.json", lines
 
 

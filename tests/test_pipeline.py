@@ -40,28 +40,19 @@ def _config(data: Path, **sections):
 
 def _executions(output: Path, pipeline: str) -> list[dict]:
     """(component, state) of every execution of the newest run."""
-    from ml_metadata.metadata_store import metadata_store
-    from tfx.orchestration import metadata
+    from cmml.pipeline.runner import newest_run, open_store, run_executions
 
-    from cmml.pipeline.pipeline import metadata_path
-    from cmml.pipeline.runner import run_executions
-
-    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path(str(output))))
-    runs = [c for c in store.get_contexts_by_type("pipeline_run") if store.get_parent_contexts_by_context(c.id)[0].name == pipeline]
-    newest = max(runs, key=lambda c: c.create_time_since_epoch)
+    store = open_store(str(output))
+    newest = newest_run(store, pipeline)
     return [{"component": c, "state": state} for c, state in run_executions(store, newest)]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from cmml.data import synthetic
+def run(tmp_path_factory, synthetic_400):
     from cmml.pipeline.runner import run_local
 
-    base = tmp_path_factory.mktemp("pipeline")
-    data = base / "data"
-    synthetic.generate(data, synthetic.SyntheticConfig(users=400, seed=3), progress=None)
-    output = base / "out"
-    config = _config(data)
+    output = tmp_path_factory.mktemp("pipeline") / "out"
+    config = _config(synthetic_400)
     summary = run_local(config, str(output), progress=None)
     return config, output, summary
 
@@ -177,3 +168,14 @@ def test_cli_runs_lists_the_runs(run):
     proc = subprocess.run([sys.executable, "-m", "cmml.cli", "runs", "--output", str(output)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("cmml-test") >= 2  # the first run and the cached re-run (at least)
+
+
+def test_summarize_run_names_a_missing_run_or_pipeline(run):
+    from cmml.pipeline.runner import summarize_run
+
+    config, output, summary = run
+    assert summarize_run(str(output), config.name, run_id=summary.run_id).run_id == summary.run_id
+    with pytest.raises(RuntimeError, match="no run 'nope' of pipeline 'cmml-test'"):
+        summarize_run(str(output), config.name, run_id="nope")
+    with pytest.raises(RuntimeError, match="no run of pipeline 'other'"):
+        summarize_run(str(output), "other")
