@@ -1,6 +1,6 @@
 """Efficiency study (paper Fig. 2): CMML versus gradient meta-learning in the same framework.
 
-    python -m cmml.bench.efficiency [--support 64 --query 100 --batch 32 --rounds 5 --calls 6 --plot docs/efficiency.png]
+    python -m cmml.bench.efficiency [--support 64 --query 100 --batch 32 --rounds 5 --calls 6 --pairs 40 --plot docs/efficiency.png]
 
 Methods: CMML (default GRU encoder + dot hybrid + FiLM, the mean-encoder variant, and mean encoder +
 hybrid none, whose modulation is computed once per task) versus MeLU
@@ -14,7 +14,10 @@ backbone on both sides; every function is compiled with ``tf.function``.
   call. Methods are measured in interleaved rounds (each round times every method in turn), so
   load from other processes drifts over all methods alike; the table gives the median and the
   minimum over all timed calls. MAML inference is the same computation for both orders and is
-  measured once per step count.
+  measured once per step count. Rounds last seconds, and the machine drifts within a run (two runs
+  of the same code gave MeLU-20 medians 15 % apart), so the inference targets are also measured as
+  **paired ratios**: ``--pairs`` times, one MeLU-5 or MeLU-20 call between two blocks of CMML calls
+  of about the same duration; the table gives the median and quartiles of the per-pair ratios.
 * **Memory** (a fresh process per method and mode, so one method's high-water mark cannot leak
   into another's): peak resident set size (VmHWM), its increase over the resident size just
   before the first compiled call ("Δ": graph building and execution, TensorFlow, model and data
@@ -173,8 +176,36 @@ def measure_memory(method: Method, mode: str, support: int, query: int, batch: i
     return out
 
 
-def measure_times(selected: list[Method], support: int, query: int, batch: int, rounds: int, calls: int) -> dict[str, dict]:
-    """Interleaved timing of every method in one process: ``{name: {field: ms}}``."""
+# the issue #7 inference targets; CMML is also timed against these in paired blocks
+PAIRED_AGAINST = ("MeLU-5 (1st order)", "MeLU-20 (1st order)")
+
+
+def _block_seconds(fn: Callable[[], None], calls: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls
+
+
+def paired_ratio(fast: Callable[[], None], slow: Callable[[], None], pairs: int, block: int) -> dict:
+    """Speed-up of ``fast`` over ``slow`` from adjacent blocks: per pair, one ``slow`` call against the
+    mean of ``block`` ``fast`` calls just before and just after it. Drift of the machine (clock, other
+    tenants) hits both sides of every pair alike, which a ratio of two separately taken medians does not
+    guarantee. Returns the median, quartiles and size of the per-pair ratios."""
+    values = []
+    for _ in range(pairs):
+        before = _block_seconds(fast, block)
+        slow_s = _block_seconds(slow, 1)
+        after = _block_seconds(fast, block)
+        values.append(slow_s / ((before + after) / 2.0))
+    q25, median, q75 = np.percentile(values, [25, 50, 75])
+    return {"median": float(median), "q25": float(q25), "q75": float(q75), "pairs": pairs, "block": block}
+
+
+def measure_times(selected: list[Method], support: int, query: int, batch: int, rounds: int, calls: int, pairs: int = 40) -> dict[str, dict]:
+    """Interleaved timing of every method in one process: ``{name: {field: ms}}``; then, for every CMML
+    method, paired ratios against the methods of ``PAIRED_AGAINST`` that are selected (``pairs`` pairs
+    in batches of ``batch`` tasks; field ``paired_b{batch}``: ``{method: paired_ratio(...)}``)."""
     prepared = [_Prepared(m, support, query, batch) for m in selected]
     jobs = []  # (method name, field, function, calls per round, tasks per call)
     for p in prepared:
@@ -196,6 +227,16 @@ def measure_times(selected: list[Method], support: int, query: int, batch: int, 
     for (name, field), values in samples.items():
         out[name][field] = float(np.median(values))
         out[name][field + "_min"] = float(np.min(values))
+    by_name = {p.method.name: p for p in prepared}
+    field = f"infer_ms_per_task_b{batch}"
+    for c in (p for p in prepared if p.method.family == "cmml"):
+        paired = {}
+        for other in (n for n in PAIRED_AGAINST if n in by_name):
+            # blocks of about equal duration on both sides of a pair
+            block = max(1, round(out[other][field] / out[c.method.name][field]))
+            paired[other] = paired_ratio(lambda c=c: c.infer(batch), lambda o=by_name[other]: o.infer(batch), pairs, block)
+        if paired:
+            out[c.method.name][f"paired_b{batch}"] = paired
     return out
 
 
@@ -203,7 +244,7 @@ def measure_times(selected: list[Method], support: int, query: int, batch: int, 
 def _worker(args: argparse.Namespace, *extra: str) -> dict:
     cmd = [
         sys.executable, "-m", "cmml.bench.efficiency", "--support", str(args.support), "--query", str(args.query),
-        "--batch", str(args.batch), "--rounds", str(args.rounds), "--calls", str(args.calls), *extra,
+        "--batch", str(args.batch), "--rounds", str(args.rounds), "--calls", str(args.calls), "--pairs", str(args.pairs), *extra,
     ]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -235,7 +276,7 @@ def run(args: argparse.Namespace, selected: list[Method] | None = None, in_proce
             flush=True,
         )
     if in_process:
-        times = measure_times(selected, args.support, args.query, args.batch, args.rounds, args.calls)
+        times = measure_times(selected, args.support, args.query, args.batch, args.rounds, args.calls, args.pairs)
     else:
         times = _worker(args, "--worker", "timing", "--method", *[m.name for m in selected])
     for row in rows:
@@ -252,8 +293,8 @@ def _get(rows: list[dict], name: str) -> dict | None:
     return next((r for r in rows if r["method"] == name), None)
 
 
-def ratios(rows: list[dict], batch: int) -> list[tuple[str, float, float | None, str]]:
-    """(description, ratio of medians, ratio of minima or None, target) per CMML variant."""
+def ratios(rows: list[dict], batch: int) -> list[tuple[str, float, float | None, dict | None, str]]:
+    """(description, ratio of medians, ratio of minima or None, paired ratio or None, target) per CMML variant."""
     out = []
     melu5, melu20, melu5_so = _get(rows, "MeLU-5 (1st order)"), _get(rows, "MeLU-20 (1st order)"), _get(rows, "MeLU-5 (2nd order)")
 
@@ -265,15 +306,17 @@ def ratios(rows: list[dict], batch: int) -> list[tuple[str, float, float | None,
         n = c["method"]
         for tasks in (batch, 1):
             label, field = (f"batches of {tasks}" if tasks > 1 else "one task per call"), f"infer_ms_per_task_b{tasks}"
+            paired = c.get(f"paired_b{tasks}", {}) if tasks > 1 else {}
             if melu5:
-                out.append((f"{n}: inference speed-up vs MeLU-5, {label}", *timed(melu5, c, field), "≥ 3×" if tasks > 1 else "–"))
+                out.append((f"{n}: inference speed-up vs MeLU-5, {label}", *timed(melu5, c, field), paired.get(melu5["method"]), "≥ 3×" if tasks > 1 else "–"))
             if melu20:
-                out.append((f"{n}: inference speed-up vs 20-step MAML (MeLU-20), {label}", *timed(melu20, c, field), "≥ 10×" if tasks > 1 else "–"))
+                out.append((f"{n}: inference speed-up vs 20-step MAML (MeLU-20), {label}", *timed(melu20, c, field), paired.get(melu20["method"]),
+                            "≥ 10×" if tasks > 1 else "–"))  # fmt: skip
         if melu5_so:
-            out.append((f"{n}: training time per meta-batch, MeLU-5 (2nd order) / CMML", *timed(melu5_so, c, "train_ms"), "–"))
-            out.append((f"{n}: training step working memory, MeLU-5 (2nd order) / CMML", melu5_so["train_work_mb"] / c["train_work_mb"], None, "well above 1"))
-            out.append((f"{n}: training peak RSS, MeLU-5 (2nd order) / CMML", melu5_so["train_peak_mb"] / c["train_peak_mb"], None, "–"))
-            out.append((f"{n}: training RSS Δ, MeLU-5 (2nd order) / CMML", melu5_so["train_delta_mb"] / max(c["train_delta_mb"], 1e-9), None, "–"))
+            out.append((f"{n}: training time per meta-batch, MeLU-5 (2nd order) / CMML", *timed(melu5_so, c, "train_ms"), None, "–"))
+            out.append((f"{n}: training step working memory, MeLU-5 (2nd order) / CMML", melu5_so["train_work_mb"] / c["train_work_mb"], None, None, "well above 1"))
+            out.append((f"{n}: training peak RSS, MeLU-5 (2nd order) / CMML", melu5_so["train_peak_mb"] / c["train_peak_mb"], None, None, "–"))
+            out.append((f"{n}: training RSS Δ, MeLU-5 (2nd order) / CMML", melu5_so["train_delta_mb"] / max(c["train_delta_mb"], 1e-9), None, None, "–"))
     return out
 
 
@@ -302,9 +345,13 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
         )
     if any(r.get("infer_shared_with") for r in rows):
         lines += ["", "¹ MAML inference does not depend on the training order: measured once, on the first-order row."]
-    lines += ["", "| ratio | from medians | from minima | target (issue #7) |", "|---|---|---|---|"]
-    for d, v, low, target in ratios(rows, b):
-        lines.append(f"| {d} | {v:.2f}× | {'' if low is None else f'{low:.2f}×'} | {target} |")
+    lines += ["", "Ratios: \"from medians\" and \"from minima\" divide figures of the table above, taken at different times; "
+              "\"paired\" is the median (interquartile range) of per-pair ratios, each pair one MeLU call between two blocks "
+              "of CMML calls of about the same duration (`paired_ratio`), so that drift of the machine cancels.",
+              "", "| ratio | from medians | from minima | paired: median (IQR) | target (issue #7) |", "|---|---|---|---|---|"]
+    for d, v, low, paired, target in ratios(rows, b):
+        pair = "" if paired is None else f"{paired['median']:.2f}× ({paired['q25']:.2f}–{paired['q75']:.2f}, {paired['pairs']} pairs)"
+        lines.append(f"| {d} | {v:.2f}× | {'' if low is None else f'{low:.2f}×'} | {pair} | {target} |")
     return "\n".join(lines)
 
 
@@ -351,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--calls", type=int, default=6, help="batched inference calls per method and round (training: half; single-task: 4x)")
+    p.add_argument("--pairs", type=int, default=40, help="paired CMML / MeLU timing blocks per ratio (see paired_ratio)")
     p.add_argument("--plot", default="docs/efficiency.png")
     p.add_argument("--methods", nargs="*", help="substrings selecting methods (default: all)")
     p.add_argument("--worker", choices=("memory", "timing"), help=argparse.SUPPRESS)
@@ -361,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker == "memory":
         result = measure_memory(by_name[args.method[0]], args.mode, args.support, args.query, args.batch)
     elif args.worker == "timing":
-        result = measure_times([by_name[n] for n in args.method], args.support, args.query, args.batch, args.rounds, args.calls)
+        result = measure_times([by_name[n] for n in args.method], args.support, args.query, args.batch, args.rounds, args.calls, args.pairs)
     if args.worker:
         print(RESULT + json.dumps(result), flush=True)
         return

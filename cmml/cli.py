@@ -152,11 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=_data_inspect)
     data.set_defaults(handler=lambda a: (data.print_help(), 2)[1])
 
-    from cmml.bench import experiments, interpret
+    from cmml.bench import experiments, interpret, sweep
 
     experiment = sub.add_parser("experiment", help="the paper's tables on real data: 5 seeds, mean ± std, into RESULTS.md")
     experiments.add_arguments(experiment)
     experiment.set_defaults(handler=experiments.run)
+
+    around = sub.add_parser("sweep", help="variants of the best users-v1 row, several seeds, scored on meta_valid only, into RESULTS.md")
+    sweep.add_arguments(around)
+    around.set_defaults(handler=sweep.run)
 
     explain = sub.add_parser("interpret", help="t-SNE of task contexts and Soft-M route heat maps (PNGs in docs/)")
     interpret.add_arguments(explain)

@@ -2,6 +2,7 @@
 data path, the mean ± std aggregation from per-seed JSON, and section-only rewriting of RESULTS.md."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -53,10 +54,10 @@ def _section(text: str, suite: str) -> str:
     return text[a:b]
 
 
-def _table_rows(section: str) -> dict[str, list[str]]:
+def _table_rows(section: str, first: str = "model") -> tuple[list[str], dict[str, dict[str, str]]]:
     rows = {}
     lines = section.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first} |"))
     header = [c.strip() for c in lines[start].strip("|").split("|")]
     for line in lines[start + 2:]:
         if not line.startswith("|"):
@@ -119,6 +120,44 @@ def test_models_filter_retrains_only_those_rows(tiny_run):
     assert not any("seed 0" in line for line in lines)
     _, rows = _table_rows(_section(out.read_text(), "tiny"))
     assert list(rows) == ["global mean", "bias model", "DCN", "DCN-F", "CMML FiLM"]
+
+
+@pytest.mark.slow
+def test_validation_sweep_scores_variants_on_meta_valid_only(tiny_run, tmp_path):
+    from cmml.bench import sweep
+
+    _, _, json_path, _ = tiny_run
+    data = Path(json.loads(json_path.read_text())["pipeline"]["overrides"]["data"][0])
+    suite = _tiny_suite(data if data.is_absolute() else Path.cwd() / data)
+    plan = sweep.Sweep("tiny", "CMML FiLM", (sweep.Variant("as listed"), sweep.Variant("wider", {"embedding_dim": 12}),
+                                              sweep.Variant("longer lists", episodes={"query_size": 20})))  # fmt: skip
+    lines = []
+    cache = str(json_path.parent.parent / "cache")
+    record = sweep.run_sweep(plan, suite, [0, 1], cache, variants=["as listed", "wider"], log=lines.append)
+    assert [(r["variant"], r["seed"]) for r in record["runs"]] == [("as listed", 0), ("as listed", 1), ("wider", 0), ("wider", 1)]
+    valid_tasks = X.task_counts(record["records"])["meta_valid"]
+    for run in record["runs"]:
+        assert set(run) == {"variant", "seed", "best_epoch", "epochs_run", "valid", "seconds"}  # no meta_test figure anywhere
+        assert run["valid"]["tasks"] == valid_tasks and 0.0 < run["valid"]["mae"] < 4.0 and 0.0 <= run["valid"]["ndcg@3"] <= 1.0
+    by = {(r["variant"], r["seed"]): r["valid"]["mae"] for r in record["runs"]}
+    assert by[("as listed", 0)] != by[("wider", 0)]  # the variant's change reached the model
+    assert sum("validation MAE" in line for line in lines) == 4
+    # the section: one row per variant, mean ± std over the two seeds; re-rendered from the JSON by --render
+    section = sweep.render(record)
+    _, rows = _table_rows(section, first="variant")
+    assert list(rows) == ["as listed", "wider"] and rows["wider"]["runs"] == "2"
+    mae = [r["valid"]["mae"] for r in record["runs"] if r["variant"] == "wider"]
+    assert rows["wider"]["MAE"] == f"{np.mean(mae):.4f} ± {np.std(mae, ddof=1):.4f}"
+    X._write_json(tmp_path / "results" / "tiny-sweep.json", record)
+    out = tmp_path / "RESULTS.md"
+    out.write_text(X.BEGIN.format("users-v1") + "\nusers\n" + X.END.format("users-v1") + "\n\n" + X.BEGIN.format("scenario") + "\nscenario\n" + X.END.format("scenario") + "\n")
+    assert X.render_all(tmp_path / "results", out) == ["tiny-sweep"]
+    assert section in out.read_text()
+    # a wrong row or variant filter is a clear error, before any training
+    with pytest.raises(X.ExperimentError, match="no row 'CMML Soft-M'"):
+        sweep.run_sweep(dataclasses.replace(plan, row="CMML Soft-M"), suite, [0], cache)
+    with pytest.raises(X.ExperimentError, match="no variant matches"):
+        sweep.run_sweep(plan, suite, [0], cache, variants=["nothing like this"])
 
 
 def _run(model: str, seed, **metrics) -> dict:
