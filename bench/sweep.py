@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 import time
@@ -78,7 +79,7 @@ def run_sweep(sweep: Sweep, suite: X.Suite, seeds: Sequence[int], cache_dir: str
         raise X.ExperimentError(f"no variant matches {list(variants)}; variants: {[v.name for v in sweep.variants]}")
     root = X.prepare_tasks(suite, cache_dir, log)
     record = {"sweep": suite.name, "row": spec.name, "config": spec.config, "training": spec.training, "episodes": suite.episodes,
-              "seeds": list(seeds), "note": sweep.note, "records": str(Path(root)), "commit": X._git_commit(), "date": X._now(), "runs": []}  # fmt: skip
+              "seeds": list(seeds), "note": sweep.note, "records": os.path.relpath(root, os.getcwd()), "commit": X._git_commit(), "date": X._now(), "runs": []}  # fmt: skip
     start = time.time()
     for variant in chosen:
         data = X.Data(root, suite.setting, {**suite.episodes, **variant.episodes})
