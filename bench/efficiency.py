@@ -14,8 +14,8 @@ backbone on both sides; every function is compiled with ``tf.function``.
   call. Methods are measured in interleaved rounds (each round times every method in turn), so
   load from other processes drifts over all methods alike; the table gives the median and the
   minimum over all timed calls. MAML inference is the same computation for both orders and is
-  measured once per step count. Rounds last seconds, and the machine drifts within a run (two runs
-  of the same code gave MeLU-20 medians 15 % apart), so the inference targets are also measured as
+  measured once per step count. Rounds last seconds, and the machine drifts within a run (runs of the
+  same code on a quiet machine gave MeLU-20 medians up to 23 % apart), so the inference targets are also measured as
   **paired ratios**: ``--pairs`` times, one MeLU-5 or MeLU-20 call between two blocks of CMML calls
   of about the same duration; the table gives the median and quartiles of the per-pair ratios.
 * **Memory** (a fresh process per method and mode, so one method's high-water mark cannot leak

@@ -1005,7 +1005,7 @@ def render_table(record: Mapping[str, Any], columns: Sequence[str]) -> list[str]
         if values:
             best[c] = (min if c in LOWER_IS_BETTER else max)(values, key=values.get)
     groups = {m["rows"][k]: m.get("group", "") for m in record.get("models", []) for k in range(len(m["rows"]))}
-    head = ["model"] + [c.upper() if c in LOWER_IS_BETTER else c.replace("ndcg", "NDCG").replace("recall", "Recall") for c in columns]
+    head = ["model"] + [_label(c) for c in columns]
     head += ["seeds", "epochs (best)", "train time / run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in order:

@@ -25,9 +25,6 @@ import numpy as np
 
 from cmml.bench import experiments as X
 
-METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg@5")
-
-
 @dataclasses.dataclass(frozen=True)
 class Variant:
     name: str
@@ -105,12 +102,12 @@ def render(record: Mapping[str, Any]) -> str:
              f"seeds {', '.join(str(s) for s in record['seeds'])}.", "", record.get("note", ""), "",
              "Every figure is from the **meta_valid** users (none from meta_test): mean ± sample std over seeds. Each variant "
              "changes the listed setting of the row and trains as it does (training block, early stopping on validation MAE).",
-             "", "| variant | " + " | ".join(m.upper() if m in ("mae", "rmse") else m.replace("ndcg", "NDCG") for m in METRICS)
-             + " | best epoch (mean) | runs |", "|---" * (len(METRICS) + 3) + "|"]  # fmt: skip
+             "", "| variant | " + " | ".join(X._label(m) for m in X.USER_COLUMNS)
+             + " | best epoch (mean) | runs |", "|---" * (len(X.USER_COLUMNS) + 3) + "|"]  # fmt: skip
     for variant in order:
         runs = [r for r in record["runs"] if r["variant"] == variant]
         cells = []
-        for m in METRICS:
+        for m in X.USER_COLUMNS:
             values = np.array([r["valid"][m] for r in runs])
             cells.append(f"{values.mean():.4f}" + (f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""))
         lines.append(f"| {variant} | " + " | ".join(cells) + f" | {np.mean([r['best_epoch'] for r in runs]):.1f} | {len(runs)} |")

@@ -120,7 +120,7 @@ class PoolingContextEncoder(keras.layers.Layer):
     result does not depend on the order of the rows.
 
     For online updates the encoder is split into ``accumulate`` / ``finalize`` over a state
-    ``[B, output_dim + 1]`` (running sum or max, and the count): feeding the support set in any
+    ``[B, state_size]`` (running sum or max, and the count): feeding the support set in any
     number of pieces gives the same C as one call. With max pooling the MLP ends in a ReLU, so
     per-row codes are non-negative and the empty maximum is 0. With mean pooling the MLP's last
     layer is linear, so it commutes with the mean: the state sums the last hidden layer and the
