@@ -6,18 +6,19 @@ sub-packages of one namespace, ``cmml``: ``models/`` is imported as ``cmml.model
 Nothing with a generic top-level name (``models``, ``pipeline``) lands in site-packages.
 See BUILD.md, "Package layout".
 """
+
 from setuptools import setup
 
 # folder in the repository -> import name
 PACKAGE_DIRS = {
     "cmml": "cmml",
-    "cmml.data": "cmml/data",
+    "cmml.data": "data",
     "cmml.models": "models",
     "cmml.components": "components",
     "cmml.pipeline": "pipeline",
     "cmml.schemas": "schemas",
     "cmml.serving": "serving",
-    "cmml.bench": "bench",
+    "cmml.experiments": "experiments",
 }
 
 # Direct requirements; the exact, resolved set is pinned in constraints.txt.

@@ -1,12 +1,12 @@
 """Efficiency study (paper Fig. 2): CMML versus gradient meta-learning in the same framework.
 
-    python -m cmml.bench.efficiency [--support 64 --query 100 --batch 32 --rounds 5 --calls 6 --pairs 40 --plot docs/efficiency.png]
+    python -m bench.efficiency [--support 64 --query 100 --batch 32 --rounds 5 --calls 6 --pairs 40 --plot docs/efficiency.png]
 
 Methods: CMML (default GRU encoder + dot hybrid + FiLM, the mean-encoder variant, and mean encoder +
 hybrid none, whose modulation is computed once per task) versus MeLU
 (MAML on the fully connected layers) with 1/5/10/20 inner steps, first and second order, and
 MetaCS-DNN (MAML on the whole network, 5 steps, second order). Tasks use the feature set of the
-ML-1M protocol (``cmml.bench.model_latency.BENCH_SPECS``), embedding size 32 and the 64-64-64
+ML-1M protocol (``bench.model_latency.BENCH_SPECS``), embedding size 32 and the 64-64-64
 backbone on both sides; every function is compiled with ``tf.function``.
 
 * **Time** (one process, all methods): training = one Adam step on a meta-batch of ``--batch``
@@ -27,6 +27,7 @@ backbone on both sides; every function is compiled with ``tf.function``.
 
 Prints the markdown table and the ratios against the issue #7 targets, and writes the plot.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,7 @@ class Method:
 
 def _cmml(**changes) -> Callable[[], object]:
     def build():
-        from cmml.bench.model_latency import BENCH_SPECS
+        from bench.model_latency import BENCH_SPECS
         from cmml.models.cmml import CMMLModel
         from cmml.models.config import CMMLConfig
 
@@ -66,7 +67,7 @@ def _cmml(**changes) -> Callable[[], object]:
 
 def _maml(adapt: str, steps: int, first_order: bool) -> Callable[[], object]:
     def build():
-        from cmml.bench.model_latency import BENCH_SPECS
+        from bench.model_latency import BENCH_SPECS
         from cmml.models.maml import MAMLConfig, MAMLModel
 
         return MAMLModel(BENCH_SPECS, MAMLConfig(adapt=adapt, inner_steps=steps, first_order=first_order))
@@ -93,10 +94,10 @@ class _Prepared:
     """A built model with its compiled training step and inference function, and the episodes."""
 
     def __init__(self, method: Method, support: int, query: int, batch: int):
-        import cmml  # noqa: F401
         import tensorflow as tf
 
-        from cmml.bench.model_latency import BENCH_SPECS
+        import cmml  # noqa: F401
+        from bench.model_latency import BENCH_SPECS
         from cmml.models.testing import random_episodes
 
         def episodes(tasks: int, with_label: bool) -> dict:
@@ -202,7 +203,9 @@ def paired_ratio(fast: Callable[[], None], slow: Callable[[], None], pairs: int,
     return {"median": float(median), "q25": float(q25), "q75": float(q75), "pairs": pairs, "block": block}
 
 
-def measure_times(selected: list[Method], support: int, query: int, batch: int, rounds: int, calls: int, pairs: int = 40) -> dict[str, dict]:
+def measure_times(
+    selected: list[Method], support: int, query: int, batch: int, rounds: int, calls: int, pairs: int = 40
+) -> dict[str, dict]:
     """Interleaved timing of every method in one process: ``{name: {field: ms}}``; then, for every CMML
     method, paired ratios against the methods of ``PAIRED_AGAINST`` that are selected (``pairs`` pairs
     in batches of ``batch`` tasks; field ``paired_b{batch}``: ``{method: paired_ratio(...)}``)."""
@@ -234,7 +237,9 @@ def measure_times(selected: list[Method], support: int, query: int, batch: int, 
         for other in (n for n in PAIRED_AGAINST if n in by_name):
             # blocks of about equal duration on both sides of a pair
             block = max(1, round(out[other][field] / out[c.method.name][field]))
-            paired[other] = paired_ratio(lambda c=c: c.infer(batch), lambda o=by_name[other]: o.infer(batch), pairs, block)
+            paired[other] = paired_ratio(
+                lambda c=c: c.infer(batch), lambda o=by_name[other]: o.infer(batch), pairs, block
+            )
         if paired:
             out[c.method.name][f"paired_b{batch}"] = paired
     return out
@@ -243,9 +248,23 @@ def measure_times(selected: list[Method], support: int, query: int, batch: int, 
 # --- orchestration (parent process: no TensorFlow) ---------------------------------------------------------
 def _worker(args: argparse.Namespace, *extra: str) -> dict:
     cmd = [
-        sys.executable, "-m", "cmml.bench.efficiency", "--support", str(args.support), "--query", str(args.query),
-        "--batch", str(args.batch), "--rounds", str(args.rounds), "--calls", str(args.calls), "--pairs", str(args.pairs), *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "bench.efficiency",
+        "--support",
+        str(args.support),
+        "--query",
+        str(args.query),
+        "--batch",
+        str(args.batch),
+        "--rounds",
+        str(args.rounds),
+        "--calls",
+        str(args.calls),
+        "--pairs",
+        str(args.pairs),
+        *extra,
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT)]
@@ -296,7 +315,11 @@ def _get(rows: list[dict], name: str) -> dict | None:
 def ratios(rows: list[dict], batch: int) -> list[tuple[str, float, float | None, dict | None, str]]:
     """(description, ratio of medians, ratio of minima or None, paired ratio or None, target) per CMML variant."""
     out = []
-    melu5, melu20, melu5_so = _get(rows, "MeLU-5 (1st order)"), _get(rows, "MeLU-20 (1st order)"), _get(rows, "MeLU-5 (2nd order)")
+    melu5, melu20, melu5_so = (
+        _get(rows, "MeLU-5 (1st order)"),
+        _get(rows, "MeLU-20 (1st order)"),
+        _get(rows, "MeLU-5 (2nd order)"),
+    )
 
     def timed(other, cmml, field):
         low = other.get(field + "_min"), cmml.get(field + "_min")
@@ -308,15 +331,59 @@ def ratios(rows: list[dict], batch: int) -> list[tuple[str, float, float | None,
             label, field = (f"batches of {tasks}" if tasks > 1 else "one task per call"), f"infer_ms_per_task_b{tasks}"
             paired = c.get(f"paired_b{tasks}", {}) if tasks > 1 else {}
             if melu5:
-                out.append((f"{n}: inference speed-up vs MeLU-5, {label}", *timed(melu5, c, field), paired.get(melu5["method"]), "≥ 3×" if tasks > 1 else "–"))
+                out.append(
+                    (
+                        f"{n}: inference speed-up vs MeLU-5, {label}",
+                        *timed(melu5, c, field),
+                        paired.get(melu5["method"]),
+                        "≥ 3×" if tasks > 1 else "–",
+                    )
+                )
             if melu20:
-                out.append((f"{n}: inference speed-up vs 20-step MAML (MeLU-20), {label}", *timed(melu20, c, field), paired.get(melu20["method"]),
-                            "≥ 10×" if tasks > 1 else "–"))  # fmt: skip
+                out.append(
+                    (
+                        f"{n}: inference speed-up vs 20-step MAML (MeLU-20), {label}",
+                        *timed(melu20, c, field),
+                        paired.get(melu20["method"]),
+                        "≥ 10×" if tasks > 1 else "–",
+                    )
+                )
         if melu5_so:
-            out.append((f"{n}: training time per meta-batch, MeLU-5 (2nd order) / CMML", *timed(melu5_so, c, "train_ms"), None, "–"))
-            out.append((f"{n}: training step working memory, MeLU-5 (2nd order) / CMML", melu5_so["train_work_mb"] / c["train_work_mb"], None, None, "well above 1"))
-            out.append((f"{n}: training peak RSS, MeLU-5 (2nd order) / CMML", melu5_so["train_peak_mb"] / c["train_peak_mb"], None, None, "–"))
-            out.append((f"{n}: training RSS Δ, MeLU-5 (2nd order) / CMML", melu5_so["train_delta_mb"] / max(c["train_delta_mb"], 1e-9), None, None, "–"))
+            out.append(
+                (
+                    f"{n}: training time per meta-batch, MeLU-5 (2nd order) / CMML",
+                    *timed(melu5_so, c, "train_ms"),
+                    None,
+                    "–",
+                )
+            )
+            out.append(
+                (
+                    f"{n}: training step working memory, MeLU-5 (2nd order) / CMML",
+                    melu5_so["train_work_mb"] / c["train_work_mb"],
+                    None,
+                    None,
+                    "well above 1",
+                )
+            )
+            out.append(
+                (
+                    f"{n}: training peak RSS, MeLU-5 (2nd order) / CMML",
+                    melu5_so["train_peak_mb"] / c["train_peak_mb"],
+                    None,
+                    None,
+                    "–",
+                )
+            )
+            out.append(
+                (
+                    f"{n}: training RSS Δ, MeLU-5 (2nd order) / CMML",
+                    melu5_so["train_delta_mb"] / max(c["train_delta_mb"], 1e-9),
+                    None,
+                    None,
+                    "–",
+                )
+            )
     return out
 
 
@@ -345,12 +412,21 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
         )
     if any(r.get("infer_shared_with") for r in rows):
         lines += ["", "¹ MAML inference does not depend on the training order: measured once, on the first-order row."]
-    lines += ["", "Ratios: \"from medians\" and \"from minima\" divide figures of the table above, taken at different times; "
-              "\"paired\" is the median (interquartile range) of per-pair ratios, each pair one MeLU call between two blocks "
-              "of CMML calls of about the same duration (`paired_ratio`), so that drift of the machine cancels.",
-              "", "| ratio | from medians | from minima | paired: median (IQR) | target (issue #7) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        'Ratios: "from medians" and "from minima" divide figures of the table above, taken at different times; '
+        '"paired" is the median (interquartile range) of per-pair ratios, each pair one MeLU call between two blocks '
+        "of CMML calls of about the same duration (`paired_ratio`), so that drift of the machine cancels.",
+        "",
+        "| ratio | from medians | from minima | paired: median (IQR) | target (issue #7) |",
+        "|---|---|---|---|---|",
+    ]
     for d, v, low, paired, target in ratios(rows, b):
-        pair = "" if paired is None else f"{paired['median']:.2f}× ({paired['q25']:.2f}–{paired['q75']:.2f}, {paired['pairs']} pairs)"
+        pair = (
+            ""
+            if paired is None
+            else f"{paired['median']:.2f}× ({paired['q25']:.2f}–{paired['q75']:.2f}, {paired['pairs']} pairs)"
+        )
         lines.append(f"| {d} | {v:.2f}× | {'' if low is None else f'{low:.2f}×'} | {pair} | {target} |")
     return "\n".join(lines)
 
@@ -384,7 +460,10 @@ def plot(rows: list[dict], batch: int, path: str | Path) -> Path:
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, names, fontsize=8)
     axes[0].invert_yaxis()
-    fig.suptitle("CMML (green) vs gradient meta-learning (grey): same framework, same tasks, one machine (times: medians)", fontsize=11)
+    fig.suptitle(
+        "CMML (green) vs gradient meta-learning (grey): same framework, same tasks, one machine (times: medians)",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -397,8 +476,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--query", type=int, default=100)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    p.add_argument("--calls", type=int, default=6, help="batched inference calls per method and round (training: half; single-task: 4x)")
-    p.add_argument("--pairs", type=int, default=40, help="paired CMML / MeLU timing blocks per ratio (see paired_ratio)")
+    p.add_argument(
+        "--calls",
+        type=int,
+        default=6,
+        help="batched inference calls per method and round (training: half; single-task: 4x)",
+    )
+    p.add_argument(
+        "--pairs", type=int, default=40, help="paired CMML / MeLU timing blocks per ratio (see paired_ratio)"
+    )
     p.add_argument("--plot", default="docs/efficiency.png")
     p.add_argument("--methods", nargs="*", help="substrings selecting methods (default: all)")
     p.add_argument("--worker", choices=("memory", "timing"), help=argparse.SUPPRESS)
@@ -409,7 +495,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker == "memory":
         result = measure_memory(by_name[args.method[0]], args.mode, args.support, args.query, args.batch)
     elif args.worker == "timing":
-        result = measure_times([by_name[n] for n in args.method], args.support, args.query, args.batch, args.rounds, args.calls, args.pairs)
+        result = measure_times(
+            [by_name[n] for n in args.method], args.support, args.query, args.batch, args.rounds, args.calls, args.pairs
+        )
     if args.worker:
         print(RESULT + json.dumps(result), flush=True)
         return

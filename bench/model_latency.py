@@ -1,10 +1,11 @@
 """Forward latency of CMML per task: in process (tf.function) and through the loaded SavedModel.
 
-    python -m cmml.bench.model_latency [--support 64 --query 100 --repeats 200]
+    python -m bench.model_latency [--support 64 --query 100 --repeats 200]
 
 Tasks have ``support`` interactions and ``query`` candidates, with the feature set of the
 user-specific MovieLens protocol. Prints a markdown table (median and p99 per call, and per task).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,9 @@ import tempfile
 import time
 
 import numpy as np
-
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.models.cmml import CMMLModel
 from cmml.models.config import CMMLConfig
 from cmml.models.export import export_saved_model
@@ -36,7 +36,9 @@ BENCH_SPECS = (
 )
 # the architecture of pipeline/configs/users-v1.yaml's model (what the ML-1M pipeline run deploys), here on all nine
 # bench features (the yaml leaves out zip)
-USERS_V1 = CMMLConfig(encoder="mean", hybrid="mlp", embedding_dim=16, item_bias=True, support_bias=True, residual_labels=True)
+USERS_V1 = CMMLConfig(
+    encoder="mean", hybrid="mlp", embedding_dim=16, item_bias=True, support_bias=True, residual_labels=True
+)
 CONFIGS = {
     "default (GRU + dot + FiLM)": CMMLConfig(),
     "Soft-M (GRU + dot + soft routing)": CMMLConfig(modulation="soft"),
@@ -72,8 +74,20 @@ def run(support: int = 64, query: int = 100, repeats: int = 200, batches=(1, 32)
                 compiled = tf.function(lambda f: model(f, training=False))
                 for where, fn in (("in process", lambda: compiled(feats)), ("SavedModel", lambda: serving(**feats))):
                     ms = _timeit(fn, repeats if b == 1 else max(20, repeats // 4))
-                    rows.append({"config": name, "where": where, "tasks": b, "median_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)), "per_task_ms": float(np.median(ms) / b)})
-                    print(f"{name:38s} {where:11s} B={b:3d}: median {np.median(ms):7.3f} ms, p99 {np.percentile(ms, 99):7.3f} ms, per task {np.median(ms) / b:7.3f} ms", flush=True)
+                    rows.append(
+                        {
+                            "config": name,
+                            "where": where,
+                            "tasks": b,
+                            "median_ms": float(np.median(ms)),
+                            "p99_ms": float(np.percentile(ms, 99)),
+                            "per_task_ms": float(np.median(ms) / b),
+                        }
+                    )
+                    print(
+                        f"{name:38s} {where:11s} B={b:3d}: median {np.median(ms):7.3f} ms, p99 {np.percentile(ms, 99):7.3f} ms, per task {np.median(ms) / b:7.3f} ms",
+                        flush=True,
+                    )
     return rows
 
 
@@ -85,7 +99,9 @@ def markdown(rows: list[dict], support: int, query: int) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['where']} | {r['tasks']} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | {r['per_task_ms']:.3f} |")
+        lines.append(
+            f"| {r['config']} | {r['where']} | {r['tasks']} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | {r['per_task_ms']:.3f} |"
+        )
     return "\n".join(lines)
 
 

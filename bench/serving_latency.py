@@ -1,9 +1,9 @@
 """Serving latency and throughput: CMML through TF Serving's API versus MeLU adapted client side.
 
-    python -m cmml.bench.serving_latency [--support 64 --query 100 --requests 500 --concurrency 4]
+    python -m bench.serving_latency [--support 64 --query 100 --requests 500 --concurrency 4]
 
 One task of ``--support`` interactions and ``--query`` candidates, the feature set of the ML-1M
-protocol (``cmml.bench.model_latency.BENCH_SPECS``), the default CMML model (GRU + dot + FiLM)
+protocol (``bench.model_latency.BENCH_SPECS``), the default CMML model (GRU + dot + FiLM)
 with random weights, exported and pushed with warm-up records. The server is the in-repo test
 double in its own process (``python -m cmml.serving.cli serve``; NOT TensorFlow Serving), the
 client this process, over loopback. Rows:
@@ -19,6 +19,7 @@ Latencies are per request from a client that waits for each answer (p50/p99 over
 after a warm-up); requests/s is that client's rate, and for (a) also with ``--concurrency``
 clients. Prints a markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,15 @@ def _concurrent(make_call: Callable[[], Callable[[], object]], clients: int, req
 
 
 def _row(path: str, how: str, transport: str, concurrency: int, times: np.ndarray, rate: float) -> dict:
-    return {"path": path, "how": how, "transport": transport, "concurrency": concurrency,
-            "p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)), "rate": rate}  # fmt: skip
+    return {
+        "path": path,
+        "how": how,
+        "transport": transport,
+        "concurrency": concurrency,
+        "p50": float(np.percentile(times, 50)),
+        "p99": float(np.percentile(times, 99)),
+        "rate": rate,
+    }
 
 
 def _melu(episodes: dict):
@@ -87,7 +95,7 @@ def _melu(episodes: dict):
         return None, f"cmml.models.maml is not available ({exc})"
     import tensorflow as tf
 
-    from cmml.bench.model_latency import BENCH_SPECS
+    from bench.model_latency import BENCH_SPECS
 
     tf.keras.utils.set_random_seed(0)
     model = MAMLModel(BENCH_SPECS, MAMLConfig.melu(steps=MELU_STEPS))
@@ -97,11 +105,13 @@ def _melu(episodes: dict):
     return (lambda: infer(features).numpy()), ""
 
 
-def run(support: int = 64, query: int = 100, requests: int = 500, concurrency: int = 4, model_name: str = "default") -> tuple[list[dict], list[str]]:
-    import cmml  # noqa: F401
+def run(
+    support: int = 64, query: int = 100, requests: int = 500, concurrency: int = 4, model_name: str = "default"
+) -> tuple[list[dict], list[str]]:
     import tensorflow as tf
 
-    from cmml.bench.model_latency import BENCH_SPECS, USERS_V1
+    import cmml  # noqa: F401
+    from bench.model_latency import BENCH_SPECS, USERS_V1
     from cmml.models.config import CMMLConfig
     from cmml.models.testing import random_episodes
     from cmml.serving.client import GrpcClient, RestClient
@@ -123,32 +133,97 @@ def run(support: int = 64, query: int = 100, requests: int = 500, concurrency: i
 
         loaded = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
         tensors = {k: tf.constant(v) for k, v in full.items()}
-        rows.append(_row("(a) serving_default", "SavedModel called in process (no server), for reference", "-", 1, *_timeit(lambda: loaded(**tensors), requests)))
+        rows.append(
+            _row(
+                "(a) serving_default",
+                "SavedModel called in process (no server), for reference",
+                "-",
+                1,
+                *_timeit(lambda: loaded(**tensors), requests),
+            )
+        )
 
         with DoubleProcess(Path(tmp) / "models" / "cmml", "cmml", poll_seconds=0) as double:
             with GrpcClient(double.grpc_target, "cmml") as g, RestClient(double.rest_url, "cmml") as r:
                 for transport, client in (("gRPC", g), ("REST", r)):
-                    rows.append(_row("(a) serving_default", f"{support} support + {query} candidates, one call", transport, 1, *_timeit(lambda: client.predict(full), requests)))
-                rows.append(_row("(a) serving_default", f"{support} support + {query} candidates, one call", "gRPC", concurrency,
-                                 *_concurrent(lambda: (lambda c: lambda: c.predict(full))(GrpcClient(double.grpc_target, "cmml")), concurrency, requests)))  # fmt: skip
+                    rows.append(
+                        _row(
+                            "(a) serving_default",
+                            f"{support} support + {query} candidates, one call",
+                            transport,
+                            1,
+                            *_timeit(lambda: client.predict(full), requests),
+                        )
+                    )
+                rows.append(
+                    _row(
+                        "(a) serving_default",
+                        f"{support} support + {query} candidates, one call",
+                        "gRPC",
+                        concurrency,
+                        *_concurrent(
+                            lambda: (lambda c: lambda: c.predict(full))(GrpcClient(double.grpc_target, "cmml")),
+                            concurrency,
+                            requests,
+                        ),
+                    )
+                )
                 enc = g.predict(support_only, "encode_context").outputs
                 scored = serving_inputs(episodes, "score", context=enc["context"])
-                new = serving_inputs({k: v[:, :1] for k, v in episodes.items() if k.startswith("support_")}, "update_context", state=enc["state"])
+                new = serving_inputs(
+                    {k: v[:, :1] for k, v in episodes.items() if k.startswith("support_")},
+                    "update_context",
+                    state=enc["state"],
+                )
                 for transport, client in (("gRPC", g), ("REST", r)):
-                    rows.append(_row("(b) score", f"cached context + {query} candidates", transport, 1, *_timeit(lambda: client.predict(scored, "score"), requests)))
-                rows.append(_row("(b) encode_context", f"{support} support, once per user / scenario", "gRPC", 1, *_timeit(lambda: g.predict(support_only, "encode_context"), requests)))
-                rows.append(_row("(b) update_context", "cached state + 1 new interaction", "gRPC", 1, *_timeit(lambda: g.predict(new, "update_context"), requests)))
+                    rows.append(
+                        _row(
+                            "(b) score",
+                            f"cached context + {query} candidates",
+                            transport,
+                            1,
+                            *_timeit(lambda: client.predict(scored, "score"), requests),
+                        )
+                    )
+                rows.append(
+                    _row(
+                        "(b) encode_context",
+                        f"{support} support, once per user / scenario",
+                        "gRPC",
+                        1,
+                        *_timeit(lambda: g.predict(support_only, "encode_context"), requests),
+                    )
+                )
+                rows.append(
+                    _row(
+                        "(b) update_context",
+                        "cached state + 1 new interaction",
+                        "gRPC",
+                        1,
+                        *_timeit(lambda: g.predict(new, "update_context"), requests),
+                    )
+                )
             notes.append(f"server: {double.ready_line}")
 
     melu, why = _melu(episodes)
     if melu is None:
         notes.append(f"(c) MeLU-{MELU_STEPS} not measured: {why}")
     else:
-        rows.append(_row(f"(c) MeLU-{MELU_STEPS}", f"{MELU_STEPS} SGD steps on {support} support, then {query} candidates, compiled, in the client", "- (no server)", 1, *_timeit(melu, requests)))
+        rows.append(
+            _row(
+                f"(c) MeLU-{MELU_STEPS}",
+                f"{MELU_STEPS} SGD steps on {support} support, then {query} candidates, compiled, in the client",
+                "- (no server)",
+                1,
+                *_timeit(melu, requests),
+            )
+        )
     return rows, notes
 
 
-def markdown(rows: list[dict], notes: list[str], command: str, load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
+def markdown(
+    rows: list[dict], notes: list[str], command: str, load: tuple[tuple[float, ...], tuple[float, ...]]
+) -> str:
     lines = [
         f"Command: `{command}`",
         f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}; "
@@ -158,7 +233,9 @@ def markdown(rows: list[dict], notes: list[str], command: str, load: tuple[tuple
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['path']} | {r['how']} | {r['transport']} | {r['concurrency']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rate']:.0f} |")
+        lines.append(
+            f"| {r['path']} | {r['how']} | {r['transport']} | {r['concurrency']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rate']:.0f} |"
+        )
     lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines)
 
@@ -169,13 +246,19 @@ def main() -> None:
     p.add_argument("--query", type=int, default=100)
     p.add_argument("--requests", type=int, default=500, help="timed requests per row (after 20 warm-up requests)")
     p.add_argument("--concurrency", type=int, default=4, help="client threads for the concurrent serving_default row")
-    p.add_argument("--model", choices=("default", "users-v1"), default="default",
-                   help="CMML configuration: the paper's default (GRU + dot + FiLM) or pipeline/configs/users-v1.yaml's model")
+    p.add_argument(
+        "--model",
+        choices=("default", "users-v1"),
+        default="default",
+        help="CMML configuration: the paper's default (GRU + dot + FiLM) or pipeline/configs/users-v1.yaml's model",
+    )
     args = p.parse_args()
     start_load = os.getloadavg()
     rows, notes = run(args.support, args.query, args.requests, args.concurrency, args.model)
-    command = (f"python -m cmml.bench.serving_latency --support {args.support} --query {args.query} --requests {args.requests} "
-               f"--concurrency {args.concurrency} --model {args.model}")  # fmt: skip
+    command = (
+        f"python -m bench.serving_latency --support {args.support} --query {args.query} --requests {args.requests} "
+        f"--concurrency {args.concurrency} --model {args.model}"
+    )
     print(markdown(rows, notes, command, (start_load, os.getloadavg())))
 
 

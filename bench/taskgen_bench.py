@@ -12,10 +12,10 @@ per-split output with every model feature of every row.
 
 Inputs (``prepare*``) are built once and are not part of the timings::
 
-    python -m cmml.bench.taskgen_bench prepare-tfx --data ../shared/data/ml-1m-partial --out /tmp/tg-ml1m
+    python -m bench.taskgen_bench prepare-tfx --data ../shared/data/ml-1m-partial --out /tmp/tg-ml1m
     cmml data synth --dest /tmp/syn20m --ratings 20000000
-    python -m cmml.bench.taskgen_bench prepare --data /tmp/syn20m --out /tmp/tg-syn20m
-    python -m cmml.bench.taskgen_bench compare --input /tmp/tg-ml1m
+    python -m bench.taskgen_bench prepare --data /tmp/syn20m --out /tmp/tg-syn20m
+    python -m bench.taskgen_bench compare --input /tmp/tg-ml1m
 
 ``prepare-tfx`` runs the real LogExampleGen + Transform components. ``prepare`` writes the
 transformed examples directly (Arrow joins + dictionary encoding with Transform's index
@@ -23,11 +23,12 @@ convention, tfx_bsl's C++ tf.Example encoder), because a tf.Transform run over 2
 machine would take hours. ``compare`` runs each side in its own process and samples the resident
 memory of the whole process tree (runner + Beam workers) every 0.2 s.
 """
+
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import concurrent.futures
+import dataclasses
 import glob
 import json
 import os
@@ -58,9 +59,9 @@ class DirectTransform:
     """Transformed columns of a dataset without tf.Transform (vocabularies from the side tables)."""
 
     def __init__(self, ds):
-        from cmml.components import transform_module as TM
         from cmml.components.task_gen import FeatureInfo
         from cmml.data import records as R
+        from cmml.models import preprocessing as TM
 
         users, _ = ds.read_users(on_error="collect")
         items, _ = ds.read_items(on_error="collect")
@@ -68,13 +69,17 @@ class DirectTransform:
         self.item_keys = items[R.ITEM_ID].combine_chunks()
         self.user_cols, self.item_cols, self.features = {}, {}, []
         for f in TM.resolve_features():
-            table, keys, out = (users, self.user_keys, self.user_cols) if f.side == "user" else (items, self.item_keys, self.item_cols)
+            table, keys, out = (
+                (users, self.user_keys, self.user_cols) if f.side == "user" else (items, self.item_keys, self.item_cols)
+            )
             if f.name in (R.USER_ID, R.ITEM_ID):
                 out[f.name] = np.arange(1, len(keys) + 1, dtype=np.int64)
                 vocab = len(keys)
             elif f.transform == "buckets":
                 v = pc.fill_null(table[f.name].combine_chunks(), 0).to_numpy(zero_copy_only=False)
-                out[f.name] = np.where(v > 0, np.searchsorted(np.array(f.boundaries), v, side="right") + 1, 0).astype(np.int64)
+                out[f.name] = np.where(v > 0, np.searchsorted(np.array(f.boundaries), v, side="right") + 1, 0).astype(
+                    np.int64
+                )
                 self.features.append(FeatureInfo(f.name, f.side, f.kind, len(f.boundaries) + 2))
                 continue
             elif f.kind == "multi":
@@ -96,8 +101,8 @@ class DirectTransform:
 
     def columns(self, table: pa.Table) -> dict:
         from cmml.components import task_logic as L
-        from cmml.components import transform_module as TM
         from cmml.data import records as R
+        from cmml.models import preprocessing as TM
 
         u = pc.index_in(table[R.USER_ID].combine_chunks(), value_set=self.user_keys).to_numpy(zero_copy_only=False)
         i = pc.index_in(table[R.ITEM_ID].combine_chunks(), value_set=self.item_keys).to_numpy(zero_copy_only=False)
@@ -161,7 +166,9 @@ def prepare_direct(data: str, out: str, workers: int = 2) -> None:
             table = _parquet_table(cols)
             writer = writer or pq.ParquetWriter(os.path.join(out, "columns.parquet"), table.schema)
             writer.write_table(table)
-            pending.append(pool.submit(_write_block, (cols, os.path.join(out, "examples", f"part-{k:05d}.tfrecord.gz"))))
+            pending.append(
+                pool.submit(_write_block, (cols, os.path.join(out, "examples", f"part-{k:05d}.tfrecord.gz")))
+            )
             while len(pending) > 2 * workers:
                 rows += pending.pop(0).result()
             print(f"block {k}: {batch.table.num_rows:,} rows ({time.time() - t0:.0f} s)", file=sys.stderr)
@@ -183,12 +190,13 @@ def prepare_tfx(data: str, out: str) -> None:
     import tensorflow_transform as tft
     from ml_metadata.metadata_store import metadata_store
     from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-    from tfx.orchestration import metadata, pipeline as tfx_pipeline
+    from tfx.orchestration import metadata
+    from tfx.orchestration import pipeline as tfx_pipeline
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from cmml.components.example_gen import LogExampleGen
     from cmml.components.task_gen import columns_from_parsed, features_from_transform, parse_spec
-    from cmml.components.transform_module import make_transform
+    from cmml.components.transform import make_transform
     from cmml.schemas import schema_path
 
     out_path = Path(out)
@@ -196,9 +204,14 @@ def prepare_tfx(data: str, out: str) -> None:
     schema = ImportSchemaGen(schema_file=str(schema_path("example")))
     transform = make_transform(gen.outputs["examples"], schema.outputs["schema"])
     mlmd = metadata.sqlite_metadata_connection_config(str(out_path / "mlmd.sqlite"))
-    LocalDagRunner().run(tfx_pipeline.Pipeline(
-        pipeline_name="taskgen-bench", pipeline_root=str(out_path / "root"), components=[gen, schema, transform],
-        metadata_connection_config=mlmd))
+    LocalDagRunner().run(
+        tfx_pipeline.Pipeline(
+            pipeline_name="taskgen-bench",
+            pipeline_root=str(out_path / "root"),
+            components=[gen, schema, transform],
+            metadata_connection_config=mlmd,
+        )
+    )
     store = metadata_store.MetadataStore(mlmd)
     [graph] = store.get_artifacts_by_type("TransformGraph")
     features, _ = features_from_transform(tft.TFTransformOutput(graph.uri), None)
@@ -225,22 +238,37 @@ def _load_input(input_dir: str):
     return info, [FeatureInfo(**f) for f in info["features"]]
 
 
-def run_taskgen(input_dir: str, out: str, shards: int, beam_args: list[str] | None, in_memory_below: int | None = None) -> dict:
+def run_taskgen(
+    input_dir: str, out: str, shards: int, beam_args: list[str] | None, in_memory_below: int | None = None
+) -> dict:
     from cmml.components import task_gen as TG
     from cmml.components import task_logic as L
 
     info, features = _load_input(input_dir)
     files = sorted(glob.glob(os.path.join(input_dir, "examples", "*.tfrecord*")))
-    config = L.TaskGenConfig(min_ratings=MIN_RATINGS, max_ratings=MAX_RATINGS, test_fraction=TEST_FRACTION, salt=SALT,
-                             query_size=QUERY_SIZE, num_shards=shards)
+    config = L.TaskGenConfig(
+        min_ratings=MIN_RATINGS,
+        max_ratings=MAX_RATINGS,
+        test_fraction=TEST_FRACTION,
+        salt=SALT,
+        query_size=QUERY_SIZE,
+        num_shards=shards,
+    )
     if in_memory_below is not None:
         config = dataclasses.replace(config, in_memory_below_bytes=in_memory_below)
     t0 = time.time()
     stats = TG.run_task_gen(files, out, config, features, beam_args=beam_args)
     seconds = time.time() - t0
     mode = "auto" if in_memory_below is None else f"in_memory_below={in_memory_below}"
-    return {"impl": "taskgen", "mode": mode, "rows": stats["rows_in"], "seconds": seconds, "rows_per_s": stats["rows_in"] / seconds,
-            "rows_written": stats["rows_written"], "tasks": stats["tasks_by_split"]}
+    return {
+        "impl": "taskgen",
+        "mode": mode,
+        "rows": stats["rows_in"],
+        "seconds": seconds,
+        "rows_per_s": stats["rows_in"] / seconds,
+        "rows_written": stats["rows_written"],
+        "tasks": stats["tasks_by_split"],
+    }
 
 
 def run_pandas(input_dir: str, out: str, ids_only: bool = False) -> dict:
@@ -271,10 +299,10 @@ def run_pandas(input_dir: str, out: str, ids_only: bool = False) -> dict:
     for user, n in zip(sizes.index.to_numpy(), sizes.to_numpy()):
         text = users[user]
         seed = int(text) if text.isdigit() else int(common.stable_hash64([text])[0])
-        order[start:start + n] = start + np.random.default_rng(seed).permutation(n)
+        order[start : start + n] = start + np.random.default_rng(seed).permutation(n)
         if test[user]:
-            roles[start:start + n - QUERY_SIZE] = 1
-            roles[start + n - QUERY_SIZE:start + n] = 2
+            roles[start : start + n - QUERY_SIZE] = 1
+            roles[start + n - QUERY_SIZE : start + n] = 2
         start += n
     df = df.iloc[order].assign(role=roles)
     is_test = test[df["_user"].to_numpy()]
@@ -285,8 +313,14 @@ def run_pandas(input_dir: str, out: str, ids_only: bool = False) -> dict:
         part.to_parquet(os.path.join(out, f"{split}.parquet"), index=False)
         tasks[split] = int(part["raw_user_id"].nunique())
     seconds = time.time() - t0
-    return {"impl": "pandas-ids-only" if ids_only else "pandas", "rows": rows, "seconds": seconds, "rows_per_s": rows / seconds,
-            "rows_written": int(len(df)), "tasks": tasks}
+    return {
+        "impl": "pandas-ids-only" if ids_only else "pandas",
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "rows_written": int(len(df)),
+        "tasks": tasks,
+    }
 
 
 # --- harness ---------------------------------------------------------------------------------------------------
@@ -331,10 +365,14 @@ def measured(cmd: list[str]) -> tuple[dict, float]:
 
 def compare(input_dir: str, work: str, shards: int, repeat: int) -> list[dict]:
     results = []
-    me = [sys.executable, "-m", "cmml.bench.taskgen_bench"]
+    me = [sys.executable, "-m", "bench.taskgen_bench"]
     for r in range(repeat):
-        runs = (("pandas", []), ("pandas", ["--ids-only"]), ("taskgen", ["--shards", str(shards)]),
-                ("taskgen", ["--shards", str(shards), "--in-memory-below", "0"]))  # default, then forced multi-processing
+        runs = (
+            ("pandas", []),
+            ("pandas", ["--ids-only"]),
+            ("taskgen", ["--shards", str(shards)]),
+            ("taskgen", ["--shards", str(shards), "--in-memory-below", "0"]),
+        )  # default, then forced multi-processing
         for k, (impl, extra) in enumerate(runs):
             out = os.path.join(work, f"{impl}-{k}-{r}")
             cmd = me + [impl, "--input", input_dir, "--out", out] + extra
@@ -359,10 +397,16 @@ def main(argv=None) -> int:
         p.add_argument("--input", required=True)
         p.add_argument("--out", required=True)
         p.add_argument("--shards", type=int, default=16)
-        p.add_argument("--beam_args", default=None, help="comma-separated Beam args (default: multi-processing, 2 workers)")
+        p.add_argument(
+            "--beam_args", default=None, help="comma-separated Beam args (default: multi-processing, 2 workers)"
+        )
         p.add_argument("--ids-only", action="store_true", help="pandas: group (user, item, label) only")
-        p.add_argument("--in-memory-below", type=int, default=None,
-                       help="taskgen: TaskGenConfig.in_memory_below_bytes (default: the config's; 0 = always multi-processing)")
+        p.add_argument(
+            "--in-memory-below",
+            type=int,
+            default=None,
+            help="taskgen: TaskGenConfig.in_memory_below_bytes (default: the config's; 0 = always multi-processing)",
+        )
     p = sub.add_parser("compare", help="pandas then TaskGen, each in its own process, with peak memory")
     p.add_argument("--input", required=True)
     p.add_argument("--work", default="/tmp/taskgen-bench-out")
@@ -376,7 +420,17 @@ def main(argv=None) -> int:
     elif args.cmd == "prepare-tfx":
         prepare_tfx(args.data, args.out)
     elif args.cmd == "taskgen":
-        print(json.dumps(run_taskgen(args.input, args.out, args.shards, args.beam_args.split(",") if args.beam_args else None, args.in_memory_below)))
+        print(
+            json.dumps(
+                run_taskgen(
+                    args.input,
+                    args.out,
+                    args.shards,
+                    args.beam_args.split(",") if args.beam_args else None,
+                    args.in_memory_below,
+                )
+            )
+        )
     elif args.cmd == "pandas":
         print(json.dumps(run_pandas(args.input, args.out, args.ids_only)))
     else:

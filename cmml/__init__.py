@@ -5,6 +5,7 @@ imported: tensorflow-recommenders and TFX 1.16 are written against Keras 2, whil
 2.16 would otherwise pick Keras 3. Sub-packages (``cmml.models``, ``cmml.pipeline`` ...) always
 import this module first, so the setting holds for every entry point.
 """
+
 import os
 import sys
 import warnings

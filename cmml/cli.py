@@ -1,5 +1,6 @@
 """The ``cmml`` command line. Sub-commands import their heavy dependencies lazily so that
 ``cmml --help`` and the data commands start in well under a second."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None = "synthet
         help="dataset: synthetic | ml-100k | ml-1m | ml-1m-partial | ml-20m | a dataset folder | a CSV log file "
         f"(default: {default})",
     )
-    p.add_argument("--columns", help="for a CSV log: field=column pairs, e.g. user=uid,item=iid,label=rating,timestamp=ts")
+    p.add_argument(
+        "--columns", help="for a CSV log: field=column pairs, e.g. user=uid,item=iid,label=rating,timestamp=ts"
+    )
     p.add_argument("--delimiter", default=",", help="for a CSV log: field separator (default ',')")
     p.add_argument("--users", dest="users_path", help="for a CSV log: user side-feature file (canonical column names)")
     p.add_argument("--items", dest="items_path", help="for a CSV log: item side-feature file (canonical column names)")
@@ -28,7 +31,13 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None = "synthet
 def _open(args: argparse.Namespace):
     from cmml.data import open_dataset
 
-    return open_dataset(args.data, columns=args.columns, delimiter=args.delimiter, users_path=args.users_path, items_path=args.items_path)
+    return open_dataset(
+        args.data,
+        columns=args.columns,
+        delimiter=args.delimiter,
+        users_path=args.users_path,
+        items_path=args.items_path,
+    )
 
 
 # --- cmml data ... -------------------------------------------------------------------------------------
@@ -82,7 +91,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from cmml.pipeline.runner import run_local
 
-    print(f"running pipeline {config.name!r} ({config.setting} setting) on {', '.join(map(str, config.data))}; outputs in {output}", file=sys.stderr)
+    print(
+        f"running pipeline {config.name!r} ({config.setting} setting) on {', '.join(map(str, config.data))}; outputs in {output}",
+        file=sys.stderr,
+    )
     summary = run_local(config, output, enable_cache=not args.no_cache, verbose=args.verbose)
     print(summary.render())
     return 0
@@ -100,7 +112,9 @@ def _runs(args: argparse.Namespace) -> int:
         return 0
     print(f"{'started':19s}  {'pipeline':24s}  {'executions':>10s}  {'cached':>6s}  {'failed':>6s}  output")
     for r in sorted(rows, key=lambda r: r["started"], reverse=True):
-        print(f"{r['started']:19s}  {str(r['pipeline']):24s}  {r['executions']:10d}  {r['cached']:6d}  {r['failed']:6d}  {r['output']}")
+        print(
+            f"{r['started']:19s}  {str(r['pipeline']):24s}  {r['executions']:10d}  {r['cached']:6d}  {r['failed']:6d}  {r['output']}"
+        )
     return 0
 
 
@@ -112,18 +126,46 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the TFX pipeline end to end (default: user setting on the synthetic data)")
-    run.add_argument("--data", action="append", help="dataset: synthetic | ml-100k | ml-1m | ml-1m-partial | ml-20m | a folder | a CSV log; "
-                     "repeat for multi-domain (default: from the config, synthetic)")
-    run.add_argument("--setting", choices=("user", "scenario", "multi-domain"), help="cold-start setting (default: from the config, user)")
+    run.add_argument(
+        "--data",
+        action="append",
+        help="dataset: synthetic | ml-100k | ml-1m | ml-1m-partial | ml-20m | a folder | a CSV log; "
+        "repeat for multi-domain (default: from the config, synthetic)",
+    )
+    run.add_argument(
+        "--setting",
+        choices=("user", "scenario", "multi-domain"),
+        help="cold-start setting (default: from the config, user)",
+    )
     run.add_argument("--config", help="YAML file merged over pipeline/configs/default.yaml")
-    run.add_argument("--columns", help="for a CSV log: field=column pairs, e.g. user=uid,item=iid,label=rating,timestamp=ts")
-    run.add_argument("--output", help=f"output folder (pipeline root, ML-Metadata, pushed models); default {DEFAULT_OUTPUT}/<name>-<setting>")
-    run.add_argument("--verbose", action="store_true", help="show TFX's and Beam's INFO logs, not just one line per component")
-    run.add_argument("--no-cache", action="store_true", help="re-run every component even when its inputs are unchanged")
-    run.add_argument("--runner", choices=("local", "kubeflow"), default="local", help="local: run now (LocalDagRunner); kubeflow: compile a KFP V2 spec")
-    run.add_argument("--image", default="gcr.io/your-project/cmml-tfx:latest", help="kubeflow: container image with this package installed")
+    run.add_argument(
+        "--columns", help="for a CSV log: field=column pairs, e.g. user=uid,item=iid,label=rating,timestamp=ts"
+    )
+    run.add_argument(
+        "--output",
+        help=f"output folder (pipeline root, ML-Metadata, pushed models); default {DEFAULT_OUTPUT}/<name>-<setting>",
+    )
+    run.add_argument(
+        "--verbose", action="store_true", help="show TFX's and Beam's INFO logs, not just one line per component"
+    )
+    run.add_argument(
+        "--no-cache", action="store_true", help="re-run every component even when its inputs are unchanged"
+    )
+    run.add_argument(
+        "--runner",
+        choices=("local", "kubeflow"),
+        default="local",
+        help="local: run now (LocalDagRunner); kubeflow: compile a KFP V2 spec",
+    )
+    run.add_argument(
+        "--image",
+        default="gcr.io/your-project/cmml-tfx:latest",
+        help="kubeflow: container image with this package installed",
+    )
     run.add_argument("--pipeline-root", help="kubeflow: shared pipeline root (gs://...)")
-    run.add_argument("--kubeflow-output", default="cmml_pipeline.json", help="kubeflow: where to write the pipeline spec")
+    run.add_argument(
+        "--kubeflow-output", default="cmml_pipeline.json", help="kubeflow: where to write the pipeline spec"
+    )
     run.set_defaults(handler=_run)
 
     runs = sub.add_parser("runs", help="list past pipeline runs recorded in ML-Metadata")
@@ -137,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dest", required=True, help="folder to unpack into")
     fetch.add_argument("--timeout", type=float, default=20.0, help="network timeout in seconds")
     fetch.set_defaults(handler=_data_fetch)
-    synth = data_sub.add_parser("synth", help="generate synthetic MovieLens-format logs with planted cold-start structure")
+    synth = data_sub.add_parser(
+        "synth", help="generate synthetic MovieLens-format logs with planted cold-start structure"
+    )
     synth.add_argument("--dest", required=True, help="output folder")
     size = synth.add_mutually_exclusive_group()
     size.add_argument("--ratings", type=int, help="about this many ratings (sets the number of users)")
@@ -154,11 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cmml.bench import experiments, interpret, sweep
 
-    experiment = sub.add_parser("experiment", help="the paper's tables on real data: 5 seeds, mean ± std, into RESULTS.md")
+    experiment = sub.add_parser(
+        "experiment", help="the paper's tables on real data: 5 seeds, mean ± std, into RESULTS.md"
+    )
     experiments.add_arguments(experiment)
     experiment.set_defaults(handler=experiments.run)
 
-    around = sub.add_parser("sweep", help="variants of the best users-v1 row, several seeds, scored on meta_valid only, into RESULTS.md")
+    around = sub.add_parser(
+        "sweep", help="variants of the best users-v1 row, several seeds, scored on meta_valid only, into RESULTS.md"
+    )
     sweep.add_arguments(around)
     around.set_defaults(handler=sweep.run)
 

@@ -1,4 +1,5 @@
 """Errors that the command line reports as one readable line instead of a traceback."""
+
 from __future__ import annotations
 
 

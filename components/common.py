@@ -7,6 +7,7 @@ MurmurHash3's 64-bit finaliser (FNV alone leaves the high bits of short keys suc
 "13" almost equal, which would bias any threshold on them), vectorised with numpy: the loop
 runs over character positions, not over keys.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,12 @@ def small_direct_input(args: Sequence[str], input_bytes: int, threshold: int) ->
     """True when ``args`` run the multi-processing DirectRunner on an input below ``threshold`` bytes."""
     runner = (_flag(args, "runner") or "DirectRunner").lower()
     mode = _flag(args, "direct_running_mode") or "in_memory"
-    return threshold > 0 and input_bytes < threshold and runner in ("direct", "directrunner") and mode == "multi_processing"
+    return (
+        threshold > 0
+        and input_bytes < threshold
+        and runner in ("direct", "directrunner")
+        and mode == "multi_processing"
+    )
 
 
 def beam_args_for_input(args: Sequence[str] | None, files: Sequence[str], threshold: int, log=None) -> list[str]:
@@ -65,7 +71,9 @@ def beam_args_for_input(args: Sequence[str] | None, files: Sequence[str], thresh
     size = sum(os.path.getsize(f) for f in files if os.path.exists(f))
     if small_direct_input(out, size, threshold):
         if log is not None:
-            log(f"{size / 1e6:.1f} MB of input, below {threshold / 1e6:.0f} MB: DirectRunner in-memory (no worker processes)")
+            log(
+                f"{size / 1e6:.1f} MB of input, below {threshold / 1e6:.0f} MB: DirectRunner in-memory (no worker processes)"
+            )
         out = with_direct_mode(out, "in_memory")
     return out
 
@@ -91,9 +99,11 @@ def _binary_array(values: Any) -> pa.Array:
         values = values.combine_chunks()
     if not isinstance(values, pa.Array):
         values = pa.array([v.encode() if isinstance(v, str) else v for v in values], pa.binary())
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        values = values.cast(pa.large_binary())
-    elif not pa.types.is_large_binary(values.type):
+    if (
+        pa.types.is_string(values.type)
+        or pa.types.is_large_string(values.type)
+        or not pa.types.is_large_binary(values.type)
+    ):
         values = values.cast(pa.large_binary())
     return values
 
@@ -223,7 +233,11 @@ class TFRecordFile:
         self.path = path
         self._tmp = f"{path}.tmp-{os.getpid()}"
         self._raw = open(self._tmp, "wb")
-        self._out = gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", compresslevel=1, mtime=0) if compression else self._raw
+        self._out = (
+            gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", compresslevel=1, mtime=0)
+            if compression
+            else self._raw
+        )
 
     def write(self, records: Iterable[bytes]) -> None:
         self._out.write(tfrecord_bytes(records))
@@ -234,7 +248,7 @@ class TFRecordFile:
         self._raw.close()
         os.replace(self._tmp, self.path)
 
-    def __enter__(self) -> "TFRecordFile":
+    def __enter__(self) -> TFRecordFile:
         return self
 
     def __exit__(self, exc_type, *_) -> None:

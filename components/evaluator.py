@@ -10,19 +10,20 @@ absolute threshold.
 Outputs: ``evaluation`` (``metrics.json``, ``report.md``) and a standard ``ModelBlessing`` whose
 ``blessed`` property the stock Pusher reads.
 """
+
 from __future__ import annotations
 
 import json
 import os
 from typing import Any, Dict, List, Mapping
 
-import cmml  # noqa: F401
 from absl import logging
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+import cmml  # noqa: F401
 from cmml.models import evaluation
 
 METRICS_FILE = "metrics.json"
@@ -39,7 +40,7 @@ def _ids_scorer(model_uri: str):
     """A numpy scorer over episode batches from a Trainer output's ids model."""
     import tensorflow as tf
 
-    from cmml.components.trainer import load_ids_model
+    from cmml.models.export import load_ids_model
 
     serve = load_ids_model(model_uri).signatures["serving_default"]
     names = set(serve.structured_input_signature[1])
@@ -50,27 +51,38 @@ def _ids_scorer(model_uri: str):
     return score
 
 
-def decide_blessing(candidate: Mapping[str, float], baseline: Mapping[str, float], setting: str, rules: Mapping[str, Any]) -> tuple[bool, list[str]]:
+def decide_blessing(
+    candidate: Mapping[str, float], baseline: Mapping[str, float], setting: str, rules: Mapping[str, Any]
+) -> tuple[bool, list[str]]:
     """(blessed, reasons). Reasons name every rule and its figures, passed or failed."""
     metric, lower = evaluation.PRIMARY[setting]
     margin = float(rules.get("min_improvement", 0.0))
     c, b = candidate[metric], baseline[metric]
     gain = (b - c) if lower else (c - b)
-    reasons = [f"{metric}: candidate {c:.4f} vs baseline {b:.4f} ({'better' if gain > 0 else 'not better'} by {gain:+.4f}, needs > {margin:g})"]
+    reasons = [
+        f"{metric}: candidate {c:.4f} vs baseline {b:.4f} ({'better' if gain > 0 else 'not better'} by {gain:+.4f}, needs > {margin:g})"
+    ]
     ok = gain > margin
     for name, bound in (rules.get("thresholds") or {}).items():
         if name not in candidate:
             raise ValueError(f"threshold on unknown metric {name!r}; metrics are {sorted(candidate)}")
         value = candidate[name]
         passed = value <= bound if evaluation.lower_is_better(name) else value >= bound
-        reasons.append(f"{name}: {value:.4f} {'<=' if evaluation.lower_is_better(name) else '>='} {bound} {'passed' if passed else 'FAILED'}")
+        reasons.append(
+            f"{name}: {value:.4f} {'<=' if evaluation.lower_is_better(name) else '>='} {bound} {'passed' if passed else 'FAILED'}"
+        )
         ok = ok and passed
     return ok, reasons
 
 
 def report_markdown(results: Mapping[str, Mapping[str, float]], setting: str, blessed: bool, reasons: List[str]) -> str:
     names = evaluation.metric_names(setting)
-    lines = [f"# Evaluation on meta-test tasks ({setting} setting)", "", "| model | tasks | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    lines = [
+        f"# Evaluation on meta-test tasks ({setting} setting)",
+        "",
+        "| model | tasks | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 2) + "|",
+    ]
     for model, values in results.items():
         lines.append(f"| {model} | {values['tasks']} | " + " | ".join(f"{values[n]:.4f}" for n in names) + " |")
     lines += ["", f"**{'BLESSED' if blessed else 'NOT BLESSED'}**", ""] + [f"- {r}" for r in reasons]
@@ -78,8 +90,13 @@ def report_markdown(results: Mapping[str, Mapping[str, float]], setting: str, bl
 
 
 class Executor(base_executor.BaseExecutor):
-    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
-        from cmml.components import episodes_data
+    def Do(
+        self,
+        input_dict: Dict[str, List[types.Artifact]],
+        output_dict: Dict[str, List[types.Artifact]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
+        from cmml.models import episodes
         from cmml.schemas.episodes import load_feature_specs
 
         self._log_startup(input_dict, output_dict, exec_properties)
@@ -91,15 +108,23 @@ class Executor(base_executor.BaseExecutor):
         results = {}
         for name, key in (("candidate", "model"), ("baseline", "baseline_model")):
             model = artifact_utils.get_single_instance(input_dict[key])
-            batches = episodes_data.evaluation_episodes(tasks.uri, specs, setting=setting, split="meta_test", batch_size=128)
-            summary, _ = evaluation.evaluate_episodes(_ids_scorer(model.uri), batches.as_numpy_iterator(), setting, clip)
+            batches = episodes.evaluation_episodes(tasks.uri, specs, setting=setting, split="meta_test", batch_size=128)
+            summary, _ = evaluation.evaluate_episodes(
+                _ids_scorer(model.uri), batches.as_numpy_iterator(), setting, clip
+            )
             results[name] = summary
             logging.info("Evaluator: %s %s", name, summary)
         blessed, reasons = decide_blessing(results["candidate"], results["baseline"], setting, rules)
 
         report = artifact_utils.get_single_instance(output_dict["evaluation"])
         os.makedirs(report.uri, exist_ok=True)
-        payload = {"setting": setting, "primary_metric": evaluation.PRIMARY[setting][0], "blessed": blessed, "reasons": reasons, "metrics": results}
+        payload = {
+            "setting": setting,
+            "primary_metric": evaluation.PRIMARY[setting][0],
+            "blessed": blessed,
+            "reasons": reasons,
+            "metrics": results,
+        }
         with open(os.path.join(report.uri, METRICS_FILE), "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=1)
         with open(os.path.join(report.uri, REPORT_FILE), "w", encoding="utf-8") as f:
@@ -138,7 +163,14 @@ class TaskEvaluator(base_component.BaseComponent):
     SPEC_CLASS = EvaluatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, examples: types.BaseChannel, model: types.BaseChannel, baseline_model: types.BaseChannel, setting: str, config: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        model: types.BaseChannel,
+        baseline_model: types.BaseChannel,
+        setting: str,
+        config: Mapping[str, Any] | None = None,
+    ):
         """
         Args:
           examples: TaskGen's output (meta-test episodes).
@@ -148,8 +180,14 @@ class TaskEvaluator(base_component.BaseComponent):
         """
         if setting not in evaluation.PRIMARY:
             raise ValueError(f"setting must be 'user' or 'scenario', not {setting!r}")
-        super().__init__(spec=EvaluatorSpec(
-            examples=examples, model=model, baseline_model=baseline_model, setting=setting,
-            config=json.dumps(dict(config or {}), sort_keys=True),
-            evaluation=types.Channel(type=EvaluationReport), blessing=types.Channel(type=standard_artifacts.ModelBlessing),
-        ))  # fmt: skip
+        super().__init__(
+            spec=EvaluatorSpec(
+                examples=examples,
+                model=model,
+                baseline_model=baseline_model,
+                setting=setting,
+                config=json.dumps(dict(config or {}), sort_keys=True),
+                evaluation=types.Channel(type=EvaluationReport),
+                blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+            )
+        )

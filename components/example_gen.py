@@ -23,6 +23,7 @@ The same counts are set as MLMD custom properties of the examples artifact (``ro
 ``rows_ok``, ``rows_rejected``, ``rejected_<kind>``, ``examples_<split>``). The executor fails if
 ``rows_in != rows_ok + rows_rejected`` or if the examples written differ from ``rows_ok``.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -37,7 +38,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen.component import QueryBasedExampleGen
 from tfx.dsl.components.base import executor_spec
@@ -91,8 +91,13 @@ class Source:
 
         label_range = tuple(self.label_range) if self.label_range is not None else None
         return open_dataset(
-            self.data, columns=self.columns, delimiter=self.delimiter, label_range=label_range,
-            users_path=self.users_path, items_path=self.items_path, progress=None,
+            self.data,
+            columns=self.columns,
+            delimiter=self.delimiter,
+            label_range=label_range,
+            users_path=self.users_path,
+            items_path=self.items_path,
+            progress=None,
         )
 
     def label(self) -> str:
@@ -265,7 +270,9 @@ class Partitioner:
     def _feature_key(value: bytes) -> bytes:
         from tensorflow.core.example import feature_pb2
 
-        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value])).SerializeToString(deterministic=True)
+        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value])).SerializeToString(
+            deterministic=True
+        )
 
     def _bucket(self, key: bytes) -> int:
         return bisect.bisect(self.cumulative, int(hashlib.sha256(key).hexdigest(), 16) % self.cumulative[-1])
@@ -290,9 +297,16 @@ class Partitioner:
 
 def reject_record(source: Source, reject: R.RejectedRow) -> str:
     return json.dumps(
-        {"source": source.label(), "file": reject.path, "line": reject.line, "kind": R.reason_kind(reject.reason),
-         "reason": reject.reason, "text": reject.text},
-        ensure_ascii=False, sort_keys=True,
+        {
+            "source": source.label(),
+            "file": reject.path,
+            "line": reject.line,
+            "kind": R.reason_kind(reject.reason),
+            "reason": reject.reason,
+            "text": reject.text,
+        },
+        ensure_ascii=False,
+        sort_keys=True,
     )
 
 
@@ -386,7 +400,9 @@ def _split_plan(exec_properties: Dict[str, Any]) -> tuple[list[Source], int, Par
     return sources, block_bytes, Partitioner(names, buckets, feature)
 
 
-def _encode_graph(pipeline: beam.Pipeline, exec_properties: Dict[str, Any], uri: str, split_dirs: Dict[str, str] | None):
+def _encode_graph(
+    pipeline: beam.Pipeline, exec_properties: Dict[str, Any], uri: str, split_dirs: Dict[str, str] | None
+):
     """Read -> join -> encode, plus dead letters and stats under ``uri``. Returns the encoded output."""
     sources, block_bytes, partitioner = _split_plan(exec_properties)
     side, side_rejects, side_stats = {}, [], {}
@@ -401,19 +417,26 @@ def _encode_graph(pipeline: beam.Pipeline, exec_properties: Dict[str, Any], uri:
         | "SpreadBlocks" >> beam.Reshuffle()
     )
     side_input = beam.pvalue.AsSingleton(pipeline | "SideTables" >> beam.Create([side]))
-    encoded = blocks | "JoinAndEncode" >> beam.ParDo(_EncodeBlock(sources, partitioner, split_dirs), side_input).with_outputs(
-        _EncodeBlock.REJECTS, _EncodeBlock.STATS, main="examples"
-    )
+    encoded = blocks | "JoinAndEncode" >> beam.ParDo(
+        _EncodeBlock(sources, partitioner, split_dirs), side_input
+    ).with_outputs(_EncodeBlock.REJECTS, _EncodeBlock.STATS, main="examples")
     (
         (encoded[_EncodeBlock.REJECTS], pipeline | "SideRejects" >> beam.Create(side_rejects))
         | "AllRejects" >> beam.Flatten()
-        | "WriteDeadLetters" >> beam.io.WriteToText(
-            os.path.join(uri, DEAD_LETTER_DIR, DEAD_LETTER_PREFIX), file_name_suffix=".jsonl", num_shards=1,
+        | "WriteDeadLetters"
+        >> beam.io.WriteToText(
+            os.path.join(uri, DEAD_LETTER_DIR, DEAD_LETTER_PREFIX),
+            file_name_suffix=".jsonl",
+            num_shards=1,
             shard_name_template="-SSSSS-of-NNNNN",
         )
     )
-    extra = {"side_features": side_stats, "sources": [dataclasses.asdict(s) for s in sources],
-             "splits": partitioner.split_names, "partition_feature": partitioner.feature}
+    extra = {
+        "side_features": side_stats,
+        "sources": [dataclasses.asdict(s) for s in sources],
+        "splits": partitioner.split_names,
+        "partition_feature": partitioner.feature,
+    }
     (
         encoded[_EncodeBlock.STATS]
         | "SumStats" >> beam.CombineGlobally(common.sum_counters)
@@ -435,13 +458,17 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             self._beam_pipeline_args = common.default_beam_args(self._beam_pipeline_args)
         return super()._make_beam_pipeline()
 
-    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]) -> Dict[str, beam.pvalue.PCollection]:
+    def GenerateExamplesByBeam(
+        self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
+    ) -> Dict[str, beam.pvalue.PCollection]:
         """Standard ExampleGen API: split name -> PCollection of serialised tf.Examples.
 
         Dead letters and stats go under ``exec_properties['_output_uri']`` (default: a temp folder).
         ``Do`` does not use this per-example form: it writes whole blocks (see _EncodeBlock).
         """
-        uri = exec_properties.get("_output_uri") or os.path.join(os.environ.get("TMPDIR", "/tmp"), "cmml-log-example-gen")
+        uri = exec_properties.get("_output_uri") or os.path.join(
+            os.environ.get("TMPDIR", "/tmp"), "cmml-log-example-gen"
+        )
         encoded, partitioner = _encode_graph(pipeline, exec_properties, uri, None)
         result = {}
         for name in partitioner.split_names:
@@ -485,7 +512,7 @@ def finalize_stats(uri: str) -> dict:
     with open(path, encoding="utf-8") as f:
         stats = json.load(f)
     stats.setdefault("rejected_by_kind", {})
-    stats.setdefault("examples_by_split", {s: 0 for s in stats.get("splits", [])})
+    stats.setdefault("examples_by_split", dict.fromkeys(stats.get("splits", []), 0))
     stats["rows_rejected"] = int(sum(stats["rejected_by_kind"].values()))
     stats["rows_in"] = int(stats.get("rows_ok", 0) + stats["rows_rejected"])
     written = int(sum(stats["examples_by_split"].values()))

@@ -15,6 +15,7 @@ records (``assets.extra/tf_serving_warmup_requests``) and then serves them:
 The output is a standard ``InfraBlessing`` (``blessed``, ``has_model``), so the stock Pusher pushes
 the stamped model, warm-up included, only when it passed.
 """
+
 from __future__ import annotations
 
 import glob
@@ -88,7 +89,14 @@ def _dense_rows(values: list, dtype, width: int | None = None) -> np.ndarray:
     return out
 
 
-def canned_episodes(examples_uri: str, input_specs: Mapping[str, Any], tasks: int = 4, support: int = 32, query: int = 10, max_rows: int = 20_000) -> dict[str, np.ndarray]:
+def canned_episodes(
+    examples_uri: str,
+    input_specs: Mapping[str, Any],
+    tasks: int = 4,
+    support: int = 32,
+    query: int = 10,
+    max_rows: int = 20_000,
+) -> dict[str, np.ndarray]:
     """Raw request inputs built from ExampleGen's examples: users with enough rows become tasks.
 
     ``input_specs``: the serving signature's inputs (name -> TensorSpec). Returns the
@@ -97,7 +105,7 @@ def canned_episodes(examples_uri: str, input_specs: Mapping[str, Any], tasks: in
     """
     import tensorflow as tf
 
-    features = sorted({k[len("support_"):] for k in input_specs if k.startswith("support_")} - {"label", "mask"})
+    features = sorted({k[len("support_") :] for k in input_specs if k.startswith("support_")} - {"label", "mask"})
     files = sorted(glob.glob(os.path.join(examples_uri, "Split-*", "*")))
     if not files:
         raise FileNotFoundError(f"no examples under {examples_uri}")
@@ -106,10 +114,15 @@ def canned_episodes(examples_uri: str, input_specs: Mapping[str, Any], tasks: in
     parse.update({R.USER_ID: tf.io.VarLenFeature(tf.string), R.LABEL: tf.io.VarLenFeature(tf.float32)})
     for serialized in tf.data.TFRecordDataset(files, compression_type="GZIP").take(max_rows).batch(2048):
         parsed = tf.io.parse_example(serialized, parse)
-        dense = {k: tf.sparse.to_dense(v, default_value=b"" if v.dtype == tf.string else 0).numpy() for k, v in parsed.items()}
+        dense = {
+            k: tf.sparse.to_dense(v, default_value=b"" if v.dtype == tf.string else 0).numpy()
+            for k, v in parsed.items()
+        }
         for i, ex in enumerate(serialized.numpy()):
             user = dense[R.USER_ID][i][0]
-            row = {name: [x for x in dense[name][i] if (x != b"" if isinstance(x, bytes) else x != 0)] for name in features}
+            row = {
+                name: [x for x in dense[name][i] if (x != b"" if isinstance(x, bytes) else x != 0)] for name in features
+            }
             row[R.LABEL] = float(dense[R.LABEL][i][0])
             row["example"] = ex
             rows.setdefault(user, []).append(row)
@@ -129,9 +142,13 @@ def canned_episodes(examples_uri: str, input_specs: Mapping[str, Any], tasks: in
             padded = [[r[name] for r in p] + [[]] * (size - len(p)) for p in pieces]
             out[f"{part}_{name}"] = np.stack([_dense_rows(v, dtype, width) for v in padded])
         out[f"{part}_mask"] = mask
-        out[f"{part}_examples"] = np.array([[r["example"] for r in p] + [b""] * (size - len(p)) for p in pieces], dtype=object)
+        out[f"{part}_examples"] = np.array(
+            [[r["example"] for r in p] + [b""] * (size - len(p)) for p in pieces], dtype=object
+        )
         if part == "support":
-            out["support_label"] = np.array([[r[R.LABEL] for r in p] + [0.0] * (size - len(p)) for p in pieces], np.float32)
+            out["support_label"] = np.array(
+                [[r[R.LABEL] for r in p] + [0.0] * (size - len(p)) for p in pieces], np.float32
+            )
     return out
 
 
@@ -148,10 +165,18 @@ def check_in_fresh_process(model_dir: str, inputs: Mapping[str, np.ndarray], tim
         with open(script, "w", encoding="utf-8") as f:
             f.write(CHECK_SCRIPT)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": tmp}
-        proc = subprocess.run([sys.executable, script, model_dir, os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "report.json")],
-                              capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, script, model_dir, os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "report.json")],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp,
+            timeout=timeout,
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"serving check failed in a fresh process: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+            raise RuntimeError(
+                f"serving check failed in a fresh process: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+            )
         with open(os.path.join(tmp, "report.json"), encoding="utf-8") as f:
             report = json.load(f)
     report["server"] = "fresh Python process (no tensorflow_model_server on PATH)"
@@ -169,19 +194,26 @@ def check_with_model_server(model_dir: str, inputs: Mapping[str, np.ndarray], bi
     with tempfile.TemporaryDirectory() as base:
         shutil.copytree(model_dir, os.path.join(base, "model", "1"))
         port = free_port()
-        server = subprocess.Popen([binary, f"--port={port}", "--model_name=model", f"--model_base_path={base}/model"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        server = subprocess.Popen(
+            [binary, f"--port={port}", "--model_name=model", f"--model_base_path={base}/model"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             with GrpcClient(f"127.0.0.1:{port}", "model", timeout=30.0) as client:
                 deadline = time.monotonic() + 120
                 while not _available(client, ServingError):
                     if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"tensorflow_model_server did not load the model: {server.stderr.read().decode()[-2000:]}")
+                        raise RuntimeError(
+                            f"tensorflow_model_server did not load the model: {server.stderr.read().decode()[-2000:]}"
+                        )
                     time.sleep(0.5)
                 request = {k: v for k, v in inputs.items() if not k.endswith("_examples")}
                 scores = client.predict(request, "serving_default").outputs["scores"]
             if scores.shape != inputs["query_mask"].shape or not np.isfinite(scores).all():
-                raise RuntimeError(f"tensorflow_model_server returned scores {scores.shape}, finite={np.isfinite(scores).all()}")
+                raise RuntimeError(
+                    f"tensorflow_model_server returned scores {scores.shape}, finite={np.isfinite(scores).all()}"
+                )
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -196,7 +228,12 @@ def _available(client, error_type) -> bool:
 
 
 class Executor(base_executor.BaseExecutor):
-    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: Dict[str, List[types.Artifact]],
+        output_dict: Dict[str, List[types.Artifact]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
         import tensorflow as tf
 
         from cmml.serving.warmup import write_warmup_requests
@@ -219,7 +256,9 @@ class Executor(base_executor.BaseExecutor):
 
         binary = shutil.which("tensorflow_model_server")
         try:
-            report = check_with_model_server(stamped, inputs, binary) if binary else check_in_fresh_process(stamped, inputs)
+            report = (
+                check_with_model_server(stamped, inputs, binary) if binary else check_in_fresh_process(stamped, inputs)
+            )
             passed, report["warmup_requests"] = True, len(requests)
         except Exception as exc:  # a failed check is a verdict, not a crash of the pipeline
             passed, report = False, {"error": str(exc)}
@@ -254,5 +293,11 @@ class ServingValidator(base_component.BaseComponent):
           examples: ExampleGen's raw examples (canned requests are built from them).
           warmup_requests: how many canned requests become warm-up records (0: none).
         """
-        super().__init__(spec=ServingValidatorSpec(model=model, examples=examples, warmup_requests=warmup_requests,
-                                                   blessing=types.Channel(type=standard_artifacts.InfraBlessing)))  # fmt: skip
+        super().__init__(
+            spec=ServingValidatorSpec(
+                model=model,
+                examples=examples,
+                warmup_requests=warmup_requests,
+                blessing=types.Channel(type=standard_artifacts.InfraBlessing),
+            )
+        )

@@ -31,6 +31,7 @@ Output layout (the ``tasks`` artifact URI)::
 Conservation: ``rows_in = rows_written + rows_filtered (by reason) + rows_quarantined``; the run
 fails when it does not hold. The counts are also MLMD custom properties of the artifact.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,7 +46,7 @@ import pyarrow.compute as pc
 
 from cmml.components import common
 from cmml.components import task_logic as L
-from cmml.components import transform_module as TM
+from cmml.models import preprocessing as TM
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
 
@@ -123,7 +124,9 @@ def write_column_batches(batches: Iterable[dict], path: str, compression: str = 
         for name, value in cols.items():
             if isinstance(value, tuple):  # multi feature: (values, row_splits)
                 values, splits = value
-                arrays.append(pa.LargeListArray.from_arrays(pa.array(splits.astype(np.int64)), pa.array(values.astype(np.int64))))
+                arrays.append(
+                    pa.LargeListArray.from_arrays(pa.array(splits.astype(np.int64)), pa.array(values.astype(np.int64)))
+                )
             else:
                 arr = value if isinstance(value, pa.Array) else pa.array(value)
                 if pa.types.is_integer(arr.type):
@@ -174,11 +177,20 @@ def _nonempty(values: pa.Array) -> np.ndarray:
     if isinstance(values, pa.DictionaryArray):
         idx, keys = _dictionary(values)
         return _nonempty(keys)[idx]
-    return np.asarray(pc.fill_null(pc.greater(pc.binary_length(values), 0), False).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(
+        pc.fill_null(pc.greater(pc.binary_length(values), 0), False).to_numpy(zero_copy_only=False), dtype=bool
+    )
 
 
-def _feature_table(rows: np.ndarray, uniq_index: np.ndarray, uniq_keys: pa.Array, uniq_hash: np.ndarray, cols: dict,
-                   features: Sequence[FeatureInfo], domains: pa.Array | None) -> L.FeatureTable:
+def _feature_table(
+    rows: np.ndarray,
+    uniq_index: np.ndarray,
+    uniq_keys: pa.Array,
+    uniq_hash: np.ndarray,
+    cols: dict,
+    features: Sequence[FeatureInfo],
+    domains: pa.Array | None,
+) -> L.FeatureTable:
     """Distinct keys of a batch with the features of their first row and their row counts."""
     n_uniq = len(uniq_keys)
     first = np.full(n_uniq, -1, dtype=np.int64)
@@ -200,7 +212,11 @@ def _feature_table(rows: np.ndarray, uniq_index: np.ndarray, uniq_keys: pa.Array
         else:
             categorical[f.name] = cols[f.name][src].astype(np.int64)
     return L.FeatureTable(
-        uniq_hash[sel], L.to_binary(uniq_keys).take(pa.array(sel)), categorical, multi, counts[sel],
+        uniq_hash[sel],
+        L.to_binary(uniq_keys).take(pa.array(sel)),
+        categorical,
+        multi,
+        counts[sel],
         None if domains is None else domains.take(pa.array(src)),
     )
 
@@ -210,8 +226,15 @@ def _quarantine_records(cols: dict, rows: np.ndarray, reasons: np.ndarray) -> li
     items = cols[TM.RAW_ITEM_ID].take(pa.array(rows)).to_pylist()
     labels = cols[TM.LABEL][rows]
     return [
-        json.dumps({"reason": r, "raw_user_id": u.decode("utf-8", "replace"), "raw_item_id": i.decode("utf-8", "replace"),
-                    "label": None if not np.isfinite(y) else float(y)}, sort_keys=True)
+        json.dumps(
+            {
+                "reason": r,
+                "raw_user_id": u.decode("utf-8", "replace"),
+                "raw_item_id": i.decode("utf-8", "replace"),
+                "label": None if not np.isfinite(y) else float(y),
+            },
+            sort_keys=True,
+        )
         for r, u, i, y in zip(reasons, users, items, labels)
     ]
 
@@ -231,7 +254,11 @@ def extract_batch(cols: dict, ctx: ExtractContext) -> dict:
     label = np.asarray(cols[TM.LABEL], dtype=np.float32)
     n = len(label)
     reasons = np.full(n, None, dtype=object)
-    for mask, reason in ((~_nonempty(user_raw), MISSING_USER), (~_nonempty(item_raw), MISSING_ITEM), (~np.isfinite(label), BAD_LABEL)):
+    for mask, reason in (
+        (~_nonempty(user_raw), MISSING_USER),
+        (~_nonempty(item_raw), MISSING_ITEM),
+        (~np.isfinite(label), BAD_LABEL),
+    ):
         reasons[mask & (reasons == None)] = reason  # noqa: E711
     bad = np.flatnonzero(reasons != None)  # noqa: E711
     good = np.flatnonzero(reasons == None)  # noqa: E711
@@ -312,7 +339,14 @@ class _Extract(beam.DoFn):
     to the runner would cost more memory than the rows themselves.
     """
 
-    USERS, ITEMS, SCENARIOS, PAIRS, COUNTERS, QUARANTINE = "users", "items", "scenarios", "pairs", "counters", "quarantine"
+    USERS, ITEMS, SCENARIOS, PAIRS, COUNTERS, QUARANTINE = (
+        "users",
+        "items",
+        "scenarios",
+        "pairs",
+        "counters",
+        "quarantine",
+    )
 
     def __init__(self, ctx: ExtractContext):
         self._ctx = ctx
@@ -391,24 +425,40 @@ class _PairsCombine(beam.CombineFn):
 
 
 # --- plan ---------------------------------------------------------------------------------------------------------------
-def plan_tasks(_, ctx: ExtractContext, users: L.FeatureTable | None, items: L.FeatureTable | None,
-               scenarios: L.FeatureTable | None, pairs: np.ndarray | None) -> L.TaskPlan:
+def plan_tasks(
+    _,
+    ctx: ExtractContext,
+    users: L.FeatureTable | None,
+    items: L.FeatureTable | None,
+    scenarios: L.FeatureTable | None,
+    pairs: np.ndarray | None,
+) -> L.TaskPlan:
     config = ctx.config
     empty = np.zeros(0, np.uint64)
     if config.setting == "user":
         if users is None:
-            return L.make_plan(empty, pa.array([], pa.large_binary()), empty.astype(np.int64), empty.astype(np.int64), config)
+            return L.make_plan(
+                empty, pa.array([], pa.large_binary()), empty.astype(np.int64), empty.astype(np.int64), config
+            )
         return L.make_plan(users.hashes, users.keys, users.counts, users.counts, config)
     if ctx.scenario_source == "column":
         if scenarios is None:
-            return L.make_plan(empty, pa.array([], pa.large_binary()), empty.astype(np.int64), empty.astype(np.int64), config)
+            return L.make_plan(
+                empty, pa.array([], pa.large_binary()), empty.astype(np.int64), empty.astype(np.int64), config
+            )
         uniq, n_items = np.unique(pairs[:, 0], return_counts=True) if len(pairs) else (empty, empty.astype(np.int64))
         aligned = np.zeros(len(scenarios), dtype=np.int64)
         aligned[np.searchsorted(scenarios.hashes, uniq)] = n_items
         return L.make_plan(scenarios.hashes, scenarios.keys, scenarios.counts, aligned, config)
     if items is None:
-        plan = L.make_plan(empty, pa.array([], pa.large_binary()), empty.astype(np.int64), empty.astype(np.int64), config)
-        plan.row_stats = {"rows_written": 0, "filtered": {L.NO_SCENARIO: 0, L.OUT_OF_BOUNDS: 0}, "memberships_expected": 0}
+        plan = L.make_plan(
+            empty, pa.array([], pa.large_binary()), empty.astype(np.int64), empty.astype(np.int64), config
+        )
+        plan.row_stats = {
+            "rows_written": 0,
+            "filtered": {L.NO_SCENARIO: 0, L.OUT_OF_BOUNDS: 0},
+            "memberships_expected": 0,
+        }
         return plan
     return L.theme_plan(items, ctx.theme_vocab, config)
 
@@ -435,7 +485,9 @@ class _BuildShard(beam.DoFn):
         blocks, counters, index = build(rows, plan, users, items, config)
         specs = [E.FeatureSpec(f.name, f.side, f.kind, f.vocab_size, 1) for f in self._ctx.features]
         for split, block in blocks.items():
-            name = f"tasks-{shard:05d}-of-{config.num_shards:05d}.tfrecord" + (".gz" if config.compression == "GZIP" else "")
+            name = f"tasks-{shard:05d}-of-{config.num_shards:05d}.tfrecord" + (
+                ".gz" if config.compression == "GZIP" else ""
+            )
             with common.TFRecordFile(os.path.join(T.split_dir(self._output_dir, split), name), config.compression) as f:
                 for chunk in block.chunks(RECORD_CHUNK_ROWS):
                     f.write(self._encode(chunk.record_batch(config.setting, users, items, specs)))
@@ -466,8 +518,15 @@ class ConservationError(RuntimeError):
     """Rows in != rows written + filtered + quarantined."""
 
 
-def finalize(summary: dict, ctx: ExtractContext, output_dir: str, extract: dict, plan: L.TaskPlan,
-             users: L.FeatureTable | None, items: L.FeatureTable | None) -> dict:
+def finalize(
+    summary: dict,
+    ctx: ExtractContext,
+    output_dir: str,
+    extract: dict,
+    plan: L.TaskPlan,
+    users: L.FeatureTable | None,
+    items: L.FeatureTable | None,
+) -> dict:
     """Checks the row accounting and writes taskgen_stats.json, tasks.tsv and feature_specs.json."""
     config = ctx.config
     shard = summary["counters"]
@@ -543,7 +602,13 @@ def build_pipeline(batches: beam.PCollection, ctx: ExtractContext, output_dir: s
     """Adds TaskGen's graph after a PCollection of column batches; returns the final stats."""
     p = batches.pipeline
     ext = batches | "Extract" >> beam.ParDo(_Extract(ctx)).with_outputs(
-        _Extract.USERS, _Extract.ITEMS, _Extract.SCENARIOS, _Extract.PAIRS, _Extract.COUNTERS, _Extract.QUARANTINE, main="rows"
+        _Extract.USERS,
+        _Extract.ITEMS,
+        _Extract.SCENARIOS,
+        _Extract.PAIRS,
+        _Extract.COUNTERS,
+        _Extract.QUARANTINE,
+        main="rows",
     )
     users = ext[_Extract.USERS] | "MergeUsers" >> beam.CombineGlobally(_TableCombine("user id"))
     items = ext[_Extract.ITEMS] | "MergeItems" >> beam.CombineGlobally(_TableCombine("item id"))
@@ -553,24 +618,46 @@ def build_pipeline(batches: beam.PCollection, ctx: ExtractContext, output_dir: s
     plan = (
         p
         | "PlanSeed" >> beam.Create([None])
-        | "Plan" >> beam.Map(plan_tasks, ctx, beam.pvalue.AsSingleton(users), beam.pvalue.AsSingleton(items),
-                             beam.pvalue.AsSingleton(scenarios), beam.pvalue.AsSingleton(pairs))
+        | "Plan"
+        >> beam.Map(
+            plan_tasks,
+            ctx,
+            beam.pvalue.AsSingleton(users),
+            beam.pvalue.AsSingleton(items),
+            beam.pvalue.AsSingleton(scenarios),
+            beam.pvalue.AsSingleton(pairs),
+        )
     )
     summaries = (
         ext["rows"]
         | "GroupByShard" >> beam.GroupByKey()
-        | "BuildShard" >> beam.ParDo(_BuildShard(ctx, output_dir), beam.pvalue.AsSingleton(plan),
-                                     beam.pvalue.AsSingleton(users), beam.pvalue.AsSingleton(items))
+        | "BuildShard"
+        >> beam.ParDo(
+            _BuildShard(ctx, output_dir),
+            beam.pvalue.AsSingleton(plan),
+            beam.pvalue.AsSingleton(users),
+            beam.pvalue.AsSingleton(items),
+        )
         | "MergeSummaries" >> beam.CombineGlobally(_SummaryCombine())
     )
     (
         ext[_Extract.QUARANTINE]
-        | "WriteQuarantine" >> beam.io.WriteToText(os.path.join(output_dir, QUARANTINE_DIR, "rows"), file_name_suffix=".jsonl",
-                                                   num_shards=1, shard_name_template="-SSSSS-of-NNNNN")
+        | "WriteQuarantine"
+        >> beam.io.WriteToText(
+            os.path.join(output_dir, QUARANTINE_DIR, "rows"),
+            file_name_suffix=".jsonl",
+            num_shards=1,
+            shard_name_template="-SSSSS-of-NNNNN",
+        )
     )
     return summaries | "Finalize" >> beam.Map(
-        finalize, ctx, output_dir, beam.pvalue.AsSingleton(counters), beam.pvalue.AsSingleton(plan),
-        beam.pvalue.AsSingleton(users), beam.pvalue.AsSingleton(items),
+        finalize,
+        ctx,
+        output_dir,
+        beam.pvalue.AsSingleton(counters),
+        beam.pvalue.AsSingleton(plan),
+        beam.pvalue.AsSingleton(users),
+        beam.pvalue.AsSingleton(items),
     )
 
 
@@ -584,10 +671,17 @@ class _SpecFn:
         return parse_spec(*self.args)
 
 
-def run_task_gen(source: Sequence[str] | Sequence[dict], output_dir: str, config: L.TaskGenConfig,
-                 features: Sequence[FeatureInfo], theme_vocab: L.ThemeVocab | None = None,
-                 scenario_source: str | None = None, with_domain: bool = False,
-                 beam_args: Sequence[str] | None = None, make_pipeline=None) -> dict:
+def run_task_gen(
+    source: Sequence[str] | Sequence[dict],
+    output_dir: str,
+    config: L.TaskGenConfig,
+    features: Sequence[FeatureInfo],
+    theme_vocab: L.ThemeVocab | None = None,
+    scenario_source: str | None = None,
+    with_domain: bool = False,
+    beam_args: Sequence[str] | None = None,
+    make_pipeline=None,
+) -> dict:
     """Runs TaskGen's Beam pipeline outside TFX.
 
     Args:
@@ -604,7 +698,9 @@ def run_task_gen(source: Sequence[str] | Sequence[dict], output_dir: str, config
         raise ValueError("scenario setting: pass scenario_source='column' or 'themes'")
     if config.setting == "scenario" and scenario_source == "themes" and theme_vocab is None:
         raise ValueError("scenario themes need the item vocabularies (theme_vocab)")
-    ctx = ExtractContext(config, tuple(features), scenario_source if config.setting == "scenario" else None, theme_vocab)
+    ctx = ExtractContext(
+        config, tuple(features), scenario_source if config.setting == "scenario" else None, theme_vocab
+    )
     if make_pipeline is not None:
         pipeline = make_pipeline()
     else:
@@ -614,7 +710,9 @@ def run_task_gen(source: Sequence[str] | Sequence[dict], output_dir: str, config
         if source and isinstance(source[0], str):
             spec_fn = _SpecFn(features, scenario_source == "column", with_domain)
             batches = (
-                p | "Files" >> beam.Create(list(source)) | "SpreadFiles" >> beam.Reshuffle()
+                p
+                | "Files" >> beam.Create(list(source))
+                | "SpreadFiles" >> beam.Reshuffle()
                 | "ReadColumns" >> beam.ParDo(_ReadColumns(spec_fn, config.read_batch_size))
             )
         else:

@@ -13,9 +13,11 @@ unless ``beam_pipeline_args`` say otherwise; in-memory for inputs below
 Wiring::
 
     transform = make_transform(example_gen.outputs["examples"], schema_gen.outputs["schema"])
-    task_gen = TaskGen(transform.outputs["transformed_examples"], transform.outputs["transform_graph"],
-                       config=TaskGenConfig.users_v1())
+    task_gen = TaskGen(
+        transform.outputs["transformed_examples"], transform.outputs["transform_graph"], config=TaskGenConfig.users_v1()
+    )
 """
+
 from __future__ import annotations
 
 import glob
@@ -31,7 +33,6 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from cmml.components import common
 from cmml.components import task_logic as L
-from cmml.components import transform_module as TM
 from cmml.components.task_beam import (  # noqa: F401  (re-exported: the pipeline's public API)
     BAD_LABEL,
     INDEX_FILE,
@@ -51,6 +52,7 @@ from cmml.components.task_beam import (  # noqa: F401  (re-exported: the pipelin
     write_column_batches,
 )
 from cmml.components.task_logic import TaskGenConfig  # noqa: F401
+from cmml.models import preprocessing as TM
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
 
@@ -71,7 +73,9 @@ def features_from_transform(tft_output, transform_config: dict | None) -> tuple[
         if not words:  # nothing observed: the feature carries no information
             continue
         features.append(FeatureInfo(f.name, f.side, f.kind, sizes[f.name]))
-    vocab = L.ThemeVocab(**{k: names.get(k, ()) for k in ("genres", "year", "directors", "actors", "writers", "rated", "tags")})
+    vocab = L.ThemeVocab(
+        **{k: names.get(k, ()) for k in ("genres", "year", "directors", "actors", "writers", "rated", "tags")}
+    )
     return features, vocab
 
 
@@ -89,9 +93,15 @@ def detect_scenario_column(files: Sequence[str]) -> bool:
     import tensorflow as tf
 
     for path in files[:1]:
-        ds = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "").take(4096).batch(4096)
+        ds = (
+            tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+            .take(4096)
+            .batch(4096)
+        )
         for batch in ds:
-            parsed = tf.io.parse_example(batch, {TM.RAW_SCENARIO: tf.io.FixedLenFeature([], tf.string, default_value=b"")})
+            parsed = tf.io.parse_example(
+                batch, {TM.RAW_SCENARIO: tf.io.FixedLenFeature([], tf.string, default_value=b"")}
+            )
             return bool(tf.reduce_any(tf.strings.length(parsed[TM.RAW_SCENARIO]) > 0).numpy())
     return False
 
@@ -104,8 +114,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             self._beam_pipeline_args = common.default_beam_args(self._beam_pipeline_args)
         return super()._make_beam_pipeline()
 
-    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: Dict[str, List[types.Artifact]],
+        output_dict: Dict[str, List[types.Artifact]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
         import tensorflow_transform as tft
 
         self._log_startup(input_dict, output_dict, exec_properties)
@@ -120,16 +134,26 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         files = input_files(examples, splits)
         if not files:
             raise FileNotFoundError(f"TaskGen: no transformed examples in splits {list(splits)} of {examples.uri}")
-        self._beam_pipeline_args = common.beam_args_for_input(self._beam_pipeline_args, files, config.in_memory_below_bytes, log=logging.info)
+        self._beam_pipeline_args = common.beam_args_for_input(
+            self._beam_pipeline_args, files, config.in_memory_below_bytes, log=logging.info
+        )
         schema_names = {f.name for f in tft_output.transformed_metadata.schema.feature}
         scenario_source = None
         if config.setting == "scenario":
             scenario_source = config.scenario_source
             if scenario_source == "auto":
-                scenario_source = "column" if TM.RAW_SCENARIO in schema_names and detect_scenario_column(files) else "themes"
+                scenario_source = (
+                    "column" if TM.RAW_SCENARIO in schema_names and detect_scenario_column(files) else "themes"
+                )
         stats = run_task_gen(
-            files, tasks.uri, config, features, vocab, scenario_source,
-            with_domain=TM.RAW_DOMAIN in schema_names, make_pipeline=self._make_beam_pipeline,
+            files,
+            tasks.uri,
+            config,
+            features,
+            vocab,
+            scenario_source,
+            with_domain=TM.RAW_DOMAIN in schema_names,
+            make_pipeline=self._make_beam_pipeline,
         )
         tasks.set_int_custom_property("rows_in", stats["rows_in"])
         tasks.set_int_custom_property("rows_written", stats["rows_written"])
@@ -174,8 +198,13 @@ class TaskGen(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = TaskGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
-    def __init__(self, examples: types.BaseChannel, transform_graph: types.BaseChannel,
-                 config: L.TaskGenConfig | dict | None = None, transform_config: dict | None = None):
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        transform_graph: types.BaseChannel,
+        config: L.TaskGenConfig | dict | None = None,
+        transform_config: dict | None = None,
+    ):
         """
         Args:
           examples: Transform's ``transformed_examples``.
@@ -185,8 +214,12 @@ class TaskGen(base_beam_component.BaseBeamComponent):
         """
         if not isinstance(config, L.TaskGenConfig):
             config = L.TaskGenConfig.from_dict(config)
-        super().__init__(spec=TaskGenSpec(
-            examples=examples, transform_graph=transform_graph, config=config.to_json(),
-            transform_config=json.dumps(transform_config or {}, sort_keys=True),
-            tasks=types.Channel(type=standard_artifacts.Examples),
-        ))
+        super().__init__(
+            spec=TaskGenSpec(
+                examples=examples,
+                transform_graph=transform_graph,
+                config=config.to_json(),
+                transform_config=json.dumps(transform_config or {}, sort_keys=True),
+                tasks=types.Channel(type=standard_artifacts.Examples),
+            )
+        )

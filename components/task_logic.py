@@ -9,6 +9,7 @@ string key (``cmml.components.common.stable_hash64``): rows travel as four numer
 side tables map hashes back to keys and features. Two different keys with the same hash are
 detected when the tables are merged and stop the run (never silently merged).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -100,8 +101,10 @@ class TaskGenConfig:
         check(self.split_mode in SPLIT_MODES, f"split_mode must be one of {SPLIT_MODES}, not {self.split_mode!r}")
         check(0.0 <= self.test_fraction <= 1.0, "test_fraction must be in [0, 1]")
         check(0.0 <= self.valid_fraction < 1.0, "valid_fraction must be in [0, 1)")
-        check(self.split_mode != "list" or bool(self.test_keys) or bool(self.test_keys_file),
-              "split_mode 'list' needs test_keys or test_keys_file")
+        check(
+            self.split_mode != "list" or bool(self.test_keys) or bool(self.test_keys_file),
+            "split_mode 'list' needs test_keys or test_keys_file",
+        )
         check(self.n_train is None or self.n_train >= 0, "n_train must be >= 0")
         check(1 <= self.min_ratings <= self.max_ratings, "need 1 <= min_ratings <= max_ratings")
         check(self.in_memory_below_bytes >= 0, "in_memory_below_bytes must be >= 0")
@@ -117,17 +120,24 @@ class TaskGenConfig:
         check(self.compression in ("GZIP", ""), "compression must be 'GZIP' or ''")
 
     @classmethod
-    def users_v1(cls, **overrides) -> "TaskGenConfig":
+    def users_v1(cls, **overrides) -> TaskGenConfig:
         """Protocol ml1m-partial/users-v1 of TARGETS.md (3,420 users; 2,736 meta-train, 684 meta-test)."""
-        base = dict(setting="user", split_mode="permutation", permutation_seed=20211101, n_train=2736,
-                    min_ratings=13, max_ratings=100, query_size=10)
+        base = dict(
+            setting="user",
+            split_mode="permutation",
+            permutation_seed=20211101,
+            n_train=2736,
+            min_ratings=13,
+            max_ratings=100,
+            query_size=10,
+        )
         return cls(**{**base, **overrides})
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "TaskGenConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> TaskGenConfig:
         d = dict(d or {})
         for name in ("test_keys", "themes", "splits"):
             if d.get(name) is not None:
@@ -175,7 +185,9 @@ def key_strings(keys: pa.Array) -> list[str]:
 def integer_values(keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(is_integer mask, int64 values with 0 where not an integer) for string keys."""
     s = to_binary(keys).cast(pa.large_string())
-    ok = np.asarray(pc.fill_null(pc.match_substring_regex(s, r"^[0-9]{1,18}$"), False).to_numpy(zero_copy_only=False), dtype=bool)
+    ok = np.asarray(
+        pc.fill_null(pc.match_substring_regex(s, r"^[0-9]{1,18}$"), False).to_numpy(zero_copy_only=False), dtype=bool
+    )
     values = np.zeros(len(s), dtype=np.int64)
     if ok.any():
         values[ok] = pc.cast(s.filter(pa.array(ok)), pa.int64()).to_numpy()
@@ -186,7 +198,9 @@ def canonical_order(keys: pa.Array) -> np.ndarray:
     """Indices sorting keys numerically when integers (these first), the rest by bytes."""
     ok, values = integer_values(keys)
     table = pa.table({"nonint": pa.array(~ok), "value": pa.array(values), "key": to_binary(keys)})
-    return pc.sort_indices(table, sort_keys=[("nonint", "ascending"), ("value", "ascending"), ("key", "ascending")]).to_numpy()
+    return pc.sort_indices(
+        table, sort_keys=[("nonint", "ascending"), ("value", "ascending"), ("key", "ascending")]
+    ).to_numpy()
 
 
 def task_seeds(keys: pa.Array) -> list[int]:
@@ -264,19 +278,23 @@ class FeatureTable:
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def take(self, idx: np.ndarray) -> "FeatureTable":
+    def take(self, idx: np.ndarray) -> FeatureTable:
         idx = np.asarray(idx, dtype=np.int64)
         multi = {}
         for name, (values, offsets) in self.multi.items():
             v, lengths = ragged_take(values, offsets, idx)
             multi[name] = (v, offsets_from_lengths(lengths))
         return FeatureTable(
-            self.hashes[idx], self.keys.take(pa.array(idx)), {k: v[idx] for k, v in self.categorical.items()}, multi,
-            self.counts[idx], None if self.domains is None else self.domains.take(pa.array(idx)),
+            self.hashes[idx],
+            self.keys.take(pa.array(idx)),
+            {k: v[idx] for k, v in self.categorical.items()},
+            multi,
+            self.counts[idx],
+            None if self.domains is None else self.domains.take(pa.array(idx)),
         )
 
     @staticmethod
-    def concat(tables: Sequence["FeatureTable"]) -> "FeatureTable":
+    def concat(tables: Sequence[FeatureTable]) -> FeatureTable:
         tables = [t for t in tables if t is not None]
         if len(tables) == 1:
             return tables[0]
@@ -288,12 +306,15 @@ class FeatureTable:
             multi[name] = (values, offsets_from_lengths(lengths))
         domains = None if first.domains is None else pa.concat_arrays([t.domains for t in tables])
         return FeatureTable(
-            np.concatenate([t.hashes for t in tables]), pa.concat_arrays([t.keys for t in tables]),
-            {k: np.concatenate([t.categorical[k] for t in tables]) for k in first.categorical}, multi,
-            np.concatenate([t.counts for t in tables]), domains,
+            np.concatenate([t.hashes for t in tables]),
+            pa.concat_arrays([t.keys for t in tables]),
+            {k: np.concatenate([t.categorical[k] for t in tables]) for k in first.categorical},
+            multi,
+            np.concatenate([t.counts for t in tables]),
+            domains,
         )
 
-    def dedup(self, what: str = "key") -> "FeatureTable":
+    def dedup(self, what: str = "key") -> FeatureTable:
         """Unique keys sorted by hash; first occurrence's features; counts summed."""
         order = np.argsort(self.hashes, kind="stable")
         h = self.hashes[order]
@@ -370,7 +391,14 @@ class ThemeVocab:
     tags: tuple[str, ...] = ()
 
 
-_KIND_FEATURE = {"genre": "genres", "director": "directors", "actor": "actors", "writer": "writers", "tag": "tags", "rated": "rated"}
+_KIND_FEATURE = {
+    "genre": "genres",
+    "director": "directors",
+    "actor": "actors",
+    "writer": "writers",
+    "tag": "tags",
+    "rated": "rated",
+}
 
 
 def _item_values(items: FeatureTable, feature: str, vocab_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -488,14 +516,22 @@ class TaskPlan:
         return out
 
 
-def make_plan(hashes: np.ndarray, keys: pa.Array, n_rows: np.ndarray, n_items: np.ndarray, config: TaskGenConfig,
-              row_stats: dict | None = None) -> TaskPlan:
+def make_plan(
+    hashes: np.ndarray,
+    keys: pa.Array,
+    n_rows: np.ndarray,
+    n_items: np.ndarray,
+    config: TaskGenConfig,
+    row_stats: dict | None = None,
+) -> TaskPlan:
     """Filters tasks by size and assigns the kept ones to meta-train / meta-valid / meta-test."""
     order = np.argsort(hashes, kind="stable")
     hashes, n_rows, n_items = hashes[order], n_rows[order], n_items[order]
     keys = to_binary(keys).take(pa.array(order))
     size = n_rows if config.setting == "user" else n_items
-    lo, hi = (config.min_ratings, config.max_ratings) if config.setting == "user" else (config.min_items, config.max_items)
+    lo, hi = (
+        (config.min_ratings, config.max_ratings) if config.setting == "user" else (config.min_items, config.max_items)
+    )
     decision = np.full(len(hashes), META_TRAIN, dtype=np.int8)
     decision[size < lo] = TOO_FEW
     decision[size > hi] = TOO_MANY
@@ -546,15 +582,15 @@ class ShardRows:
     def __len__(self) -> int:
         return len(self.task)
 
-    def take(self, idx: np.ndarray) -> "ShardRows":
+    def take(self, idx: np.ndarray) -> ShardRows:
         return ShardRows(self.task[idx], self.user[idx], self.item[idx], self.label[idx])
 
     @staticmethod
-    def concat(parts: Sequence["ShardRows"]) -> "ShardRows":
+    def concat(parts: Sequence[ShardRows]) -> ShardRows:
         parts = [p.unpack() if isinstance(p, PackedRows) else p for p in parts]
         return ShardRows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("task", "user", "item", "label")))
 
-    def pack(self) -> "PackedRows":
+    def pack(self) -> PackedRows:
         """Compact form for the shuffle (~6-9 bytes a row instead of 28); see PackedRows."""
         same_user = self.user is self.task
         order = np.argsort(self.task, kind="stable") if same_user else np.lexsort((self.user, self.task))
@@ -563,8 +599,16 @@ class ShardRows:
         user_dict, user_codes = (None, None) if same_user else _dict_codes(self.user[order])
         item_dict, item_codes = _dict_codes(self.item[order])
         label_dict, label_codes = _dict_codes(self.label[order], max_dict=256)
-        return PackedRows(task[starts], (ends - starts).astype(np.uint32), user_dict, user_codes, item_dict, item_codes,
-                          label_dict, label_codes)
+        return PackedRows(
+            task[starts],
+            (ends - starts).astype(np.uint32),
+            user_dict,
+            user_codes,
+            item_dict,
+            item_codes,
+            label_dict,
+            label_codes,
+        )
 
 
 def _dict_codes(values: np.ndarray, max_dict: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
@@ -599,8 +643,11 @@ class PackedRows:
 
     def unpack(self) -> ShardRows:
         task = np.repeat(self.task_runs, self.run_lengths.astype(np.int64))
-        user = task if self.user_dict is None and self.user_codes is None else (
-            self.user_codes if self.user_dict is None else self.user_dict[self.user_codes])
+        user = (
+            task
+            if self.user_dict is None and self.user_codes is None
+            else (self.user_codes if self.user_dict is None else self.user_dict[self.user_codes])
+        )
         item = self.item_codes if self.item_dict is None else self.item_dict[self.item_codes]
         label = self.label_codes if self.label_dict is None else self.label_dict[self.label_codes]
         return ShardRows(task, user, item.astype(np.uint64), label.astype(np.float32))
@@ -637,7 +684,7 @@ class TaskBlock:
     item_off: np.ndarray
     item_rows: np.ndarray
 
-    def chunks(self, max_rows: int) -> Iterable["TaskBlock"]:
+    def chunks(self, max_rows: int) -> Iterable[TaskBlock]:
         """Consecutive groups of whole tasks with about ``max_rows`` rows each (bounds encoding memory)."""
         n = len(self.keys)
         start = 0
@@ -648,9 +695,17 @@ class TaskBlock:
             u0, u1 = self.user_off[start], self.user_off[stop]
             i0, i1 = self.item_off[start], self.item_off[stop]
             yield TaskBlock(
-                self.keys[start:stop], self.split, self.row_off[start:stop + 1] - r0, self.row_user[r0:r1], self.row_item[r0:r1],
-                self.label[r0:r1], self.role[r0:r1], self.user_off[start:stop + 1] - u0, self.user_rows[u0:u1],
-                self.item_off[start:stop + 1] - i0, self.item_rows[i0:i1],
+                self.keys[start:stop],
+                self.split,
+                self.row_off[start : stop + 1] - r0,
+                self.row_user[r0:r1],
+                self.row_item[r0:r1],
+                self.label[r0:r1],
+                self.role[r0:r1],
+                self.user_off[start : stop + 1] - u0,
+                self.user_rows[u0:u1],
+                self.item_off[start : stop + 1] - i0,
+                self.item_rows[i0:i1],
             )
             start = stop
 
@@ -668,7 +723,11 @@ class TaskBlock:
             T.ITEM_RAW_ID: _list_array(items.keys.take(pa.array(self.item_rows)), self.item_off),
         }
         for spec in specs:
-            table, rows, off = (users, self.user_rows, self.user_off) if spec.side == "user" else (items, self.item_rows, self.item_off)
+            table, rows, off = (
+                (users, self.user_rows, self.user_off)
+                if spec.side == "user"
+                else (items, self.item_rows, self.item_off)
+            )
             key = T.table_key(spec.side, spec.name)
             if spec.kind == "multi":
                 values, offsets = table.multi[spec.name]
@@ -749,17 +808,33 @@ def build_user_tasks(rows: ShardRows, plan: TaskPlan, users: FeatureTable, items
         off = offsets_from_lengths(lens)
         row_local = np.arange(len(sel_rows), dtype=np.int64) - np.repeat(off[:-1], lens)
         blocks[name] = TaskBlock(
-            keys=[key_list[t] for t in tsel], split=name, row_off=off,
-            row_user=np.zeros(len(sel_rows), dtype=np.int64), row_item=row_local,
-            label=label[sel_rows], role=roles[rsel],
-            user_off=np.arange(len(tsel) + 1, dtype=np.int64), user_rows=task_users[tsel],
-            item_off=off, item_rows=item_row[sel_rows],
+            keys=[key_list[t] for t in tsel],
+            split=name,
+            row_off=off,
+            row_user=np.zeros(len(sel_rows), dtype=np.int64),
+            row_item=row_local,
+            label=label[sel_rows],
+            role=roles[rsel],
+            user_off=np.arange(len(tsel) + 1, dtype=np.int64),
+            user_rows=task_users[tsel],
+            item_off=off,
+            item_rows=item_row[sel_rows],
         )
         counters["rows_written"][name] = int(len(sel_rows))
         counters["tasks"][name] = int(len(tsel))
         n_query = np.zeros(len(tsel), dtype=np.int64) if code == META_TRAIN else np.full(len(tsel), config.query_size)
         for t, q in zip(tsel, n_query):
-            index.append((key_list[t].decode("utf-8", errors="replace"), name, int(lengths[t]), int(lengths[t] - q), int(q), 1, int(lengths[t])))
+            index.append(
+                (
+                    key_list[t].decode("utf-8", errors="replace"),
+                    name,
+                    int(lengths[t]),
+                    int(lengths[t] - q),
+                    int(q),
+                    1,
+                    int(lengths[t]),
+                )
+            )
     return blocks, counters, index
 
 
@@ -790,9 +865,17 @@ def _sample_negatives(rng: np.random.Generator, users_of_pos: np.ndarray, m: int
     return np.where(free > 0, chosen, rng.integers(0, m, len(users_of_pos)))
 
 
-def build_scenario_tasks(rows: ShardRows, plan: TaskPlan, users: FeatureTable, items: FeatureTable, config: TaskGenConfig):
+def build_scenario_tasks(
+    rows: ShardRows, plan: TaskPlan, users: FeatureTable, items: FeatureTable, config: TaskGenConfig
+):
     """Scenario-setting tasks of one shard (implicit feedback). Same return value as build_user_tasks."""
-    counters: dict = {"rows_written": {}, "filtered": {}, "tasks": {}, "negatives_written": {}, "memberships_written": 0}
+    counters: dict = {
+        "rows_written": {},
+        "filtered": {},
+        "tasks": {},
+        "negatives_written": {},
+        "memberships_written": 0,
+    }
     decision = plan.decision[plan.lookup(rows.task)]
     for code in (TOO_FEW, TOO_MANY):
         counters["filtered"][REASONS[("scenario", code)]] = int((decision == code).sum())
@@ -868,10 +951,16 @@ def build_scenario_tasks(rows: ShardRows, plan: TaskPlan, users: FeatureTable, i
         u_len = np.array([len(p[5]) for p in items_], dtype=np.int64)
         i_len = np.array([len(p[6]) for p in items_], dtype=np.int64)
         blocks[split] = TaskBlock(
-            keys=[p[0] for p in items_], split=split, row_off=offsets_from_lengths(r_len),
-            row_user=np.concatenate([p[1] for p in items_]), row_item=np.concatenate([p[2] for p in items_]),
-            label=np.concatenate([p[3] for p in items_]), role=np.concatenate([p[4] for p in items_]),
-            user_off=offsets_from_lengths(u_len), user_rows=np.concatenate([p[5] for p in items_]),
-            item_off=offsets_from_lengths(i_len), item_rows=np.concatenate([p[6] for p in items_]),
+            keys=[p[0] for p in items_],
+            split=split,
+            row_off=offsets_from_lengths(r_len),
+            row_user=np.concatenate([p[1] for p in items_]),
+            row_item=np.concatenate([p[2] for p in items_]),
+            label=np.concatenate([p[3] for p in items_]),
+            role=np.concatenate([p[4] for p in items_]),
+            user_off=offsets_from_lengths(u_len),
+            user_rows=np.concatenate([p[5] for p in items_]),
+            item_off=offsets_from_lengths(i_len),
+            item_rows=np.concatenate([p[6] for p in items_]),
         )
     return blocks, counters, index

@@ -15,6 +15,7 @@ gate's ``report`` artifact), e.g.::
       split 'train', feature 'label': Out-of-range values. Unexpectedly high value: 9>5(upto six significant digits)
       split 'train', feature 'user_id': Unexpected data type. Expected data of type: BYTES but got INT
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,15 @@ def anomaly_lines(anomalies_by_split: Dict[str, anomalies_pb2.Anomalies], ignore
             reasons = list(info.reason) or [info]
             for r in reasons:
                 kind = anomalies_pb2.AnomalyInfo.Type.Name(r.type) if hasattr(r, "type") and r.type else "UNKNOWN_TYPE"
-                out.append({"split": split, "feature": feature, "type": kind,
-                            "short": r.short_description or info.short_description, "details": r.description})
+                out.append(
+                    {
+                        "split": split,
+                        "feature": feature,
+                        "type": kind,
+                        "short": r.short_description or info.short_description,
+                        "details": r.description,
+                    }
+                )
     return out
 
 
@@ -84,15 +92,21 @@ def summarize(problems: Sequence[dict], rejected: dict | None = None) -> str:
         where = f"split '{p['split']}', feature '{p['feature']}'" if p.get("split") else p["feature"]
         lines.append(f"  {where}: {p['short']}. {p['details']}".rstrip())
     if rejected and rejected.get("rows_rejected"):
-        lines.append(f"  {rejected['rows_rejected']:,} malformed rows are in the dead-letter output {rejected.get('dead_letter_uri', '')}")
+        lines.append(
+            f"  {rejected['rows_rejected']:,} malformed rows are in the dead-letter output {rejected.get('dead_letter_uri', '')}"
+        )
     return "\n".join(lines)
 
 
 class GateExecutor(base_executor.BaseExecutor):
     """Fails the run with a readable summary when validation found problems."""
 
-    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: Dict[str, List[types.Artifact]],
+        output_dict: Dict[str, List[types.Artifact]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
         anomalies = artifact_utils.get_single_instance(input_dict["anomalies"])
         report = artifact_utils.get_single_instance(output_dict["report"])
         ignore = json.loads(exec_properties.get("ignore_features") or "[]")
@@ -105,12 +119,21 @@ class GateExecutor(base_executor.BaseExecutor):
             props = examples.mlmd_artifact.custom_properties
             if "rows_in" in props and props["rows_in"].int_value > 0:
                 rows_in, bad = props["rows_in"].int_value, props["rows_rejected"].int_value
-                rejected = {"rows_in": rows_in, "rows_rejected": bad,
-                            "dead_letter_uri": props["dead_letter_uri"].string_value if "dead_letter_uri" in props else ""}
+                rejected = {
+                    "rows_in": rows_in,
+                    "rows_rejected": bad,
+                    "dead_letter_uri": props["dead_letter_uri"].string_value if "dead_letter_uri" in props else "",
+                }
                 if max_rejected is not None and bad / rows_in > float(max_rejected):
-                    problems.append({"split": "", "feature": "ingestion", "type": "DEAD_LETTER_RATE",
-                                     "short": f"{bad:,} of {rows_in:,} rows ({bad / rows_in:.1%}) were malformed",
-                                     "details": f"more than the allowed {float(max_rejected):.1%}; see the dead-letter output"})
+                    problems.append(
+                        {
+                            "split": "",
+                            "feature": "ingestion",
+                            "type": "DEAD_LETTER_RATE",
+                            "short": f"{bad:,} of {rows_in:,} rows ({bad / rows_in:.1%}) were malformed",
+                            "details": f"more than the allowed {float(max_rejected):.1%}; see the dead-letter output",
+                        }
+                    )
         text = summarize(problems, rejected if problems else None)
         os.makedirs(report.uri, exist_ok=True)
         with open(os.path.join(report.uri, REPORT_TEXT), "w", encoding="utf-8") as f:
@@ -143,8 +166,13 @@ class ValidationGate(base_component.BaseComponent):
     SPEC_CLASS = ValidationGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(GateExecutor)
 
-    def __init__(self, anomalies: types.BaseChannel, examples: types.BaseChannel | None = None,
-                 max_rejected_fraction: float | None = DEFAULT_MAX_REJECTED_FRACTION, ignore_features: Sequence[str] = ()):
+    def __init__(
+        self,
+        anomalies: types.BaseChannel,
+        examples: types.BaseChannel | None = None,
+        max_rejected_fraction: float | None = DEFAULT_MAX_REJECTED_FRACTION,
+        ignore_features: Sequence[str] = (),
+    ):
         """
         Args:
           anomalies: ExampleValidator's ``anomalies``.
@@ -153,14 +181,22 @@ class ValidationGate(base_component.BaseComponent):
             (None: never fail on the dead-letter rate).
           ignore_features: features whose anomalies are reported by TFDV but do not stop the run.
         """
-        super().__init__(spec=ValidationGateSpec(
-            anomalies=anomalies, examples=examples, max_rejected_fraction=max_rejected_fraction,
-            ignore_features=json.dumps(list(ignore_features)), report=types.Channel(type=ValidationReport),
-        ))
+        super().__init__(
+            spec=ValidationGateSpec(
+                anomalies=anomalies,
+                examples=examples,
+                max_rejected_fraction=max_rejected_fraction,
+                ignore_features=json.dumps(list(ignore_features)),
+                report=types.Channel(type=ValidationReport),
+            )
+        )
 
 
-def validation_components(examples: types.BaseChannel, schema_file: str | None = None,
-                          max_rejected_fraction: float | None = DEFAULT_MAX_REJECTED_FRACTION):
+def validation_components(
+    examples: types.BaseChannel,
+    schema_file: str | None = None,
+    max_rejected_fraction: float | None = DEFAULT_MAX_REJECTED_FRACTION,
+):
     """StatisticsGen, ImportSchemaGen (curated schema), ExampleValidator and the gate, wired together.
 
     Returns ``(statistics_gen, schema_gen, example_validator, gate)``. Pass
@@ -169,5 +205,7 @@ def validation_components(examples: types.BaseChannel, schema_file: str | None =
     statistics_gen = StatisticsGen(examples=examples)
     schema_gen = ImportSchemaGen(schema_file=schema_file or str(schema_path("example")))
     validator = ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    gate = ValidationGate(anomalies=validator.outputs["anomalies"], examples=examples, max_rejected_fraction=max_rejected_fraction)
+    gate = ValidationGate(
+        anomalies=validator.outputs["anomalies"], examples=examples, max_rejected_fraction=max_rejected_fraction
+    )
     return statistics_gen, schema_gen, validator, gate

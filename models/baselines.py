@@ -6,20 +6,23 @@ feature, d = embedding width. Per-task ("fast") weights carry a leading task axi
 of tasks adapts in one computation: per-task gradients come from one tape over the *sum* of the
 per-task losses, because each task's fast weights only reach its own loss.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import cmml  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+import cmml  # noqa: F401  (Keras 2 before TensorFlow)
 from cmml.models import losses
 from cmml.models.layers import FeatureEmbedding
 from cmml.schemas.episodes import FeatureSpec, key
 
 keras = tf.keras
-Params = list[tuple[tf.Tensor, tf.Tensor]]  # [(kernel, bias), ...]: shared ([Din, Dout], [Dout]) or per task ([B, Din, Dout], [B, Dout])
+Params = list[
+    tuple[tf.Tensor, tf.Tensor]
+]  # [(kernel, bias), ...]: shared ([Din, Dout], [Dout]) or per task ([B, Din, Dout], [B, Dout])
 
 HEADS = ("rating", "ctr")
 
@@ -85,7 +88,9 @@ class RowEmbedding(keras.layers.Layer):
                 parts.append(vectors[..., 0, :])  # index 0 keeps its own (learned) vector, as in FeatureEmbedding
             else:
                 present = tf.cast(tf.not_equal(ids, 0), vectors.dtype)[..., None]
-                parts.append(tf.reduce_sum(vectors * present, axis=-2) / tf.maximum(tf.reduce_sum(present, axis=-2), 1.0))
+                parts.append(
+                    tf.reduce_sum(vectors * present, axis=-2) / tf.maximum(tf.reduce_sum(present, axis=-2), 1.0)
+                )
         return tf.concat(parts, axis=-1)
 
     def get_config(self):
@@ -164,7 +169,9 @@ class DenseStack(keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "output_bias": self.output_bias}
 
 
-def sgd_steps(params, loss_fn: Callable[[object], tf.Tensor], steps: int, learning_rate: float, first_order: bool = False):
+def sgd_steps(
+    params, loss_fn: Callable[[object], tf.Tensor], steps: int, learning_rate: float, first_order: bool = False
+):
     """``steps`` plain SGD steps on per-task parameters (any nest of tensors with a leading task axis).
 
     ``loss_fn(params) → [B]`` per-task losses. Each step differentiates their sum, which gives
@@ -212,7 +219,9 @@ def task_losses(scores: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor, head: str
     return tf.reduce_sum(hinge, -1) / tf.maximum(tf.reduce_sum(valid, -1), 1.0)
 
 
-def ranking_loss(task: tfrs.tasks.Ranking, scores: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor, head: str, training: bool = False) -> tf.Tensor:
+def ranking_loss(
+    task: tfrs.tasks.Ranking, scores: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor, head: str, training: bool = False
+) -> tf.Tensor:
     """Batch loss through a TFRS Ranking task (SUM-reduced loss, as CMML): mean over the batch's
     real rows (rating) or valid pairs (ctr), so padding never changes it."""
     if head == "rating":
@@ -225,7 +234,12 @@ def ranking_loss(task: tfrs.tasks.Ranking, scores: tf.Tensor, labels: tf.Tensor,
         )
     s, valid = pairs(scores, labels, mask)
     s, valid = tf.reshape(s, [-1, 2]), tf.reshape(valid, [-1])
-    return task(labels=tf.zeros_like(s), predictions=s, sample_weight=valid / tf.maximum(tf.reduce_sum(valid), 1.0), training=training)
+    return task(
+        labels=tf.zeros_like(s),
+        predictions=s,
+        sample_weight=valid / tf.maximum(tf.reduce_sum(valid), 1.0),
+        training=training,
+    )
 
 
 def ranking_task(head: str) -> tfrs.tasks.Ranking:

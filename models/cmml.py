@@ -8,16 +8,16 @@ the backbone that scores the pair. There is no inner loop and no Python loop ove
 The model is a ``tfrs.models.Model`` with a ``tfrs.tasks.Ranking`` task, so it trains with
 ``model.fit`` and plugs into TFRS-based stacks.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import numpy as np
-
-import cmml  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+import cmml  # noqa: F401
 from cmml.models import layers as L
 from cmml.models import losses
 from cmml.models.config import CMMLConfig
@@ -44,7 +44,11 @@ def permute_support(features: Features, seed: tf.Tensor | None = None) -> dict[s
     training step so that the sequential encoder learns to ignore order.
     """
     mask = tf.cast(features[key(SUPPORT, MASK)], tf.float32)
-    noise = tf.random.uniform(tf.shape(mask), seed=seed) if seed is None else tf.random.stateless_uniform(tf.shape(mask), seed=seed)
+    noise = (
+        tf.random.uniform(tf.shape(mask), seed=seed)
+        if seed is None
+        else tf.random.stateless_uniform(tf.shape(mask), seed=seed)
+    )
     order = tf.argsort(noise + 2.0 * (1.0 - mask), axis=1)  # valid rows (keys < 1) first
     out = dict(features)
     for name, value in features.items():
@@ -63,7 +67,13 @@ class CMMLModel(tfrs.models.Model):
         rating head, where starting at the mean rating speeds up training; fixed for CTR).
     """
 
-    def __init__(self, feature_specs: Sequence[FeatureSpec], config: CMMLConfig = CMMLConfig(), score_offset: float | None = None, **kwargs):
+    def __init__(
+        self,
+        feature_specs: Sequence[FeatureSpec],
+        config: CMMLConfig = CMMLConfig(),
+        score_offset: float | None = None,
+        **kwargs,
+    ):
         kwargs.setdefault("name", "cmml")
         super().__init__(**kwargs)
         self.config = config
@@ -74,15 +84,21 @@ class CMMLModel(tfrs.models.Model):
         if not self.item_specs:
             raise ValueError("CMML needs at least one item-side feature")
         dim = config.embedding_dim
-        self.user_embedding = L.FeatureEmbedding(self.user_specs, dim, config.l2, name="user_embedding") if self.user_specs else None
+        self.user_embedding = (
+            L.FeatureEmbedding(self.user_specs, dim, config.l2, name="user_embedding") if self.user_specs else None
+        )
         self.item_embedding = L.FeatureEmbedding(self.item_specs, dim, config.l2, name="item_embedding")
         self.x_dim = (len(self.user_specs) + len(self.item_specs)) * dim
         self.label_embedding = L.LabelEmbedding(config.label_hidden, name="label_embedding")
 
         if config.encoder == "gru":
-            self.encoder = L.SequentialContextEncoder(config.gru_units, config.encoder_mlp, self.x_dim, name="context_encoder")
+            self.encoder = L.SequentialContextEncoder(
+                config.gru_units, config.encoder_mlp, self.x_dim, name="context_encoder"
+            )
         else:
-            self.encoder = L.PoolingContextEncoder(config.encoder_hidden, self.x_dim, pooling=config.encoder, name="context_encoder")
+            self.encoder = L.PoolingContextEncoder(
+                config.encoder_hidden, self.x_dim, pooling=config.encoder, name="context_encoder"
+            )
         self.hybrid = L.HybridContext(config.hybrid, config.hybrid_mlp, name="hybrid_context")
         if config.modulation == "weight":
             self.scorer = L.WeightModulatedMLP(config.hidden, config.hyper_hidden, config.dropout, name="scorer")
@@ -93,17 +109,24 @@ class CMMLModel(tfrs.models.Model):
         elif config.modulation == "none":
             self.scorer = L.PlainMLP(config.hidden, config.dropout, name="scorer")
         else:
-            self.scorer = L.SoftModularNetwork(config.soft_layers, config.soft_modules, config.soft_width, config.hyper_hidden, name="scorer")
+            self.scorer = L.SoftModularNetwork(
+                config.soft_layers, config.soft_modules, config.soft_width, config.hyper_hidden, name="scorer"
+            )
 
         # A pairwise loss is blind to a global offset, so only the rating head learns one.
         offset = (3.5 if config.head == "rating" else 0.0) if score_offset is None else score_offset
         self.score_offset = self.add_weight(
-            name="score_offset", shape=(), initializer=tf.keras.initializers.Constant(offset), trainable=config.head == "rating"
+            name="score_offset",
+            shape=(),
+            initializer=tf.keras.initializers.Constant(offset),
+            trainable=config.head == "rating",
         )
         # Support-set user offset: b_u = Σ (y - offset - b_i) / (n + λ), with a learned shrinkage λ.
         self.shrinkage = None
         if config.support_bias:
-            self.shrinkage = self.add_weight(name="support_shrinkage", shape=(), initializer=tf.keras.initializers.Constant(np.log(np.expm1(5.0))))
+            self.shrinkage = self.add_weight(
+                name="support_shrinkage", shape=(), initializer=tf.keras.initializers.Constant(np.log(np.expm1(5.0)))
+            )
         self.item_bias = None
         if config.item_bias:
             item_id = [s for s in self.item_specs if s.name == "item_id"]
@@ -120,7 +143,10 @@ class CMMLModel(tfrs.models.Model):
         if config.head == "rating":
             self.task = tfrs.tasks.Ranking(
                 loss=losses.squared_error(),
-                metrics=[tf.keras.metrics.MeanAbsoluteError(name="mae"), tf.keras.metrics.RootMeanSquaredError(name="rmse")],
+                metrics=[
+                    tf.keras.metrics.MeanAbsoluteError(name="mae"),
+                    tf.keras.metrics.RootMeanSquaredError(name="rmse"),
+                ],
             )
         else:
             self.task = tfrs.tasks.Ranking(loss=losses.PairwiseHingeLoss(margin=1.0))
@@ -188,7 +214,9 @@ class CMMLModel(tfrs.models.Model):
     def encode_context(self, features: Features) -> tf.Tensor:
         """Support set → task context C ``[B, context_dim]``."""
         if self.shrinkage is not None:
-            return self.context_from_state(self.update_state(self.initial_state(tf.shape(features[key(SUPPORT, MASK)])[0]), features))
+            return self.context_from_state(
+                self.update_state(self.initial_state(tf.shape(features[key(SUPPORT, MASK)])[0]), features)
+            )
         rows, mask, _ = self.support_rows(features)
         return self.encoder(rows, mask)
 
@@ -231,10 +259,17 @@ class CMMLModel(tfrs.models.Model):
                 training=training,
             )
             if self.config.listwise_weight:
-                loss += self.config.listwise_weight * losses.listwise_softmax_loss(scores, labels, mask, self.config.listwise_temperature)
+                loss += self.config.listwise_weight * losses.listwise_softmax_loss(
+                    scores, labels, mask, self.config.listwise_temperature
+                )
             return loss
         pairs, pair_mask = losses.query_pairs(scores, mask)
-        return self.task(labels=tf.zeros_like(pairs), predictions=pairs, sample_weight=losses.normalised_weights(pair_mask), training=training)
+        return self.task(
+            labels=tf.zeros_like(pairs),
+            predictions=pairs,
+            sample_weight=losses.normalised_weights(pair_mask),
+            training=training,
+        )
 
     def get_config(self):
         return {"feature_specs": [s.__dict__ for s in self.feature_specs], "config": self.config.to_dict()}

@@ -1,4 +1,5 @@
 """Configuration of CMML models: one dataclass, validated, loadable from YAML/JSON dicts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,13 +11,44 @@ MODULATIONS = ("weight", "sigmoid", "film", "soft", "none")  # none: the backbon
 HEADS = ("rating", "ctr")
 
 
+class ConfigMixin:
+    """Mapping round-trips for the frozen config dataclasses (YAML/JSON in, YAML/JSON out).
+
+    Unknown keys are an error naming the known ones; lists become tuples on the way in and
+    tuples lists on the way out. ``WHAT`` names the config in messages.
+    """
+
+    WHAT = "model"
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]):
+        return from_mapping(cls, values, cls.WHAT)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
+def from_mapping(cls, values: Mapping[str, Any], what: str):
+    """``cls(**values)`` for a config dataclass; unknown keys are an error, lists become tuples."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {what} config key(s): {', '.join(unknown)}; known: {', '.join(fields)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
 @dataclasses.dataclass(frozen=True)
-class CMMLConfig:
+class CMMLConfig(ConfigMixin):
     """Architecture and optimisation settings.
 
     Defaults follow the paper: SE (GRU) encoder + dot hybrid + FiLM, MLP 64-64-64, GRU encoder
     with a 128-128 MLP, Adam with learning rate 1e-4.
     """
+
+    WHAT = "CMML"
 
     head: str = "rating"  # 'rating' (MSE on ratings) or 'ctr' (pairwise hinge on clicks)
     encoder: str = "gru"  # context encoder: 'mean' / 'max' pooling (PE) or 'gru' (SE)
@@ -60,25 +92,11 @@ class CMMLConfig:
         if self.listwise_weight < 0.0 or self.listwise_temperature <= 0.0:
             raise ValueError("CMMLConfig.listwise_weight must be >= 0 and listwise_temperature > 0")
         if self.listwise_weight and self.head != "rating":
-            raise ValueError("CMMLConfig.listwise_weight applies to the rating head only (the ctr head is already pairwise)")
+            raise ValueError(
+                "CMMLConfig.listwise_weight applies to the rating head only (the ctr head is already pairwise)"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"CMMLConfig.dropout = {self.dropout} must be in [0, 1)")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "CMMLConfig":
-        """Builds a config from a (YAML/JSON) mapping; unknown keys are an error, lists become tuples."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ValueError(f"unknown CMML config key(s): {', '.join(unknown)}; known: {', '.join(fields)}")
-        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**clean)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def replace(self, **changes: Any) -> "CMMLConfig":
-        return dataclasses.replace(self, **changes)
 
 
 def as_tuple(values: Sequence[int] | None) -> tuple[int, ...]:

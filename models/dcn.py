@@ -10,25 +10,38 @@ on the top ``finetune_layers`` layers of the tower, with per-task copies of thos
 batch of tasks fine-tunes in one vectorised computation and one task's support set never
 changes another task's scores.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
-import cmml  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from cmml.models.baselines import DenseStack, RowEmbedding, check_head, per_task, ranking_loss, ranking_task, sgd_steps, task_losses
+import cmml  # noqa: F401
+from cmml.models.baselines import (
+    DenseStack,
+    RowEmbedding,
+    check_head,
+    per_task,
+    ranking_loss,
+    ranking_task,
+    sgd_steps,
+    task_losses,
+)
 from cmml.models.cmml import select_features
+from cmml.models.config import ConfigMixin
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, FeatureSpec, key
 
 Features = Mapping[str, tf.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
-class DCNConfig:
+class DCNConfig(ConfigMixin):
     """DCN / DCN-F settings."""
+
+    WHAT = "DCN"
 
     head: str = "rating"  # 'rating' (MSE) or 'ctr' (pairwise hinge on interleaved (positive, negative) rows)
     features: tuple[str, ...] | None = None  # None = all features of the specs
@@ -49,20 +62,6 @@ class DCNConfig:
         if self.cross_layers < 0 or self.finetune_steps < 0 or self.finetune_lr < 0:
             raise ValueError("DCNConfig: cross_layers, finetune_steps and finetune_lr must be non-negative")
 
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "DCNConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise ValueError(f"unknown DCN config key(s): {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def replace(self, **changes: Any) -> "DCNConfig":
-        return dataclasses.replace(self, **changes)
-
 
 class DCNModel(tfrs.models.Model):
     """DCN over batched episodes; ``adapt_and_score`` is DCN-F.
@@ -79,7 +78,9 @@ class DCNModel(tfrs.models.Model):
         self.feature_specs = select_features(feature_specs, config.features)
         self.embedding = RowEmbedding(self.feature_specs, config.embedding_dim, name="embedding")
         self.cross = [
-            tfrs.layers.dcn.Cross(projection_dim=config.projection_dim, kernel_initializer="glorot_uniform", name=f"cross_{l}")
+            tfrs.layers.dcn.Cross(
+                projection_dim=config.projection_dim, kernel_initializer="glorot_uniform", name=f"cross_{l}"
+            )
             for l in range(config.cross_layers)
         ]
         self.tower = DenseStack(config.deep, output_bias=3.5 if config.head == "rating" else 0.0, name="tower")
@@ -121,7 +122,9 @@ class DCNModel(tfrs.models.Model):
             scores.append(s)
             labels.append(y)
             masks.append(m)
-        return ranking_loss(self.task, tf.concat(scores, 1), tf.concat(labels, 1), tf.concat(masks, 1), self.config.head, training)
+        return ranking_loss(
+            self.task, tf.concat(scores, 1), tf.concat(labels, 1), tf.concat(masks, 1), self.config.head, training
+        )
 
     # --- DCN-F ------------------------------------------------------------------------------------------
     def adapt(self, features: Features, steps: int | None = None, learning_rate: float | None = None) -> list:
@@ -142,7 +145,9 @@ class DCNModel(tfrs.models.Model):
         h = self.tower.hidden(self.crossed(features, QUERY), self._split)
         return self.tower.apply(h, adapted, start=self._split)
 
-    def adapt_and_score(self, features: Features, steps: int | None = None, learning_rate: float | None = None) -> tf.Tensor:
+    def adapt_and_score(
+        self, features: Features, steps: int | None = None, learning_rate: float | None = None
+    ) -> tf.Tensor:
         """DCN-F inference: fine-tune on each task's support set, score its query set → ``[B, Q]``."""
         return self.score_adapted(self.adapt(features, steps, learning_rate), features)
 

@@ -17,6 +17,7 @@ An optional ``preprocess`` callable maps raw interaction-level features to trans
 pipeline attaches the tf.Transform graph here so that serving takes raw features). The exported
 graph uses stock TensorFlow ops only; :func:`graph_ops` lists them for checks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,9 +25,9 @@ import os
 from pathlib import Path
 from typing import Callable, Mapping
 
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.data.records import LABEL as EXAMPLE_LABEL  # label feature of a raw interaction example
 from cmml.models.cmml import CMMLModel
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, key
@@ -39,7 +40,9 @@ PY_FUNC_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 Preprocess = Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]]
 
 
-def _feature_specs(model: CMMLModel, part: str, raw_specs: Mapping[str, tf.TensorSpec] | None) -> dict[str, tf.TensorSpec]:
+def _feature_specs(
+    model: CMMLModel, part: str, raw_specs: Mapping[str, tf.TensorSpec] | None
+) -> dict[str, tf.TensorSpec]:
     """Input specs of one part; ``raw_specs`` (name → per-row spec) replaces the id specs."""
     specs = {}
     if raw_specs is not None:
@@ -113,7 +116,7 @@ class CMMLServingModule(tf.Module):
         return out
 
     def _rename(self, features: Mapping[str, tf.Tensor], part: str, to: str) -> dict[str, tf.Tensor]:
-        return {to + k[len(part):]: v for k, v in features.items()}
+        return {to + k[len(part) :]: v for k, v in features.items()}
 
     def _serve(self, features):
         f = {**self._ids(features, SUPPORT), **self._ids(features, QUERY)}
@@ -136,7 +139,9 @@ class CMMLServingModule(tf.Module):
         return out
 
     def _serve_examples(self, examples):
-        return self._serve({**self._parse(examples[SUPPORT_EXAMPLES], SUPPORT), **self._parse(examples[QUERY_EXAMPLES], QUERY)})
+        return self._serve(
+            {**self._parse(examples[SUPPORT_EXAMPLES], SUPPORT), **self._parse(examples[QUERY_EXAMPLES], QUERY)}
+        )
 
     def _encode(self, features):
         f = self._ids(features, SUPPORT)
@@ -183,7 +188,9 @@ def export_saved_model(
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     try:
-        tf.saved_model.save(module, str(export_dir), signatures=signatures, options=tf.saved_model.SaveOptions(save_debug_info=False))
+        tf.saved_model.save(
+            module, str(export_dir), signatures=signatures, options=tf.saved_model.SaveOptions(save_debug_info=False)
+        )
     finally:
         absl_logger.setLevel(level)  # saving Keras layers lowers absl's verbosity to WARNING and leaves it there
     return export_dir
@@ -206,8 +213,8 @@ def graph_ops(export_dir: str | os.PathLike) -> set[str]:
 def non_stock_ops(export_dir: str | os.PathLike) -> set[str]:
     """Ops a stock TensorFlow / TF Serving build would not know: Python callbacks and any op type
     (other than a call to a function defined in the graph) missing from TensorFlow's registry."""
-    from tensorflow.python.framework import op_def_registry
     from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.python.framework import op_def_registry
 
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((Path(export_dir) / "saved_model.pb").read_bytes())
@@ -217,3 +224,28 @@ def non_stock_ops(export_dir: str | os.PathLike) -> set[str]:
         if op in PY_FUNC_OPS or (op not in functions and op_def_registry.get(op) is None):
             bad.add(op)
     return bad
+
+
+IDS_DIR = "Format-Ids"  # beside TFX's Format-Serving: the model on transformed ids (the Evaluator's input)
+SUMMARY_FILE = "training_summary.json"
+
+
+def export_models(model: tf.keras.Model, serving_dir: str, transform_output: str | None) -> None:
+    """A Trainer's two exports: ``serving_dir`` (raw features through the Transform graph, when
+    ``transform_output`` is given) and ``Format-Ids`` beside it (transformed ids)."""
+    from cmml.models.raw_inputs import raw_serving_inputs
+
+    model_root = os.path.dirname(serving_dir.rstrip("/"))
+    export_saved_model(model, os.path.join(model_root, IDS_DIR))
+    if transform_output:
+        raw = raw_serving_inputs(transform_output, model)
+        export_saved_model(
+            model, serving_dir, preprocess=raw.preprocess, raw_specs=raw.specs, example_spec=raw.example_spec
+        )
+    else:
+        export_saved_model(model, serving_dir)
+
+
+def load_ids_model(model_uri: str):
+    """The ids model of a Trainer's Model artifact (signatures on transformed ids)."""
+    return tf.saved_model.load(os.path.join(model_uri, IDS_DIR))

@@ -5,13 +5,14 @@ D* = widths. Masks are float tensors with 1 for a real row and 0 for padding. Ev
 small, serialisable (``get_config``) and built only from stock TensorFlow ops, so an exported
 model runs in TF Serving without this package.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
 
-import cmml  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+import cmml  # noqa: F401  (Keras 2 before TensorFlow)
 from cmml.schemas.episodes import FeatureSpec
 
 keras = tf.keras
@@ -33,7 +34,9 @@ class MLP(keras.layers.Layer):
     layer uses it too unless ``activate_last`` is False (then it is linear).
     """
 
-    def __init__(self, units: Sequence[int], activation: str = "relu", activate_last: bool = True, dropout: float = 0.0, **kwargs):
+    def __init__(
+        self, units: Sequence[int], activation: str = "relu", activate_last: bool = True, dropout: float = 0.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.units, self.activation, self.activate_last, self.dropout = list(units), activation, activate_last, dropout
         n = len(self.units)
@@ -51,7 +54,13 @@ class MLP(keras.layers.Layer):
         return x
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation, "activate_last": self.activate_last, "dropout": self.dropout}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": self.activation,
+            "activate_last": self.activate_last,
+            "dropout": self.dropout,
+        }
 
 
 class FeatureEmbedding(keras.layers.Layer):
@@ -238,7 +247,9 @@ class HybridContext(keras.layers.Layer):
     def build(self, input_shape):
         context_shape, x_shape = input_shape
         if self.mode == "dot" and context_shape[-1] != x_shape[-1]:
-            raise ValueError(f"dot hybrid needs the context width ({context_shape[-1]}) to equal the feature width ({x_shape[-1]})")
+            raise ValueError(
+                f"dot hybrid needs the context width ({context_shape[-1]}) to equal the feature width ({x_shape[-1]})"
+            )
         if self.mode == "mlp":
             self.mlp = MLP(self.mlp_units + [int(x_shape[-1])], activate_last=False, name="mlp")
         super().build(input_shape)
@@ -304,7 +315,12 @@ class WeightModulatedMLP(keras.layers.Layer):
         return {"score": tf.reduce_sum(wb[:, :-1] * h, axis=-1) + wb[:, -1]}
 
     def get_config(self):
-        return {**super().get_config(), "hidden": self.hidden, "hyper_hidden": self.hyper_hidden, "dropout": self.dropout}
+        return {
+            **super().get_config(),
+            "hidden": self.hidden,
+            "hyper_hidden": self.hyper_hidden,
+            "dropout": self.dropout,
+        }
 
 
 class _LayerModulatedMLP(keras.layers.Layer):
@@ -341,7 +357,12 @@ class _LayerModulatedMLP(keras.layers.Layer):
         return {"score": tf.squeeze(self.out(h), -1)}
 
     def get_config(self):
-        return {**super().get_config(), "hidden": self.hidden, "hyper_hidden": self.hyper_hidden, "dropout": self.dropout}
+        return {
+            **super().get_config(),
+            "hidden": self.hidden,
+            "hyper_hidden": self.hyper_hidden,
+            "dropout": self.dropout,
+        }
 
 
 class SigmoidModulatedMLP(_LayerModulatedMLP):
@@ -384,13 +405,18 @@ class SoftModularNetwork(keras.layers.Layer):
     ``call([x [N, Dx], ctx [N, Dh]]) → {"score": [N], "routes": [N, k-1, m, m], "final_route": [N, m]}``.
     """
 
-    def __init__(self, layers: int = 3, modules: int = 4, width: int = 32, hyper_hidden: Sequence[int] = (64,), **kwargs):
+    def __init__(
+        self, layers: int = 3, modules: int = 4, width: int = 32, hyper_hidden: Sequence[int] = (64,), **kwargs
+    ):
         super().__init__(**kwargs)
         if layers < 1 or modules < 1:
             raise ValueError("soft modularization needs at least one layer and one module")
         self.k, self.m, self.d, self.hyper_hidden = layers, modules, width, list(hyper_hidden)
         self.route_in = MLP(self.hyper_hidden, name="route_in")
-        self.route_hidden = [keras.layers.Dense(self.hyper_hidden[-1], activation="relu", name=f"route_hidden_{l}") for l in range(layers - 1)]
+        self.route_hidden = [
+            keras.layers.Dense(self.hyper_hidden[-1], activation="relu", name=f"route_hidden_{l}")
+            for l in range(layers - 1)
+        ]
         self.route_logits = [keras.layers.Dense(modules * modules, name=f"route_{l}") for l in range(layers - 1)]
         self.final_logits = keras.layers.Dense(modules, name="route_final")
         self.out = keras.layers.Dense(1, use_bias=False, name="output")  # the model owns the global offset
@@ -398,8 +424,17 @@ class SoftModularNetwork(keras.layers.Layer):
     def build(self, input_shape):
         x_shape, _ = input_shape
         d_in = int(x_shape[-1])
-        self.kernels = [self.add_weight(name=f"module_kernel_{l}", shape=(self.m, d_in if l == 0 else self.d, self.d), initializer="glorot_uniform") for l in range(self.k)]
-        self.biases = [self.add_weight(name=f"module_bias_{l}", shape=(self.m, self.d), initializer="zeros") for l in range(self.k)]
+        self.kernels = [
+            self.add_weight(
+                name=f"module_kernel_{l}",
+                shape=(self.m, d_in if l == 0 else self.d, self.d),
+                initializer="glorot_uniform",
+            )
+            for l in range(self.k)
+        ]
+        self.biases = [
+            self.add_weight(name=f"module_bias_{l}", shape=(self.m, self.d), initializer="zeros") for l in range(self.k)
+        ]
         super().build(input_shape)
 
     def call(self, inputs, context_repeats=None):
@@ -424,4 +459,10 @@ class SoftModularNetwork(keras.layers.Layer):
         return {"score": tf.squeeze(self.out(pooled), -1), "routes": stacked, "final_route": final}
 
     def get_config(self):
-        return {**super().get_config(), "layers": self.k, "modules": self.m, "width": self.d, "hyper_hidden": self.hyper_hidden}
+        return {
+            **super().get_config(),
+            "layers": self.k,
+            "modules": self.m,
+            "width": self.d,
+            "hyper_hidden": self.hyper_hidden,
+        }

@@ -4,10 +4,12 @@ Ranking calls ``loss(y_true, y_pred, sample_weight)``. Both losses here use SUM 
 model passes weights ``mask / Σ mask``, which makes the result the mean over real (unpadded)
 query rows or pairs, independent of the padding.
 """
+
 from __future__ import annotations
 
-import cmml  # noqa: F401
 import tensorflow as tf
+
+import cmml  # noqa: F401
 
 
 class PairwiseHingeLoss(tf.keras.losses.Loss):

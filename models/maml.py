@@ -18,17 +18,28 @@ Default hyper-parameters: inner SGD learning rate 0.01 on the per-task mean squa
 5e-6 was tuned for its own feature set and barely moves the weights here), 5 inner steps, outer
 Adam 1e-4 (CMML's rate). The experiment runner should tune ``inner_lr`` on meta-train users.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-import cmml  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from cmml.models.baselines import DenseStack, RowEmbedding, check_head, per_task, ranking_loss, ranking_task, sgd_steps, task_losses
+import cmml  # noqa: F401
+from cmml.models.baselines import (
+    DenseStack,
+    RowEmbedding,
+    check_head,
+    per_task,
+    ranking_loss,
+    ranking_task,
+    sgd_steps,
+    task_losses,
+)
 from cmml.models.cmml import select_features
+from cmml.models.config import ConfigMixin
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, FeatureSpec, key
 
 Features = Mapping[str, tf.Tensor]
@@ -36,8 +47,10 @@ ADAPT = ("fc", "all")
 
 
 @dataclasses.dataclass(frozen=True)
-class MAMLConfig:
+class MAMLConfig(ConfigMixin):
     """MAML baseline settings (MeLU: ``adapt='fc'``; MetaCS-DNN: ``adapt='all'``)."""
+
+    WHAT = "MAML"
 
     head: str = "rating"  # 'rating' (MSE) or 'ctr' (pairwise hinge on interleaved pairs)
     adapt: str = "fc"  # inner loop on the fully connected layers ('fc') or the whole network ('all')
@@ -56,29 +69,17 @@ class MAMLConfig:
             raise ValueError(f"MAMLConfig.adapt = {self.adapt!r}: choose one of {', '.join(ADAPT)}")
         steps = [self.inner_steps] + ([self.eval_inner_steps] if self.eval_inner_steps is not None else [])
         if min(steps) < 0 or self.inner_lr < 0 or self.embedding_dim < 1:
-            raise ValueError("MAMLConfig: steps, inner_lr and embedding_dim must be non-negative (embedding_dim positive)")
+            raise ValueError(
+                "MAMLConfig: steps, inner_lr and embedding_dim must be non-negative (embedding_dim positive)"
+            )
 
     @classmethod
-    def melu(cls, steps: int = 5, first_order: bool = False, **changes: Any) -> "MAMLConfig":
+    def melu(cls, steps: int = 5, first_order: bool = False, **changes: Any) -> MAMLConfig:
         return cls(adapt="fc", inner_steps=steps, first_order=first_order, **changes)
 
     @classmethod
-    def metacs_dnn(cls, steps: int = 5, first_order: bool = False, **changes: Any) -> "MAMLConfig":
+    def metacs_dnn(cls, steps: int = 5, first_order: bool = False, **changes: Any) -> MAMLConfig:
         return cls(adapt="all", inner_steps=steps, first_order=first_order, **changes)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "MAMLConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise ValueError(f"unknown MAML config key(s): {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def replace(self, **changes: Any) -> "MAMLConfig":
-        return dataclasses.replace(self, **changes)
 
 
 def match_slots(ids: tf.Tensor, support_ids: tf.Tensor) -> tf.Tensor:
@@ -142,7 +143,9 @@ class MAMLModel(tfrs.models.Model):
             tokens = [_flat_tokens(ids, vec) for ids, vec in raw]
             slots = [match_slots(ids, ids) for ids, _ in tokens]
             # one delta row per support slot (only first occurrences ever move) plus the 'no delta' row
-            fast["deltas"] = [tf.zeros([tasks, tf.shape(ids)[1] + 1, cfg.embedding_dim], vec.dtype) for ids, vec in tokens]
+            fast["deltas"] = [
+                tf.zeros([tasks, tf.shape(ids)[1] + 1, cfg.embedding_dim], vec.dtype) for ids, vec in tokens
+            ]
 
             def loss_fn(p):
                 x = self._rows(tokens, slots, p["deltas"], shapes)
@@ -163,7 +166,10 @@ class MAMLModel(tfrs.models.Model):
         if self.config.adapt == "fc":
             x = self.embedding(features, QUERY)
         else:
-            support_ids = [tf.reshape(features[key(SUPPORT, s.name)], [tf.shape(features[key(SUPPORT, MASK)])[0], -1]) for s in self.embedding.ordered]
+            support_ids = [
+                tf.reshape(features[key(SUPPORT, s.name)], [tf.shape(features[key(SUPPORT, MASK)])[0], -1])
+                for s in self.embedding.ordered
+            ]
             raw = self.embedding.tokens(features, QUERY)
             tokens = [_flat_tokens(ids, vec) for ids, vec in raw]
             slots = [match_slots(q_ids, s_ids) for (q_ids, _), s_ids in zip(tokens, support_ids)]
@@ -181,9 +187,13 @@ class MAMLModel(tfrs.models.Model):
         """Outer loss: the query loss after ``inner_steps`` steps on the support set."""
         if isinstance(features, (tuple, list)):
             features = features[0]
-        adapted = self.adapt(features, steps=self.config.inner_steps, first_order=self.config.first_order or not training)
+        adapted = self.adapt(
+            features, steps=self.config.inner_steps, first_order=self.config.first_order or not training
+        )
         scores = self.score(adapted, features)
-        return ranking_loss(self.task, scores, features[key(QUERY, LABEL)], features[key(QUERY, MASK)], self.config.head, training)
+        return ranking_loss(
+            self.task, scores, features[key(QUERY, LABEL)], features[key(QUERY, MASK)], self.config.head, training
+        )
 
     def get_config(self):
         return {"feature_specs": [s.__dict__ for s in self.feature_specs], "config": self.config.to_dict()}

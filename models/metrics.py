@@ -20,6 +20,7 @@ DCG of 0; Recall without positives) are left out of the average; ``per_task_*`` 
 
 Padded rows always rank last and carry no gain.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
@@ -32,7 +33,9 @@ TIES = ("pessimistic", "position")
 def _arrays(scores, labels, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s, y, m = (np.asarray(a, dtype=np.float64) for a in (scores, labels, mask))
     if s.ndim != 2 or s.shape != y.shape or s.shape != m.shape:
-        raise ValueError(f"scores, labels and mask must share one [tasks, rows] shape, got {s.shape}, {y.shape}, {m.shape}")
+        raise ValueError(
+            f"scores, labels and mask must share one [tasks, rows] shape, got {s.shape}, {y.shape}, {m.shape}"
+        )
     return s, y, m > 0
 
 
@@ -84,7 +87,9 @@ def per_task_ndcg(scores, labels, mask, k: int, ties: str = "pessimistic") -> np
         return np.where(ideal > 0, dcg / ideal, np.nan)
 
 
-def per_task_recall(scores, labels, mask, n: int, positive_threshold: float = 0.5, ties: str = "pessimistic") -> np.ndarray:
+def per_task_recall(
+    scores, labels, mask, n: int, positive_threshold: float = 0.5, ties: str = "pessimistic"
+) -> np.ndarray:
     """Recall@N per task ``[T]``: positives in the top N / positives; NaN for tasks without positives."""
     if n < 1:
         raise ValueError("N must be at least 1")

@@ -15,22 +15,24 @@ sets of a batch of tasks with TensorFlow ops only (no loop over tasks).
 query row: pass each meta-training interaction once (e.g. one episode per meta-training task).
 Items unseen at fit time (or beyond the fitted id range) get b_i = 0.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Mapping
 
 import numpy as np
-
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, key
 
 Episodes = Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]]
 Features = Mapping[str, tf.Tensor]
 
 
-def interactions(episodes: Episodes, item_feature: str = "item_id", parts: tuple[str, ...] = (SUPPORT, QUERY)) -> tuple[np.ndarray, np.ndarray]:
+def interactions(
+    episodes: Episodes, item_feature: str = "item_id", parts: tuple[str, ...] = (SUPPORT, QUERY)
+) -> tuple[np.ndarray, np.ndarray]:
     """Item ids ``[N]`` (int64) and labels ``[N]`` (float64) of every real row of ``parts``."""
     batches = [episodes] if isinstance(episodes, Mapping) else episodes
     ids, labels = [], []
@@ -60,7 +62,7 @@ class EpisodePredictor(tf.Module):
         self.item_feature = item_feature
         self._fitted = False
 
-    def fit(self, episodes: Episodes) -> "EpisodePredictor":
+    def fit(self, episodes: Episodes) -> EpisodePredictor:
         self.fit_interactions(*interactions(episodes, self.item_feature))
         self._fitted = True
         return self
@@ -105,7 +107,9 @@ class ItemMean(EpisodePredictor):
     def fit_interactions(self, item_ids, labels):
         mean = float(labels.mean())
         self.mean = tf.Variable(mean, trainable=False, dtype=tf.float32, name="mean")
-        self.item_bias = tf.Variable(item_offsets(item_ids, labels, mean, self.shrinkage).astype(np.float32), trainable=False, name="item_bias")
+        self.item_bias = tf.Variable(
+            item_offsets(item_ids, labels, mean, self.shrinkage).astype(np.float32), trainable=False, name="item_bias"
+        )
 
     def __call__(self, features: Features) -> tf.Tensor:
         self._check()
@@ -115,7 +119,13 @@ class ItemMean(EpisodePredictor):
 class BiasModel(ItemMean):
     """clip(μ + b_u + b_i, low, high) with b_u the shrunk mean residual of the task's support set."""
 
-    def __init__(self, item_shrinkage: float = 2.0, user_shrinkage: float = 5.0, clip: tuple[float, float] | None = (1.0, 5.0), **kwargs):
+    def __init__(
+        self,
+        item_shrinkage: float = 2.0,
+        user_shrinkage: float = 5.0,
+        clip: tuple[float, float] | None = (1.0, 5.0),
+        **kwargs,
+    ):
         super().__init__(shrinkage=item_shrinkage, **kwargs)
         self.user_shrinkage, self.clip = user_shrinkage, clip
 
@@ -124,7 +134,9 @@ class BiasModel(ItemMean):
         self._check()
         mask = tf.cast(features[key(SUPPORT, MASK)], tf.float32)
         items = tf.cast(features[key(SUPPORT, self.item_feature)], tf.int64)
-        residual = (tf.cast(features[key(SUPPORT, LABEL)], tf.float32) - self.mean - _lookup(self.item_bias, items)) * mask
+        residual = (
+            tf.cast(features[key(SUPPORT, LABEL)], tf.float32) - self.mean - _lookup(self.item_bias, items)
+        ) * mask
         return tf.reduce_sum(residual, -1) / (tf.reduce_sum(mask, -1) + self.user_shrinkage)
 
     def __call__(self, features: Features) -> tf.Tensor:
@@ -155,7 +167,9 @@ class ItemPop(EpisodePredictor):
     def __call__(self, features: Features) -> tf.Tensor:
         support = tf.cast(features[key(SUPPORT, self.item_feature)], tf.int64)
         labels = tf.cast(features[key(SUPPORT, LABEL)], tf.float32)
-        positive = tf.cast(features[key(SUPPORT, MASK)], tf.float32) * tf.cast(labels > self.positive_threshold, tf.float32)
+        positive = tf.cast(features[key(SUPPORT, MASK)], tf.float32) * tf.cast(
+            labels > self.positive_threshold, tf.float32
+        )
         query = self._query_items(features)
         same = tf.cast(tf.equal(query[:, :, None], support[:, None, :]), tf.float32)  # [B, Q, S]
         counts = tf.einsum("bqs,bs->bq", same, positive)

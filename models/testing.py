@@ -3,6 +3,7 @@
 The production path is TaskGen's records read through the tf.data builders in
 ``cmml.schemas.tasks``; these helpers only make tensors of the same layout without a pipeline.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -75,7 +76,15 @@ class UserTasks:
     meta-test users fall into the OOV bucket, as they would in production.
     """
 
-    def __init__(self, dataset, test_fraction: float = 0.2, min_ratings: int = 13, max_ratings: int = 100, query: int = 10, seed: int = 0):
+    def __init__(
+        self,
+        dataset,
+        test_fraction: float = 0.2,
+        min_ratings: int = 13,
+        max_ratings: int = 100,
+        query: int = 10,
+        seed: int = 0,
+    ):
         table = dataset.read_interactions().table
         users, _ = dataset.read_users()
         items, _ = dataset.read_items()
@@ -112,7 +121,9 @@ class UserTasks:
             self.user_feats[f] = np.array([voc.get(str(user_rows.get(n, {}).get(f)), 0) for n in names], np.int64)
         item_names, item_index = np.unique(iid, return_inverse=True)
         self.item_feats = {"item_id": np.array([item_vocab[n] for n in item_names], np.int64)}
-        self.item_feats["rated"] = np.array([cat_item["rated"].get(item_rows.get(n, {}).get("rated"), 0) for n in item_names], np.int64)
+        self.item_feats["rated"] = np.array(
+            [cat_item["rated"].get(item_rows.get(n, {}).get("rated"), 0) for n in item_names], np.int64
+        )
         for f, voc in multi_item.items():
             arr = np.zeros((len(item_names), self.max_len[f]), np.int64)
             for k, n in enumerate(item_names):
@@ -134,7 +145,9 @@ class UserTasks:
         self._label_of = label[order]
         self.max_support = int(counts[kept].max()) - query
 
-    def episodes(self, users: np.ndarray, rng: np.random.Generator | None = None, support_width: int | None = None) -> dict[str, np.ndarray]:
+    def episodes(
+        self, users: np.ndarray, rng: np.random.Generator | None = None, support_width: int | None = None
+    ) -> dict[str, np.ndarray]:
         """One episode per user: ``query`` random ratings as the query set, the rest as support.
 
         With ``rng=None`` the split is fixed (seeded by the user's position) for evaluation.
@@ -155,7 +168,10 @@ class UserTasks:
         s_len = n - self.query
         support_w = int(s_len.max()) if support_width is None else support_width
         out: dict[str, np.ndarray] = {}
-        for part, start, length, size in ((SUPPORT, np.zeros_like(n), s_len, support_w), (QUERY, s_len, np.full_like(n, self.query), self.query)):
+        for part, start, length, size in (
+            (SUPPORT, np.zeros_like(n), s_len, support_w),
+            (QUERY, s_len, np.full_like(n, self.query), self.query),
+        ):
             idx = np.take_along_axis(rows, np.minimum(start[:, None] + np.arange(size)[None, :], width - 1), axis=1)
             mask = (np.arange(size)[None, :] < length[:, None]).astype(np.float32)
             items = self._item_of[idx]

@@ -1,46 +1,245 @@
-"""Episodic training with early stopping on validation tasks and an exponential moving average
-of the weights. Shared by the TFX Trainer's ``run_fn`` and the experiment runner.
+"""The one training API: build a model from a config, draw episodes, fit with early stopping.
 
-Every epoch draws fresh episodes (the dataset factory is called with the epoch number), takes
-one optimiser step per batch of tasks, and scores the validation tasks — held-out *meta-train*
-tasks, never meta-test ones — with the averaged weights. The best averaged weights are kept.
+Every trained model of the project goes through :func:`train`: the TFX Trainer's ``run_fn``
+(``cmml.components.trainer``), the experiment runner and its sweeps, and the interpretability
+studies. The same records, configuration and seed therefore give the same weights everywhere.
+
+* :class:`TrainingConfig` — how long and how to train, and the sizes of the episodes drawn
+  (the ``training:`` section of a pipeline config);
+* :class:`TaskData` — TaskGen's records: feature specs, fresh training episodes per epoch, the
+  fixed meta_valid episodes that early stopping scores, and the meta_test batches;
+* :func:`build_model` — CMML, DCN or MAML (MeLU / MetaCS-DNN) from a config mapping;
+* :func:`fit_episodic` — the training loop: one optimiser step per batch of tasks, an exponential
+  moving average of the weights, validation after every epoch (held-out *meta-train* tasks,
+  never meta-test ones), the best averaged weights kept.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401  (Keras 2 before TensorFlow)
+from cmml.models import episodes, evaluation
+from cmml.models.config import ConfigMixin
+from cmml.schemas.episodes import FeatureSpec, load_feature_specs
+
 DatasetFactory = Callable[[int], tf.data.Dataset]  # epoch -> episodes of that epoch
+Log = Callable[[str], None]
+KINDS = ("cmml", "dcn", "maml")
+EPOCH_LINE = "  epoch "  # how fit_episodic's per-epoch lines start (the pipeline runner relays them)
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    """How long and how to train. ``ema_decay = 0`` turns weight averaging off."""
+class TrainingConfig(ConfigMixin):
+    """How long and how to train, and what an episode is. ``ema_decay = 0`` turns averaging off.
+
+    Episodes (see :func:`cmml.models.episodes.training_episodes`): ``batch_tasks`` tasks per step;
+    each epoch draws ``episodes_per_task`` fresh episodes of every meta-train task, or exactly
+    ``steps_per_epoch`` batches when that is set. User setting: ``query_size`` query rows, at most
+    ``max_support`` support rows. Scenario setting: ``support_positives`` / ``query_positives``
+    positives, each paired with a sampled negative.
+    """
+
+    WHAT = "training"
 
     epochs: int = 40
     patience: int = 6  # epochs without validation improvement before stopping
     ema_decay: float = 0.98
     min_delta: float = 1e-4
     seed: int = 0
+    batch_tasks: int = 32
+    episodes_per_task: int = 1
+    steps_per_epoch: int | None = None
+    query_size: int = 10
+    max_support: int | None = None
+    support_positives: int = 64
+    query_positives: int = 128
 
     def __post_init__(self):
         if self.epochs < 1 or self.patience < 1:
             raise ValueError("TrainingConfig: epochs and patience must be at least 1")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"TrainingConfig.ema_decay = {self.ema_decay} must be in [0, 1)")
+        if min(self.batch_tasks, self.episodes_per_task, self.query_size) < 1 or (self.steps_per_epoch or 1) < 1:
+            raise ValueError(
+                "TrainingConfig: batch_tasks, episodes_per_task, steps_per_epoch and query_size must be >= 1"
+            )
 
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainingConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**values)
+
+EPISODE_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(TrainingConfig)
+    if f.name not in ("epochs", "patience", "ema_decay", "min_delta", "seed")
+)
+
+
+class TaskData:
+    """A TaskGen output folder as training, validation and test episodes (one setting)."""
+
+    def __init__(self, root: str, setting: str, specs: Sequence[FeatureSpec] | None = None):
+        if setting not in evaluation.PRIMARY:
+            raise ValueError(f"setting must be 'user' or 'scenario', not {setting!r}")
+        self.root, self.setting = root, setting
+        self.specs = list(specs) if specs is not None else load_feature_specs(root)
+        self._valid: tf.data.Dataset | None = None
+
+    def training(self, config: TrainingConfig, seed: int) -> DatasetFactory:
+        """epoch -> that epoch's fresh episodes (seeded by ``seed`` and the epoch number)."""
+        if self.setting == "user":
+            sizes = {"query_size": config.query_size, "max_support": config.max_support}
+        else:
+            sizes = {"support_positives": config.support_positives, "query_positives": config.query_positives}
+        steps = config.steps_per_epoch
+
+        def draw(epoch: int) -> tf.data.Dataset:
+            ds = episodes.training_episodes(
+                self.root,
+                self.specs,
+                setting=self.setting,
+                batch_size=config.batch_tasks,
+                seed=seed * 100_003 + epoch,
+                repeat=True if steps else config.episodes_per_task,
+                **sizes,
+            )
+            return ds.take(steps) if steps else ds
+
+        return draw
+
+    @property
+    def valid(self) -> tf.data.Dataset:
+        """The fixed meta_valid episodes (read once, then cached)."""
+        if self._valid is None:
+            self._valid = episodes.evaluation_episodes(
+                self.root, self.specs, setting=self.setting, split="meta_valid", batch_size=256
+            ).cache()
+        return self._valid
+
+    def test_batches(self, batch_size: int = 128):
+        """The fixed meta_test episodes as numpy batches (the Evaluator's numbers)."""
+        return episodes.evaluation_episodes(
+            self.root, self.specs, setting=self.setting, split="meta_test", batch_size=batch_size
+        ).as_numpy_iterator()
+
+    def validator(self, rating_range: Sequence[float] | None) -> Callable[[tf.keras.Model], float]:
+        """Model -> validation score on meta_valid, lower is better (MAE, or minus Recall@20)."""
+        metric, lower = evaluation.PRIMARY[self.setting]
+        clip = tuple(rating_range) if (rating_range and self.setting == "user") else None
+        valid = self.valid
+
+        def score(model: tf.keras.Model) -> float:
+            summary, _ = evaluation.evaluate_episodes(
+                numpy_scorer(model), valid.as_numpy_iterator(), self.setting, clip
+            )
+            return summary[metric] if lower else -summary[metric]
+
+        return score
+
+
+_SCORERS: dict[int, tuple[tf.keras.Model, Callable]] = {}
+
+
+def numpy_scorer(model: tf.keras.Model) -> Callable[[Mapping[str, Any]], Any]:
+    """Episode batch -> numpy scores, through one traced function per model.
+
+    Only the latest model's function is kept (with the model itself, so that its id cannot be
+    reused by another model while cached): validation calls it once per epoch.
+    """
+    if id(model) not in _SCORERS:
+        _SCORERS.clear()
+        _SCORERS[id(model)] = (model, tf.function(lambda f: model(f, training=False), reduce_retracing=True))
+    predict = _SCORERS[id(model)][1]
+    return lambda features: predict(features).numpy()
+
+
+def available_features(model: Mapping[str, Any], specs: Sequence[FeatureSpec], log: Log = _quiet) -> dict[str, Any]:
+    """The model config with its ``features`` list reduced to the features the records have.
+
+    One config serves several datasets (ML-100K has no directors or actors); the features left
+    out are logged, and a list that leaves nothing is an error.
+    """
+    out = dict(model)
+    if out.get("features") is None:
+        return out
+    names = [s.name for s in specs]
+    kept = [f for f in out["features"] if f in names]
+    missing = [f for f in out["features"] if f not in names]
+    if missing:
+        log(f"config features {missing} are not in these records (they have {sorted(names)}); training without them")
+    if not kept:
+        raise ValueError(
+            f"none of the config features {list(out['features'])} is in these records (they have {sorted(names)})"
+        )
+    out["features"] = kept
+    return out
+
+
+def build_model(
+    kind: str, specs: Sequence[FeatureSpec], setting: str, model: Mapping[str, Any], log: Log = _quiet
+) -> tf.keras.Model:
+    """A compiled model of ``kind`` ('cmml', 'dcn' or 'maml') on ``specs``; the head follows the setting.
+
+    The config's ``features`` are reduced to those the specs have (:func:`available_features`).
+    """
+    values = {**available_features(model, specs, log), "head": "rating" if setting == "user" else "ctr"}
+    if kind == "cmml":
+        from cmml.models.cmml import build_cmml
+        from cmml.models.config import CMMLConfig
+
+        return build_cmml(specs, CMMLConfig.from_dict(values))
+    if kind == "dcn":
+        from cmml.models.dcn import DCNConfig, build_dcn
+
+        return build_dcn(specs, DCNConfig.from_dict(values))
+    if kind == "maml":
+        from cmml.models.maml import MAMLConfig, build_maml
+
+        return build_maml(specs, MAMLConfig.from_dict(values))
+    raise ValueError(f"unknown model kind {kind!r}: use one of {', '.join(KINDS)}")
+
+
+@dataclasses.dataclass
+class Trained:
+    """A trained model, the model config it was built from, and the fit summary."""
+
+    model: tf.keras.Model
+    config: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def train(
+    data: TaskData,
+    kind: str,
+    model: Mapping[str, Any],
+    training: TrainingConfig | Mapping[str, Any],
+    rating_range: Sequence[float] | None = None,
+    log: Log = _quiet,
+    tensorboard_dir: str | None = None,
+) -> Trained:
+    """Builds ``kind`` from ``model`` and trains it on ``data`` (early stopping on meta_valid).
+
+    Seeded by ``training.seed`` before the model is built, so the initial weights, the episodes
+    and the result are the same on every call with the same arguments.
+    """
+    config = training if isinstance(training, TrainingConfig) else TrainingConfig.from_dict(training)
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(config.seed)
+    used = available_features(model, data.specs, log)
+    net = build_model(kind, data.specs, data.setting, used)
+    summary = fit_episodic(
+        net, data.training(config, config.seed), data.validator(rating_range), config, log, tensorboard_dir
+    )
+    summary.update({"kind": kind, "setting": data.setting, "primary_metric": evaluation.PRIMARY[data.setting][0]})
+    return Trained(net, used, summary)
 
 
 class WeightAverage:
@@ -80,18 +279,24 @@ def validation_score(model: tf.keras.Model, valid: tf.data.Dataset) -> float:
     return float(logs["mae"] if "mae" in logs else logs["loss"])
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def fit_episodic(
     model: tf.keras.Model,
     train: DatasetFactory,
     valid: tf.data.Dataset | Callable[[tf.keras.Model], float],
     config: TrainingConfig = TrainingConfig(),
-    log: Callable[[str], None] = print,
+    log: Log = print,
     tensorboard_dir: str | None = None,
 ) -> dict[str, Any]:
     """Trains a compiled model; leaves the best (averaged) weights in it.
 
     ``valid`` is a dataset of validation episodes (scored by :func:`validation_score`) or a
-    callable model → score; lower is better either way.
+    callable model → score; lower is better either way. Each epoch logs one line with its
+    elapsed time and how long the remaining epochs take at most (the cap; early stopping may end
+    sooner).
 
     Returns a summary: best epoch, best validation score, epochs run, seconds, per-epoch history.
     """
@@ -113,9 +318,17 @@ def fit_episodic(
             waited += 1
         if average:
             average.swap()
-        entry = {"epoch": epoch, "train_loss": float(logs["loss"][-1]), "valid": score, "seconds": time.time() - start}
+        elapsed = time.time() - start
+        entry = {"epoch": epoch, "train_loss": float(logs["loss"][-1]), "valid": score, "seconds": elapsed}
         history.append(entry)
-        log(f"  epoch {epoch + 1:3d}: train loss {entry['train_loss']:.4f}, validation {score:.4f}{' *' if best_epoch == epoch else ''} ({entry['seconds']:.0f} s)")
+        remaining = 0 if waited >= config.patience else config.epochs - epoch - 1
+        # the first epoch carries the tracing: later epochs are estimated from the mean of the others
+        per_epoch = (elapsed - history[0]["seconds"]) / epoch if epoch else elapsed
+        eta = f"at most {_duration(per_epoch * remaining)} left" if remaining else "done"
+        log(
+            f"{EPOCH_LINE}{epoch + 1:3d}/{config.epochs}: train loss {entry['train_loss']:.4f}, "
+            f"validation {score:.4f}{' *' if best_epoch == epoch else '  '} ({_duration(elapsed)} elapsed, {eta})"
+        )
         if writer is not None:
             with writer.as_default(step=epoch):
                 tf.summary.scalar("train_loss", entry["train_loss"])
@@ -131,3 +344,8 @@ def fit_episodic(
         "seconds": time.time() - start,
         "history": history,
     }
+
+
+def task_root(file_pattern: str) -> str:
+    """TaskGen's output folder from a split pattern ``<root>/Split-<split>/*``."""
+    return os.path.dirname(os.path.dirname(file_pattern.rstrip("/")))

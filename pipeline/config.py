@@ -5,6 +5,7 @@ user file over it (nested mappings merge key by key) and then command-line overr
 map one-to-one onto components; unknown keys are errors, so a typo never silently falls back to a
 default.
 """
+
 from __future__ import annotations
 
 import copy
@@ -87,7 +88,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     for update in updates:
         unknown = sorted(set(update) - known)
         if unknown:
-            raise ConfigError(f"unknown configuration section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown configuration section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
     defaults = _read(DEFAULT_CONFIG)
     merged = defaults
     for update in updates:

@@ -1,11 +1,12 @@
 """The CMML TFX pipeline, built once from a :class:`PipelineConfig`; runners only execute it.
 
-    LogExampleGen → StatisticsGen → ImportSchemaGen → ExampleValidator → ValidationGate
-      → Transform → TaskGen → Trainer (CMML)  ┐
-                            → Trainer (DCN)   ┴→ TaskEvaluator (blessing)
-                                 Trainer (CMML) → ServingValidator (warm-up, infra blessing)
-                                                → Pusher (TF Serving layout)
+LogExampleGen → StatisticsGen → ImportSchemaGen → ExampleValidator → ValidationGate
+  → Transform → TaskGen → Trainer (CMML)  ┐
+                        → Trainer (DCN)   ┴→ TaskEvaluator (blessing)
+                             Trainer (CMML) → ServingValidator (warm-up, infra blessing)
+                                            → Pusher (TF Serving layout)
 """
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-import cmml  # noqa: F401
 from tfx import v1 as tfx
 
+import cmml  # noqa: F401
 from cmml.pipeline.config import PipelineConfig
 
 TRAINER_RUN_FN = "cmml.components.trainer.run_fn"
@@ -24,7 +25,10 @@ TRAINER_RUN_FN = "cmml.components.trainer.run_fn"
 def beam_pipeline_args(config: PipelineConfig) -> list[str]:
     """DirectRunner settings from the config (or whatever Beam args ``beam.extra_args`` gives)."""
     beam = dict(config.beam)
-    args = [f"--direct_running_mode={beam.get('direct_running_mode', 'multi_processing')}", f"--direct_num_workers={int(beam.get('direct_num_workers', 2))}"]
+    args = [
+        f"--direct_running_mode={beam.get('direct_running_mode', 'multi_processing')}",
+        f"--direct_num_workers={int(beam.get('direct_num_workers', 2))}",
+    ]
     return args + [str(a) for a in beam.get("extra_args") or []]
 
 
@@ -53,7 +57,7 @@ def create_components(config: PipelineConfig, output_dir: str, data_only: bool =
     from cmml.components.example_gen import LogExampleGen
     from cmml.components.serving_validator import ServingValidator
     from cmml.components.task_gen import TaskGen
-    from cmml.components.transform_module import make_transform
+    from cmml.components.transform import make_transform
     from cmml.components.validation import validation_components
 
     example_gen = LogExampleGen(_sources(config))
@@ -61,9 +65,11 @@ def create_components(config: PipelineConfig, output_dir: str, data_only: bool =
     transform = make_transform(example_gen.outputs["examples"], schema.outputs["schema"], config.transform)
     transform.add_upstream_node(gate)  # nothing is transformed (or trained) past failed validation
     task_gen = TaskGen(
-        transform.outputs["transformed_examples"], transform.outputs["transform_graph"],
-        config={**config.taskgen, "setting": config.task_setting}, transform_config=config.transform,
-    )  # fmt: skip
+        transform.outputs["transformed_examples"],
+        transform.outputs["transform_graph"],
+        config={**config.taskgen, "setting": config.task_setting},
+        transform_config=config.transform,
+    )
     components = [example_gen, statistics, schema, validator, gate, transform, task_gen]
     if data_only:
         return components
@@ -78,18 +84,37 @@ def create_components(config: PipelineConfig, output_dir: str, data_only: bool =
             transform_graph=transform.outputs["transform_graph"],
             train_args=tfx.proto.TrainArgs(splits=["meta_train"]),
             eval_args=tfx.proto.EvalArgs(splits=["meta_valid"]),
-            custom_config={"kind": kind, "setting": setting, "model": model, "training": training, "rating_range": rating_range},
+            custom_config={
+                "kind": kind,
+                "setting": setting,
+                "model": model,
+                "training": training,
+                "rating_range": rating_range,
+            },
         ).with_id(name)
 
     candidate = trainer("cmml", config.model, config.training, "Trainer")
-    episode_sizes = {k: v for k, v in config.training.items() if k in ("batch_tasks", "episodes_per_task", "support_positives", "query_positives", "query_size")}
-    baseline = trainer(config.baseline.get("kind", "dcn"), config.baseline.get("config") or {}, {**episode_sizes, **(config.baseline.get("training") or {})}, "BaselineTrainer")
-    evaluator = TaskEvaluator(task_gen.outputs["tasks"], candidate.outputs["model"], baseline.outputs["model"], setting, config.evaluation)
-    serving_check = ServingValidator(candidate.outputs["model"], example_gen.outputs["examples"], int(config.serving.get("warmup_requests", 4)))
+    from cmml.models.training import EPISODE_FIELDS
+
+    episode_sizes = {k: v for k, v in config.training.items() if k in EPISODE_FIELDS}
+    baseline = trainer(
+        config.baseline.get("kind", "dcn"),
+        config.baseline.get("config") or {},
+        {**episode_sizes, **(config.baseline.get("training") or {})},
+        "BaselineTrainer",
+    )
+    evaluator = TaskEvaluator(
+        task_gen.outputs["tasks"], candidate.outputs["model"], baseline.outputs["model"], setting, config.evaluation
+    )
+    serving_check = ServingValidator(
+        candidate.outputs["model"], example_gen.outputs["examples"], int(config.serving.get("warmup_requests", 4))
+    )
     pusher = tfx.components.Pusher(
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving_check.outputs["blessing"],  # pushes the validated model with its warm-up records
-        push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base(config, output_dir))),
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base(config, output_dir))
+        ),
     )
     return components + [candidate, baseline, evaluator, serving_check, pusher]
 
@@ -114,7 +139,9 @@ def create_pipeline(
     # absolute local paths: components hand URIs to subprocesses (Beam workers, the serving check)
     output_dir = output_dir if "://" in output_dir else os.path.abspath(output_dir)
     root = os.path.join(output_dir, "pipeline")
-    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(output_dir)) if local else None
+    metadata = (
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(output_dir)) if local else None
+    )
     return tfx.dsl.Pipeline(
         pipeline_name=config.name + ("-data" if data_only else ""),
         pipeline_root=root,

@@ -1,6 +1,7 @@
 """Runners: the local DAG runner (embedded default) and the Kubeflow Pipelines V2 compiler, plus the
 run summary and run listing that ``cmml run`` / ``cmml runs`` print.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -95,15 +96,28 @@ class RunSummary:
                 f"  cmml predict --server localhost:8500 --model_name {os.path.basename(self.serving_base)} --data <dataset> --user <user id> --candidates <item ids>",
             ]
         if self.serving_check is not None and not self.serving_check.get("blessed"):
-            lines += ["", f"serving validation FAILED: {self.serving_check.get('error', 'see serving_validation.json')}"]
+            lines += [
+                "",
+                f"serving validation FAILED: {self.serving_check.get('error', 'see serving_validation.json')}",
+            ]
         if not self.pushed and self.evaluation is not None:
-            why = "not blessed by the Evaluator" if not self.evaluation.get("blessed") else "serving validation failed" if self.serving_check and not self.serving_check.get("blessed") else "see the Pusher's log"
+            why = (
+                "not blessed by the Evaluator"
+                if not self.evaluation.get("blessed")
+                else "serving validation failed"
+                if self.serving_check and not self.serving_check.get("blessed")
+                else "see the Pusher's log"
+            )
             lines += ["", f"nothing was pushed ({why})"]
         return "\n".join(lines)
 
 
 def _artifacts_of(store, run_context, type_name: str) -> list:
-    return [a for a in store.get_artifacts_by_context(run_context.id) if store.get_artifact_types_by_id([a.type_id])[0].name == type_name]
+    return [
+        a
+        for a in store.get_artifacts_by_context(run_context.id)
+        if store.get_artifact_types_by_id([a.type_id])[0].name == type_name
+    ]
 
 
 def _artifact_json(store, run_context, type_name: str, filename: str) -> dict | None:
@@ -120,7 +134,13 @@ def _artifact_json(store, run_context, type_name: str, filename: str) -> dict | 
 def _props(artifact) -> dict[str, Any]:
     out = {}
     for key, value in artifact.custom_properties.items():
-        out[key] = value.int_value if value.HasField("int_value") else value.double_value if value.HasField("double_value") else value.string_value
+        out[key] = (
+            value.int_value
+            if value.HasField("int_value")
+            else value.double_value
+            if value.HasField("double_value")
+            else value.string_value
+        )
     return out
 
 
@@ -152,8 +172,14 @@ def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None
     if run is None:
         which = f"run {run_id!r}" if run_id else "run"
         raise RuntimeError(f"no {which} of pipeline {pipeline_name!r} in {metadata_path(output_dir)}")
-    examples = [a for a in _artifacts_of(store, run, "Examples") if "LogExampleGen" in a.uri or "rows_in" in a.custom_properties]
-    tasks = [a for a in _artifacts_of(store, run, "Examples") if "tasks_meta_train" in a.custom_properties or "rows_written" in a.custom_properties]
+    examples = [
+        a for a in _artifacts_of(store, run, "Examples") if "LogExampleGen" in a.uri or "rows_in" in a.custom_properties
+    ]
+    tasks = [
+        a
+        for a in _artifacts_of(store, run, "Examples")
+        if "tasks_meta_train" in a.custom_properties or "rows_written" in a.custom_properties
+    ]
     evaluation = _artifact_json(store, run, "cmml.TaskEvaluation", "metrics.json")
     serving_check = _artifact_json(store, run, "InfraBlessing", "serving_validation.json")
     pushed = None
@@ -163,11 +189,17 @@ def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None
             pushed = props.get("pushed_destination")
     components = sorted({component for component, _ in run_executions(store, run)})
     return RunSummary(
-        pipeline=pipeline_name, run_id=run.name, seconds=seconds,
-        ingest=_props(examples[0]) if examples else {}, tasks=_props(tasks[0]) if tasks else {},
-        evaluation=evaluation, pushed=pushed, serving_base=os.path.dirname(pushed.rstrip("/")) if pushed else None, components=components,
+        pipeline=pipeline_name,
+        run_id=run.name,
+        seconds=seconds,
+        ingest=_props(examples[0]) if examples else {},
+        tasks=_props(tasks[0]) if tasks else {},
+        evaluation=evaluation,
+        pushed=pushed,
+        serving_base=os.path.dirname(pushed.rstrip("/")) if pushed else None,
+        components=components,
         serving_check=serving_check,
-    )  # fmt: skip
+    )
 
 
 def run_executions(store, run_context) -> list[tuple[str, str]]:
@@ -190,8 +222,14 @@ def _run_pipeline(store, run_context) -> str | None:
     return None
 
 
-def run_local(config: PipelineConfig, output_dir: str, enable_cache: bool = True, data_only: bool = False,
-              progress: TextIO | None = sys.stderr, verbose: bool = False) -> RunSummary:  # fmt: skip
+def run_local(
+    config: PipelineConfig,
+    output_dir: str,
+    enable_cache: bool = True,
+    data_only: bool = False,
+    progress: TextIO | None = sys.stderr,
+    verbose: bool = False,
+) -> RunSummary:
     """Runs the pipeline with the LocalDagRunner (SQLite ML-Metadata, Beam DirectRunner).
 
     With ``progress``, one line per component goes there; TFX's own INFO logs are shown only when
@@ -268,10 +306,14 @@ def list_runs(output_dir: str) -> list[dict[str, Any]]:
     for run in store.get_contexts_by_type("pipeline_run"):
         executions = store.get_executions_by_context(run.id)
         states = [e.last_known_state for e in executions]
-        rows.append({
-            "pipeline": _run_pipeline(store, run), "run_id": run.name,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.create_time_since_epoch / 1000)),
-            "executions": len(executions), "cached": sum(s == pb.Execution.CACHED for s in states),
-            "failed": sum(s == pb.Execution.FAILED for s in states),
-        })  # fmt: skip
+        rows.append(
+            {
+                "pipeline": _run_pipeline(store, run),
+                "run_id": run.name,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.create_time_since_epoch / 1000)),
+                "executions": len(executions),
+                "cached": sum(s == pb.Execution.CACHED for s in states),
+                "failed": sum(s == pb.Execution.FAILED for s in states),
+            }
+        )
     return sorted(rows, key=lambda r: r["started"], reverse=True)

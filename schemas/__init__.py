@@ -4,6 +4,7 @@
 produces (:mod:`cmml.data.records` holds the same layouts as Arrow schemas; a test keeps them in
 sync). They are what TFDV validates against.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Names of the episode tensors shared by data components, models and serving (see episodes.md)."""
+
 from __future__ import annotations
 
 import dataclasses

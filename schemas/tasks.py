@@ -5,8 +5,9 @@ holding one task (a user, or a scenario) in normalised form: the task's rows ref
 per-task user table and item table by local index, so a scenario's candidate items and users are
 stored once, and user tasks need no repeated user features. Trainer and Evaluator both parse
 records with :func:`parse_task_records`; the tf.data episode builders
-(``cmml.components.episodes_data``) turn the parsed tasks into the tensors of ``episodes.md``.
+(``cmml.models.episodes``) turn the parsed tasks into the tensors of ``episodes.md``.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence

@@ -5,6 +5,7 @@ them on their own. Flags of ``serve`` carry TF Serving's names so that a command
 ``tensorflow_model_server`` unchanged (``--port``, ``--rest_api_port``, ``--model_name``,
 ``--model_base_path``, ``--file_system_poll_wait_seconds`` ...).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,19 +32,33 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         description="Serves the newest numeric version under --model_base_path with TF Serving's gRPC and REST API. "
         "A test double for machines without tensorflow_model_server; production uses the official binary (BUILD.md).",
     )
-    serve.add_argument("--model_base_path", required=True, help="folder of numeric version sub-folders: <base>/<model_name>")
+    serve.add_argument(
+        "--model_base_path", required=True, help="folder of numeric version sub-folders: <base>/<model_name>"
+    )
     serve.add_argument("--model_name", default="default", help="name clients request (default: default, as TF Serving)")
     serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 = any free port)")
-    serve.add_argument("--rest_api_port", type=int, default=REST_DISABLED, help="REST port (default 0 = no REST API, as TF Serving)")
+    serve.add_argument(
+        "--rest_api_port", type=int, default=REST_DISABLED, help="REST port (default 0 = no REST API, as TF Serving)"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
-    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0, help="version polling period; 0 = load once")
-    serve.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0, help="TF intra-op threads (0 = TF default)")
-    serve.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0, help="TF inter-op threads (0 = TF default)")
+    serve.add_argument(
+        "--file_system_poll_wait_seconds", type=float, default=1.0, help="version polling period; 0 = load once"
+    )
+    serve.add_argument(
+        "--tensorflow_intra_op_parallelism", type=int, default=0, help="TF intra-op threads (0 = TF default)"
+    )
+    serve.add_argument(
+        "--tensorflow_inter_op_parallelism", type=int, default=0, help="TF inter-op threads (0 = TF default)"
+    )
     serve.add_argument("--grpc_max_threads", type=int, default=8, help="gRPC worker threads")
     serve.add_argument("--rest_api_num_threads", type=int, default=8, help="REST requests running a model at once")
     serve.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, help="REST connection idle timeout")
-    serve.add_argument("--max_request_bytes", type=int, default=64 << 20, help="largest gRPC message / REST body accepted")
-    serve.add_argument("--max_tensor_elements", type=int, default=1 << 22, help="largest input tensor accepted (elements)")
+    serve.add_argument(
+        "--max_request_bytes", type=int, default=64 << 20, help="largest gRPC message / REST body accepted"
+    )
+    serve.add_argument(
+        "--max_tensor_elements", type=int, default=1 << 22, help="largest input tensor accepted (elements)"
+    )
     serve.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(handler=_serve)
 
@@ -57,12 +72,16 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--server", help="gRPC target host:port (PredictionService)")
     where.add_argument("--rest_url", help="REST base URL, e.g. http://localhost:8501")
     predict.add_argument("--model_name", default="default", help="model name (default: default)")
-    predict.add_argument("--signature_name", default=None, help="signature (default: the body's signature_name, else serving_default)")
+    predict.add_argument(
+        "--signature_name", default=None, help="signature (default: the body's signature_name, else serving_default)"
+    )
     predict.add_argument("--version", type=int, default=None, help="a specific version (default: the latest)")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     predict.add_argument("--metadata", action="store_true", help="print the model's signatures and exit")
     predict.add_argument("--status", action="store_true", help="print the model's version status and exit")
-    predict.add_argument("--input", help="JSON file with a :predict body: {\"signature_name\": ..., \"inputs\"|\"instances\": ...}")
+    predict.add_argument(
+        "--input", help='JSON file with a :predict body: {"signature_name": ..., "inputs"|"instances": ...}'
+    )
     predict.add_argument("--data", help="dataset (name, folder or CSV log) to resolve --user and --candidates from")
     predict.add_argument("--columns", help="for a CSV log: field=column pairs")
     predict.add_argument("--delimiter", default=",", help="for a CSV log: field separator")
@@ -78,7 +97,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 # --- serve ------------------------------------------------------------------------------------------------------
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     import tensorflow as tf  # cmml, imported as this module's package, has selected Keras 2
 
     from cmml.serving.protocol import Limits
@@ -88,8 +109,11 @@ def _serve(args: argparse.Namespace) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     if args.tensorflow_inter_op_parallelism:
         tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
-    limits = Limits(max_request_bytes=args.max_request_bytes, max_tensor_elements=args.max_tensor_elements,
-                    max_request_elements=max(args.max_tensor_elements, Limits.max_request_elements))  # fmt: skip
+    limits = Limits(
+        max_request_bytes=args.max_request_bytes,
+        max_tensor_elements=args.max_tensor_elements,
+        max_request_elements=max(args.max_tensor_elements, Limits.max_request_elements),
+    )
     double = ServingDouble(
         args.model_base_path,
         args.model_name,
@@ -164,7 +188,13 @@ def _inputs_from_dataset(args: argparse.Namespace, signatures: dict):
 
     if not (args.user and args.candidates):
         raise _UsageError("--data needs --user and --candidates")
-    dataset = open_dataset(args.data, columns=args.columns, delimiter=args.delimiter, users_path=args.users_path, items_path=args.items_path)
+    dataset = open_dataset(
+        args.data,
+        columns=args.columns,
+        delimiter=args.delimiter,
+        users_path=args.users_path,
+        items_path=args.items_path,
+    )
     sig = signature_or_error(signatures, args.signature_name or DEFAULT_SIGNATURE)
     candidates = [i.strip() for i in args.candidates.split(",") if i.strip()]
     try:
@@ -187,7 +217,9 @@ def _predict(args: argparse.Namespace) -> int:
         with _client(args) as client:
             if args.status:
                 for s in client.status(args.version):
-                    print(f"version {s.version}: {s.state} ({s.error_code}{': ' + s.error_message if s.error_message else ''})")
+                    print(
+                        f"version {s.version}: {s.state} ({s.error_code}{': ' + s.error_message if s.error_message else ''})"
+                    )
                 return 0
             version, signatures = client.metadata(args.version)
             if args.metadata:
@@ -202,7 +234,9 @@ def _predict(args: argparse.Namespace) -> int:
                 sig, inputs, task = _inputs_from_dataset(args, signatures)
                 row_format = False
             else:
-                raise _UsageError("give --input FILE.json, or --data with --user and --candidates (or --metadata / --status)")
+                raise _UsageError(
+                    "give --input FILE.json, or --data with --user and --candidates (or --metadata / --status)"
+                )
             if isinstance(client, GrpcClient):
                 result = client.predict(inputs, sig.name, args.version)
             else:
@@ -228,10 +262,21 @@ def _predict(args: argparse.Namespace) -> int:
         items = labels[t] if labels is not None else None
         rankings.append(rank_items(scores[t], items, None if mask is None else mask[t], args.top))
     if args.format == "json":
-        print(json.dumps({"model_version": served, "signature_name": sig.name,
-                          "tasks": [[{"item": r.item, "score": r.score} for r in ranking] for ranking in rankings]}, indent=1))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "model_version": served,
+                    "signature_name": sig.name,
+                    "tasks": [[{"item": r.item, "score": r.score} for r in ranking] for ranking in rankings],
+                },
+                indent=1,
+            )
+        )
         return 0
-    print(f"model '{args.model_name}' version {served}, signature '{sig.name}'" + (f", user {task.user_id} with {len(task.support_items)} support interaction(s)" if task else ""))
+    print(
+        f"model '{args.model_name}' version {served}, signature '{sig.name}'"
+        + (f", user {task.user_id} with {len(task.support_items)} support interaction(s)" if task else "")
+    )
     for t, ranking in enumerate(rankings):
         if len(rankings) > 1:
             print(f"task {t}:")
@@ -244,13 +289,19 @@ def _predict(args: argparse.Namespace) -> int:
 def _print_outputs(outputs: dict, fmt: str, version: Any, signature: str) -> None:
     from cmml.serving.protocol import ndarray_to_json
 
-    payload = {"model_version": version, "signature_name": signature, "outputs": {k: ndarray_to_json(np.asarray(v), k) for k, v in outputs.items()}}
+    payload = {
+        "model_version": version,
+        "signature_name": signature,
+        "outputs": {k: ndarray_to_json(np.asarray(v), k) for k, v in outputs.items()},
+    }
     print(json.dumps(payload, indent=None if fmt == "text" else 1, allow_nan=True))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cmml.serving.cli serve|predict ...`` (the same sub-commands as ``cmml``)."""
-    parser = argparse.ArgumentParser(prog="python -m cmml.serving.cli", description="CMML serving: test double and clients")
+    parser = argparse.ArgumentParser(
+        prog="python -m cmml.serving.cli", description="CMML serving: test double and clients"
+    )
     add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     return args.handler(args)

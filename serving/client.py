@@ -9,6 +9,7 @@ raise :class:`~cmml.serving.protocol.ServingError` (with the gRPC status code) o
 :class:`ContextCache` is the two-stage serving path: encode a task's support set once, score
 many candidate sets against the cached context, fold new interactions in with ``update_context``.
 """
+
 from __future__ import annotations
 
 import collections
@@ -22,6 +23,14 @@ from typing import Any, Hashable, Mapping, Sequence
 import grpc
 import numpy as np
 from google.protobuf import json_format
+from tensorflow.core.protobuf import error_codes_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from cmml.serving.protocol import (
     ServingError,
@@ -32,14 +41,6 @@ from cmml.serving.protocol import (
     tensor_proto_to_ndarray,
 )
 from cmml.serving.signatures import DEFAULT_SIGNATURE, SignatureInfo, signatures_from_map
-from tensorflow.core.protobuf import error_codes_pb2
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
 
 _NO_LIMIT = 1 << 62  # responses come from the server we asked; no element cap on decoding them
 
@@ -67,7 +68,9 @@ class RankedItem:
     score: float
 
 
-def rank_items(scores: np.ndarray, items: Sequence[Any] | None = None, mask: np.ndarray | None = None, top_k: int | None = None) -> list[RankedItem]:
+def rank_items(
+    scores: np.ndarray, items: Sequence[Any] | None = None, mask: np.ndarray | None = None, top_k: int | None = None
+) -> list[RankedItem]:
     """Candidates by decreasing score (stable for ties); padded candidates (mask 0) are left out.
     ``items`` labels the candidates (default: their positions)."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -97,7 +100,11 @@ class GrpcClient:
         self.model_name = model_name
         self.timeout = timeout
         self._channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
         )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
@@ -115,7 +122,13 @@ class GrpcClient:
         except grpc.RpcError as exc:
             raise ServingError(exc.code(), exc.details() or "") from None
 
-    def predict_request(self, inputs: Mapping[str, Any], signature_name: str = DEFAULT_SIGNATURE, version: int | None = None, output_filter: Sequence[str] = ()) -> predict_pb2.PredictRequest:
+    def predict_request(
+        self,
+        inputs: Mapping[str, Any],
+        signature_name: str = DEFAULT_SIGNATURE,
+        version: int | None = None,
+        output_filter: Sequence[str] = (),
+    ) -> predict_pb2.PredictRequest:
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, version, signature_name)
         for name, value in inputs.items():
@@ -123,9 +136,17 @@ class GrpcClient:
         request.output_filter.extend(output_filter)
         return request
 
-    def predict(self, inputs: Mapping[str, Any], signature_name: str = DEFAULT_SIGNATURE, version: int | None = None, output_filter: Sequence[str] = ()) -> Prediction:
+    def predict(
+        self,
+        inputs: Mapping[str, Any],
+        signature_name: str = DEFAULT_SIGNATURE,
+        version: int | None = None,
+        output_filter: Sequence[str] = (),
+    ) -> Prediction:
         """Calls ``signature_name`` with numpy arrays (or TensorProtos)."""
-        response = self._call(self._predict.Predict, self.predict_request(inputs, signature_name, version, output_filter))
+        response = self._call(
+            self._predict.Predict, self.predict_request(inputs, signature_name, version, output_filter)
+        )
         return self._prediction(response, signature_name)
 
     def predict_raw(self, request: predict_pb2.PredictRequest) -> Prediction:
@@ -156,14 +177,19 @@ class GrpcClient:
         response = self._call(self._models.GetModelStatus, request)
         state_name = get_model_status_pb2.ModelVersionStatus.State.Name
         return [
-            VersionState(int(s.version), state_name(s.state), error_codes_pb2.Code.Name(s.status.error_code), s.status.error_message)
+            VersionState(
+                int(s.version),
+                state_name(s.state),
+                error_codes_pb2.Code.Name(s.status.error_code),
+                s.status.error_message,
+            )
             for s in response.model_version_status
         ]
 
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "GrpcClient":
+    def __enter__(self) -> GrpcClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -220,20 +246,37 @@ class RestClient:
             except TimeoutError:
                 conn.close()
                 self._local.conn = None
-                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, f"REST {method} {path}: no answer in {self.timeout} s") from None
+                raise ServingError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, f"REST {method} {path}: no answer in {self.timeout} s"
+                ) from None
         try:
             data = json.loads(payload) if payload else {}
         except ValueError:
             raise ServingError(code_from_http(status), f"HTTP {status}, body is not JSON: {payload[:200]!r}") from None
         if status != 200:
-            message = data.get("error", payload[:200].decode("utf-8", "replace")) if isinstance(data, dict) else str(data)[:200]
+            message = (
+                data.get("error", payload[:200].decode("utf-8", "replace"))
+                if isinstance(data, dict)
+                else str(data)[:200]
+            )
             raise ServingError(code_from_http(status), message)
         return data
 
-    def predict(self, inputs: Mapping[str, Any], signature_name: str = DEFAULT_SIGNATURE, version: int | None = None, row_format: bool | None = None) -> Prediction:
+    def predict(
+        self,
+        inputs: Mapping[str, Any],
+        signature_name: str = DEFAULT_SIGNATURE,
+        version: int | None = None,
+        row_format: bool | None = None,
+    ) -> Prediction:
         """Calls ``signature_name`` through ``:predict``. Outputs are cast to the signature's dtypes
         (read once from the metadata endpoint and cached)."""
-        body = {"signature_name": signature_name, **inputs_to_json({k: np.asarray(v) for k, v in inputs.items()}, self.row_format if row_format is None else row_format)}
+        body = {
+            "signature_name": signature_name,
+            **inputs_to_json(
+                {k: np.asarray(v) for k, v in inputs.items()}, self.row_format if row_format is None else row_format
+            ),
+        }
         data = self.request("POST", self._path(version, ":predict"), json.dumps(body, allow_nan=True).encode("utf-8"))
         sig = self._signature(signature_name, version)
         return Prediction(parse_predict_response(data, sig.output_dtypes() if sig else None), signature_name, None)
@@ -255,7 +298,9 @@ class RestClient:
         try:
             defs_json = dict(data["metadata"]["signature_def"])
             defs_json.pop("@type", None)  # present when a server prints the Any with its type URL
-            defs = json_format.ParseDict(defs_json, get_model_metadata_pb2.SignatureDefMap(), ignore_unknown_fields=True)
+            defs = json_format.ParseDict(
+                defs_json, get_model_metadata_pb2.SignatureDefMap(), ignore_unknown_fields=True
+            )
             version_served = int(data["model_spec"].get("version", 0))
         except (KeyError, TypeError, ValueError, json_format.ParseError) as exc:
             raise ServingError(grpc.StatusCode.INTERNAL, f"unexpected metadata response: {exc}") from None
@@ -266,7 +311,14 @@ class RestClient:
         out = []
         for s in data.get("model_version_status", []):
             status = s.get("status", {})
-            out.append(VersionState(int(s["version"]), s.get("state", "UNKNOWN"), status.get("error_code", "OK"), status.get("error_message", "")))
+            out.append(
+                VersionState(
+                    int(s["version"]),
+                    s.get("state", "UNKNOWN"),
+                    status.get("error_code", "OK"),
+                    status.get("error_message", ""),
+                )
+            )
         return out
 
     def close(self) -> None:
@@ -275,7 +327,7 @@ class RestClient:
             conn.close()
             self._local.conn = None
 
-    def __enter__(self) -> "RestClient":
+    def __enter__(self) -> RestClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -332,14 +384,18 @@ class ContextCache:
         with self._lock:
             return key in self._entries
 
-    def _pinned(self, key: Hashable, entry: CachedContext, inputs: Mapping[str, np.ndarray], signature: str) -> Prediction:
+    def _pinned(
+        self, key: Hashable, entry: CachedContext, inputs: Mapping[str, np.ndarray], signature: str
+    ) -> Prediction:
         try:
             return self.client.predict(inputs, signature, version=entry.version)
         except ServingError as exc:
             if entry.version is not None and exc.code == grpc.StatusCode.NOT_FOUND:
                 with self._lock:
                     self._entries.pop(key, None)
-                raise StaleContextError(f"context of {key!r} was encoded by version {entry.version}, which is no longer served: encode again") from None
+                raise StaleContextError(
+                    f"context of {key!r} was encoded by version {entry.version}, which is no longer served: encode again"
+                ) from None
             raise
 
     def encode(self, key: Hashable, support: Mapping[str, np.ndarray]) -> np.ndarray:

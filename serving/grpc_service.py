@@ -4,16 +4,13 @@ Implements Predict, GetModelMetadata and GetModelStatus; Classify, Regress, Mult
 HandleReloadConfigRequest answer UNIMPLEMENTED. Every failure is a gRPC status with a message;
 an unexpected exception becomes INTERNAL (never an unhandled error that would show as UNKNOWN).
 """
+
 from __future__ import annotations
 
 import logging
 from typing import Callable, TypeVar
 
 import grpc
-
-from cmml.serving.model_store import ModelManager
-from cmml.serving.protocol import Limits, ServingError, invalid, ndarray_to_tensor_proto, tensor_proto_to_ndarray
-from cmml.serving.signatures import DEFAULT_SIGNATURE
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -21,6 +18,10 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+
+from cmml.serving.model_store import ModelManager
+from cmml.serving.protocol import Limits, ServingError, invalid, ndarray_to_tensor_proto, tensor_proto_to_ndarray
+from cmml.serving.signatures import DEFAULT_SIGNATURE
 
 log = logging.getLogger("cmml.serving.double")
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -48,7 +49,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.manager = manager
         self.limits = limits
 
-    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
+    def Predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> predict_pb2.PredictResponse:
         return _answer(context, "Predict", lambda: self._predict(request))
 
     def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
@@ -75,7 +78,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext):
         return _answer(context, "GetModelMetadata", lambda: self._metadata(request))
 
-    def _metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def _metadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         fields = list(request.metadata_field)
         if not fields:
             raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
@@ -87,16 +92,22 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return metadata_response(spec.name, model.version, model.signature_defs)
 
     def Classify(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not implemented by the cmml test double (use Predict)")
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "Classify is not implemented by the cmml test double (use Predict)"
+        )
 
     def Regress(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not implemented by the cmml test double (use Predict)")
 
     def MultiInference(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by the cmml test double (use Predict)")
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by the cmml test double (use Predict)"
+        )
 
 
-def metadata_response(name: str, version: int, signature_defs: get_model_metadata_pb2.SignatureDefMap) -> get_model_metadata_pb2.GetModelMetadataResponse:
+def metadata_response(
+    name: str, version: int, signature_defs: get_model_metadata_pb2.SignatureDefMap
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = name
     response.model_spec.version.value = version
@@ -104,7 +115,9 @@ def metadata_response(name: str, version: int, signature_defs: get_model_metadat
     return response
 
 
-def status_response(manager: ModelManager, name: str, version: int | None) -> get_model_status_pb2.GetModelStatusResponse:
+def status_response(
+    manager: ModelManager, name: str, version: int | None
+) -> get_model_status_pb2.GetModelStatusResponse:
     response = get_model_status_pb2.GetModelStatusResponse()
     for status in manager.statuses(name, version):
         entry = response.model_version_status.add()
@@ -124,4 +137,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return _answer(context, "GetModelStatus", lambda: status_response(self.manager, spec.name, _version(spec)))
 
     def HandleReloadConfigRequest(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "the cmml test double serves one model from --model_base_path; it takes no config reloads")
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "the cmml test double serves one model from --model_base_path; it takes no config reloads",
+        )

@@ -5,6 +5,7 @@ sub-folder is a version and, with the default version policy, the largest number
 New versions must appear atomically: :func:`install_version` copies into a hidden sibling and
 renames it into place, so a server polling the folder never sees a half-written version.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,9 @@ def latest_version(model_base_path: str | os.PathLike) -> int | None:
     return max(versions) if versions else None
 
 
-def install_version(saved_model_dir: str | os.PathLike, model_base_path: str | os.PathLike, version: int | None = None) -> Path:
+def install_version(
+    saved_model_dir: str | os.PathLike, model_base_path: str | os.PathLike, version: int | None = None
+) -> Path:
     """Copies a SavedModel into ``model_base_path/<version>`` atomically; ``version`` defaults to
     the latest one + 1 (1 for an empty base path). Returns the version folder."""
     src = Path(saved_model_dir)

@@ -7,6 +7,7 @@ numeric version. A request takes a reference to the current :class:`LoadedModel`
 never changes the model under a running request, and the old version is released only when the
 last request holding it returns.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +20,7 @@ from typing import Mapping, Sequence
 
 import grpc
 import numpy as np
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from cmml.serving import layout, warmup
 from cmml.serving.protocol import Limits, ServingError, code_from_int, invalid
@@ -30,7 +32,6 @@ from cmml.serving.signatures import (
     signatures_from_map,
     validate_inputs,
 )
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 log = logging.getLogger("cmml.serving.double")
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -51,12 +52,16 @@ class LoadedModel:
         self.signatures: dict[str, SignatureInfo] = signatures_from_map(self.signature_defs)
         self._tf = tf
         self._loaded = tf.saved_model.load(str(self.path), tags=list(meta.meta_info_def.tags) or None)
-        self._functions = {name: self._loaded.signatures[name] for name in self.signatures if name in self._loaded.signatures}
+        self._functions = {
+            name: self._loaded.signatures[name] for name in self.signatures if name in self._loaded.signatures
+        }
         missing = sorted(set(self.signatures) - set(self._functions))
         if missing:
             raise ValueError(f"{self.path}: signature(s) {missing} are in the SignatureDef map but not loadable")
 
-    def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    def predict(
+        self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
+    ) -> dict[str, np.ndarray]:
         """Validates ``inputs`` against the signature, runs it, returns the (filtered) outputs.
 
         Raises ServingError: INVALID_ARGUMENT for a request that does not fit the signature or that
@@ -65,7 +70,9 @@ class LoadedModel:
         sig = signature_or_error(self.signatures, signature_name)
         unknown = sorted(set(output_filter) - set(sig.outputs))
         if unknown:
-            raise invalid(f"output_filter names unknown output(s) {unknown}; signature '{sig.name}' has {sorted(sig.outputs)}")
+            raise invalid(
+                f"output_filter names unknown output(s) {unknown}; signature '{sig.name}' has {sorted(sig.outputs)}"
+            )
         validate_inputs(sig, inputs, self.limits)
         tf = self._tf
         try:
@@ -84,7 +91,11 @@ class LoadedModel:
 
     def predict_request(self, request: predict_pb2.PredictRequest) -> dict[str, np.ndarray]:
         """Runs a PredictRequest (decoded with the size limits); used for warm-up replay."""
-        return self.predict(request.model_spec.signature_name or DEFAULT_SIGNATURE, warmup.request_inputs(request, self.limits), list(request.output_filter))
+        return self.predict(
+            request.model_spec.signature_name or DEFAULT_SIGNATURE,
+            warmup.request_inputs(request, self.limits),
+            list(request.output_filter),
+        )
 
 
 @dataclasses.dataclass
@@ -109,7 +120,14 @@ class ModelManager:
         a failing record fails the load, as in TF Serving.
     """
 
-    def __init__(self, model_name: str, model_base_path: str | os.PathLike, poll_seconds: float = 1.0, limits: Limits = Limits(), replay_warmup: bool = True):
+    def __init__(
+        self,
+        model_name: str,
+        model_base_path: str | os.PathLike,
+        poll_seconds: float = 1.0,
+        limits: Limits = Limits(),
+        replay_warmup: bool = True,
+    ):
         if not model_name:
             raise ValueError("model_name must not be empty")
         self.model_name = model_name
@@ -133,7 +151,9 @@ class ModelManager:
         current = self._current
         if not versions:
             if current is not None:
-                log.warning("test double: no version left under %s; unloading version %d", self.base_path, current.version)
+                log.warning(
+                    "test double: no version left under %s; unloading version %d", self.base_path, current.version
+                )
                 with self._lock:
                     self._current = None
                     self._status[current.version] = VersionStatus(current.version, State.END)
@@ -149,11 +169,18 @@ class ModelManager:
         started = time.perf_counter()
         try:
             model = LoadedModel(versions[newest], newest, self.limits)
-            replayed = model.warmup_records = warmup.replay_warmup(model.path, model.predict_request) if self.replay_warmup else 0
+            replayed = model.warmup_records = (
+                warmup.replay_warmup(model.path, model.predict_request) if self.replay_warmup else 0
+            )
         except Exception as exc:  # a broken version must never take the server down
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.error("test double: version %d of '%s' failed to load, still serving %s: %s",
-                      newest, self.model_name, current.version if current else "nothing", message)  # fmt: skip
+            log.error(
+                "test double: version %d of '%s' failed to load, still serving %s: %s",
+                newest,
+                self.model_name,
+                current.version if current else "nothing",
+                message,
+            )
             with self._lock:
                 self._failed[newest] = stamp
                 self._status[newest] = VersionStatus(newest, State.END, grpc.StatusCode.UNKNOWN, message)
@@ -165,8 +192,14 @@ class ModelManager:
                 self._status[current.version] = VersionStatus(current.version, State.END)
                 self.swaps += 1
         self._failed.pop(newest, None)
-        log.info("test double: serving '%s' version %d from %s (loaded in %.1f s, %d warm-up record(s) replayed)",
-                 self.model_name, newest, model.path, time.perf_counter() - started, replayed)  # fmt: skip
+        log.info(
+            "test double: serving '%s' version %d from %s (loaded in %.1f s, %d warm-up record(s) replayed)",
+            self.model_name,
+            newest,
+            model.path,
+            time.perf_counter() - started,
+            replayed,
+        )
 
     def start(self) -> None:
         """Loads the newest version now and, with ``poll_seconds > 0``, keeps polling in a thread."""
@@ -198,13 +231,18 @@ class ModelManager:
         if not name:
             raise invalid("Missing ModelSpec name")
         if label:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"version label '{label}' is not assigned: the test double serves no labels")
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"version label '{label}' is not assigned: the test double serves no labels"
+            )
         model = self._current
         if name != self.model_name or model is None:
             what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {what}")
         if version is not None and version != model.version:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, {version}); serving version {model.version}")
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND,
+                f"Servable not found for request: Specific({name}, {version}); serving version {model.version}",
+            )
         return model
 
     def statuses(self, name: str, version: int | None = None) -> list[VersionStatus]:

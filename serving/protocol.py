@@ -5,6 +5,7 @@ defensive: the element count declared by a TensorProto's shape is checked agains
 anything is allocated, and every malformed input raises :class:`ServingError` with
 ``INVALID_ARGUMENT`` and a message naming the tensor.
 """
+
 from __future__ import annotations
 
 import base64
@@ -15,7 +16,6 @@ from typing import Any, Mapping
 
 import grpc
 import numpy as np
-
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 # dtype enum -> (numpy dtype, TensorProto field of typed values). Strings use ``object`` arrays of bytes.
@@ -34,7 +34,9 @@ _DTYPES: dict[int, tuple[np.dtype, str]] = {
     types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
     types_pb2.DT_STRING: (np.dtype(object), "string_val"),
 }
-_VALUE_FIELDS = sorted({field for _, field in _DTYPES.values()} | {"scomplex_val", "dcomplex_val", "resource_handle_val", "variant_val"})
+_VALUE_FIELDS = sorted(
+    {field for _, field in _DTYPES.values()} | {"scomplex_val", "dcomplex_val", "resource_handle_val", "variant_val"}
+)
 _BY_NUMPY = {np.dtype(dt): enum for enum, (dt, _) in _DTYPES.items() if enum != types_pb2.DT_STRING}
 
 # gRPC status -> HTTP status of the REST API (the canonical google.rpc mapping).
@@ -57,10 +59,18 @@ HTTP_STATUS = {
     grpc.StatusCode.UNKNOWN: 500,
     grpc.StatusCode.DATA_LOSS: 500,
 }
-_CODE_OF_HTTP = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED, 403: grpc.StatusCode.PERMISSION_DENIED,
-                 404: grpc.StatusCode.NOT_FOUND, 409: grpc.StatusCode.ABORTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-                 499: grpc.StatusCode.CANCELLED, 501: grpc.StatusCode.UNIMPLEMENTED, 503: grpc.StatusCode.UNAVAILABLE,
-                 504: grpc.StatusCode.DEADLINE_EXCEEDED}  # fmt: skip
+_CODE_OF_HTTP = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ABORTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
 _CODE_OF_INT = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -166,11 +176,15 @@ def proto_shape(proto: tensor_pb2.TensorProto, name: str, max_elements: int) -> 
         raise invalid(f"tensor '{name}' has rank {len(dims)}; at most 32 is supported")
     n = math.prod(dims)  # exact (Python ints): no overflow
     if n > max_elements:
-        raise invalid(f"tensor '{name}' declares {n} elements (shape {list(dims)}), more than the limit of {max_elements}")
+        raise invalid(
+            f"tensor '{name}' declares {n} elements (shape {list(dims)}), more than the limit of {max_elements}"
+        )
     return dims, n
 
 
-def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, name: str = "tensor", max_elements: int = Limits.max_tensor_elements) -> np.ndarray:
+def tensor_proto_to_ndarray(
+    proto: tensor_pb2.TensorProto, name: str = "tensor", max_elements: int = Limits.max_tensor_elements
+) -> np.ndarray:
     """Decodes a TensorProto like TensorFlow's ``Tensor::FromProto``, but refuses ambiguous encodings.
 
     Accepted: ``tensor_content`` of exactly n·itemsize bytes (numbers), or the dtype's typed field
@@ -192,9 +206,15 @@ def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, name: str = "tensor",
             raise invalid(f"tensor '{name}' has both tensor_content and {field}")
         expected = n * np_dtype.itemsize
         if len(proto.tensor_content) != expected:
-            raise invalid(f"tensor '{name}': tensor_content has {len(proto.tensor_content)} bytes, shape {list(dims)} "
-                          f"of {dtype_name(proto.dtype)} needs {expected}")  # fmt: skip
-        return np.frombuffer(proto.tensor_content, dtype=np_dtype.newbyteorder("<")).astype(np_dtype, copy=False).reshape(dims)
+            raise invalid(
+                f"tensor '{name}': tensor_content has {len(proto.tensor_content)} bytes, shape {list(dims)} "
+                f"of {dtype_name(proto.dtype)} needs {expected}"
+            )
+        return (
+            np.frombuffer(proto.tensor_content, dtype=np_dtype.newbyteorder("<"))
+            .astype(np_dtype, copy=False)
+            .reshape(dims)
+        )
     m = len(values)
     if m > n:
         raise invalid(f"tensor '{name}' has {m} values in {field} for shape {list(dims)} ({n} elements)")
@@ -225,7 +245,9 @@ def _decode_string_leaf(value: Any, name: str) -> bytes:
             return base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, ValueError):
             raise invalid(f"input '{name}': invalid base64 in a {{\"b64\": ...}} value") from None
-    raise invalid(f"input '{name}' is DT_STRING: expected strings or {{\"b64\": ...}} objects, found {type(value).__name__}")
+    raise invalid(
+        f"input '{name}' is DT_STRING: expected strings or {{\"b64\": ...}} objects, found {type(value).__name__}"
+    )
 
 
 def _string_array(value: Any, name: str, max_elements: int) -> np.ndarray:
@@ -286,7 +308,12 @@ def json_to_ndarray(value: Any, dtype: int, name: str, max_elements: int = Limit
     else:
         ok = kind in "iuf"
     if not ok:
-        found = {"U": "strings", "O": "null, objects or numbers too large", "f": "decimal numbers", "b": "booleans"}.get(kind, str(array.dtype))
+        found = {
+            "U": "strings",
+            "O": "null, objects or numbers too large",
+            "f": "decimal numbers",
+            "b": "booleans",
+        }.get(kind, str(array.dtype))
         raise invalid(f"input '{name}' is {dtype_name(dtype)} but the JSON holds {found}")
     return array.astype(np_dtype)
 
@@ -317,7 +344,9 @@ def inputs_to_json(inputs: Mapping[str, np.ndarray], row_format: bool = False) -
         return {"inputs": encoded}
     sizes = {np.asarray(v).shape[0] if np.ndim(v) else None for v in inputs.values()}
     if len(sizes) != 1 or None in sizes:
-        raise ValueError("the row ('instances') format needs every input to have the same 0-th dimension; use the columnar format")
+        raise ValueError(
+            "the row ('instances') format needs every input to have the same 0-th dimension; use the columnar format"
+        )
     (batch,) = sizes
     return {"instances": [{k: v[i] for k, v in encoded.items()} for i in range(batch)]}
 
@@ -329,7 +358,9 @@ def _input_json(array: np.ndarray, name: str) -> Any:
     return array.tolist()
 
 
-def parse_predict_body(body: Any, input_dtypes: Mapping[str, int], max_elements: int = Limits.max_tensor_elements) -> tuple[dict[str, np.ndarray], bool]:
+def parse_predict_body(
+    body: Any, input_dtypes: Mapping[str, int], max_elements: int = Limits.max_tensor_elements
+) -> tuple[dict[str, np.ndarray], bool]:
     """A decoded ``:predict`` body -> (inputs, row_format). ``input_dtypes`` maps the signature's
     input names to dtype enums. Follows TF Serving's rules for ``instances`` and ``inputs``."""
     if not isinstance(body, dict):
@@ -343,10 +374,14 @@ def parse_predict_body(body: Any, input_dtypes: Mapping[str, int], max_elements:
         if isinstance(value, dict) and not (len(names) == 1 and set(value) == {"b64"}):
             unknown = sorted(set(value) - set(names))
             if unknown:
-                raise invalid(f"the request has input(s) the signature does not take; unexpected: {unknown}; the signature takes {sorted(names)}")
+                raise invalid(
+                    f"the request has input(s) the signature does not take; unexpected: {unknown}; the signature takes {sorted(names)}"
+                )
             return {k: json_to_ndarray(v, input_dtypes[k], k, max_elements) for k, v in value.items()}, False
         if len(names) != 1:
-            raise invalid(f"'inputs' must be an object keyed by input name: the signature has {len(names)} inputs {sorted(names)}")
+            raise invalid(
+                f"'inputs' must be an object keyed by input name: the signature has {len(names)} inputs {sorted(names)}"
+            )
         return {names[0]: json_to_ndarray(value, input_dtypes[names[0]], names[0], max_elements)}, False
     rows = body["instances"]
     if not isinstance(rows, list) or not rows:
@@ -357,10 +392,14 @@ def parse_predict_body(body: Any, input_dtypes: Mapping[str, int], max_elements:
             raise invalid("every instance must have the same input names")
         unknown = sorted(keys - set(names))
         if unknown:
-            raise invalid(f"the request has input(s) the signature does not take; unexpected: {unknown}; the signature takes {sorted(names)}")
+            raise invalid(
+                f"the request has input(s) the signature does not take; unexpected: {unknown}; the signature takes {sorted(names)}"
+            )
         return {k: json_to_ndarray([r[k] for r in rows], input_dtypes[k], k, max_elements) for k in keys}, True
     if len(names) != 1:
-        raise invalid(f"each instance must be an object keyed by input name: the signature has {len(names)} inputs {sorted(names)}")
+        raise invalid(
+            f"each instance must be an object keyed by input name: the signature has {len(names)} inputs {sorted(names)}"
+        )
     return {names[0]: json_to_ndarray(rows, input_dtypes[names[0]], names[0], max_elements)}, True
 
 
@@ -392,7 +431,9 @@ def parse_predict_response(body: Any, output_dtypes: Mapping[str, int] | None = 
     """
     dtypes = dict(output_dtypes or {})
     if not isinstance(body, dict) or not ({"predictions", "outputs"} & set(body)):
-        raise ServingError(grpc.StatusCode.INTERNAL, f"response has neither 'predictions' nor 'outputs': {str(body)[:200]}")
+        raise ServingError(
+            grpc.StatusCode.INTERNAL, f"response has neither 'predictions' nor 'outputs': {str(body)[:200]}"
+        )
     single = next(iter(dtypes)) if len(dtypes) == 1 else "output"
     if "outputs" in body:
         value = body["outputs"]

@@ -8,6 +8,7 @@
 Errors are ``{"error": "<message>"}`` with the HTTP status of the gRPC code (INVALID_ARGUMENT → 400,
 NOT_FOUND → 404 ...). Request bodies need a Content-Length within the size limit.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,14 @@ class RestServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], manager: ModelManager, limits: Limits = Limits(), num_threads: int = 8, timeout_seconds: float = 30.0):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        manager: ModelManager,
+        limits: Limits = Limits(),
+        num_threads: int = 8,
+        timeout_seconds: float = 30.0,
+    ):
         self.manager = manager
         self.limits = limits
         self.slots = threading.BoundedSemaphore(num_threads)
@@ -120,9 +128,14 @@ class RestHandler(BaseHTTPRequestHandler):
             model = manager.resolve(name, version, label)
             response = metadata_response(name, model.version, model.signature_defs)
             # TF Serving writes the Any as the SignatureDefMap itself: {"signature_def": {"signature_def": {...}}}
-            return 200, {"model_spec": _proto_json(response.model_spec), "metadata": {"signature_def": _proto_json(model.signature_defs)}}
+            return 200, {
+                "model_spec": _proto_json(response.model_spec),
+                "metadata": {"signature_def": _proto_json(model.signature_defs)},
+            }
         if label:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"version label '{label}' is not assigned: the test double serves no labels")
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"version label '{label}' is not assigned: the test double serves no labels"
+            )
         return 200, _proto_json(status_response(manager, name, version))
 
     # --- POST: predict ---------------------------------------------------------------------------------------
@@ -136,7 +149,10 @@ class RestHandler(BaseHTTPRequestHandler):
         if match is None:
             raise invalid(f"Malformed request: POST {self.path[:200]}")
         if match["method"] != "predict":
-            raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f":{match['method']} is not implemented by the cmml test double (use :predict)")
+            raise ServingError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f":{match['method']} is not implemented by the cmml test double (use :predict)",
+            )
         model = self.server.manager.resolve(match["name"], _version(match["version"]), match["label"] or "")
         try:
             request = json.loads(body)
@@ -150,7 +166,9 @@ class RestHandler(BaseHTTPRequestHandler):
         sig = signature_or_error(model.signatures, signature_name)
         inputs, row_format = parse_predict_body(request, sig.input_dtypes(), self.server.limits.max_tensor_elements)
         if not self.server.slots.acquire(timeout=self.server.timeout_seconds):
-            raise ServingError(grpc.StatusCode.UNAVAILABLE, "the test double is overloaded: no free REST worker, try again")
+            raise ServingError(
+                grpc.StatusCode.UNAVAILABLE, "the test double is overloaded: no free REST worker, try again"
+            )
         try:
             outputs = model.predict(sig.name, inputs)
         finally:
@@ -182,7 +200,9 @@ class RestHandler(BaseHTTPRequestHandler):
 def _check_prefix(path: str) -> None:
     """Only /v1/... reaches the API handler (TF Serving answers other paths with 404)."""
     if not path.startswith("/v1/"):
-        raise ServingError(grpc.StatusCode.NOT_FOUND, f"no API at {path[:200]}: TF Serving's REST API lives under /v1/models")
+        raise ServingError(
+            grpc.StatusCode.NOT_FOUND, f"no API at {path[:200]}: TF Serving's REST API lives under /v1/models"
+        )
 
 
 def _version(text: str | None) -> int | None:
@@ -192,4 +212,3 @@ def _version(text: str | None) -> int | None:
     if value > _MAX_VERSION:
         raise invalid(f"Failed to convert version: {text[:30]} to numeric")
     return value
-

@@ -13,6 +13,7 @@ requests, replays ``assets.extra/tf_serving_warmup_requests`` before a version s
 implements Predict / GetModelMetadata / GetModelStatus over gRPC and the ``/v1/models`` REST API
 for every signature, and answers bad requests with INVALID_ARGUMENT (REST 400) and a message.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,12 +23,12 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from cmml.serving.grpc_service import ModelServicer, PredictionServicer
 from cmml.serving.model_store import ModelManager
 from cmml.serving.protocol import Limits
 from cmml.serving.rest import RestServer
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 log = logging.getLogger("cmml.serving.double")
 BANNER = "cmml serving TEST DOUBLE (not TensorFlow Serving)"
@@ -39,7 +40,12 @@ class _ConciseGrpcDecodeErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and "deserializ" in record.getMessage():
-            record.msg, record.args, record.exc_info, record.exc_text = f"gRPC: {record.getMessage()} ({record.exc_info[1]})", (), None, None
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                f"gRPC: {record.getMessage()} ({record.exc_info[1]})",
+                (),
+                None,
+                None,
+            )
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
@@ -90,7 +96,7 @@ class ServingDouble:
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
 
-    def start(self) -> "ServingDouble":
+    def start(self) -> ServingDouble:
         """Loads the newest version (if any), binds both ports and starts serving."""
         grpc_threads, max_rpcs, rest_threads, rest_timeout = self._threads
         port, rest_port = self._requested
@@ -104,7 +110,9 @@ class ServingDouble:
                 ("grpc.so_reuseport", 0),  # a busy port is an error, not a silently shared one
             ],
         )
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.manager, self.limits), server)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.manager, self.limits), server
+        )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager), server)
         try:
             bound = server.add_insecure_port(f"{self.host}:{port}")
@@ -123,12 +131,20 @@ class ServingDouble:
                 self.stop()
                 raise
             self.rest_port = self._rest.server_address[1]
-            self._rest_thread = threading.Thread(target=self._rest.serve_forever, kwargs={"poll_interval": 0.2}, name="double-rest", daemon=True)
+            self._rest_thread = threading.Thread(
+                target=self._rest.serve_forever, kwargs={"poll_interval": 0.2}, name="double-rest", daemon=True
+            )
             self._rest_thread.start()
         current = self.manager.current
-        log.info("%s: model '%s' %s; gRPC on %s:%s, REST %s", BANNER, self.model_name,
-                 f"version {current.version}" if current else f"(no version yet under {self.model_base_path})",
-                 self.host, self.grpc_port, f"on {self.host}:{self.rest_port}" if self.rest_port else "disabled")  # fmt: skip
+        log.info(
+            "%s: model '%s' %s; gRPC on %s:%s, REST %s",
+            BANNER,
+            self.model_name,
+            f"version {current.version}" if current else f"(no version yet under {self.model_base_path})",
+            self.host,
+            self.grpc_port,
+            f"on {self.host}:{self.rest_port}" if self.rest_port else "disabled",
+        )
         return self
 
     def stop(self, grace: float = 2.0) -> None:
@@ -149,7 +165,7 @@ class ServingDouble:
         rest = f"{self.host}:{self.rest_port}" if self.rest_port else "disabled"
         return f"{BANNER}: model={self.model_name} version={version} grpc={self.host}:{self.grpc_port} rest={rest}"
 
-    def __enter__(self) -> "ServingDouble":
+    def __enter__(self) -> ServingDouble:
         return self.start()
 
     def __exit__(self, *exc) -> None:

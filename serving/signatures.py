@@ -4,6 +4,7 @@ The test double knows nothing about CMML: it reads the ``SignatureDef`` map of w
 it serves (the same map TF Serving returns from ``GetModelMetadata``) and checks every request
 against it — input names, dtypes, ranks and fixed dimensions — before the model runs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,10 +14,10 @@ from typing import Mapping
 
 import numpy as np
 from google.protobuf import text_format
-
-from cmml.serving.protocol import Limits, dtype_enum, dtype_name, invalid
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
+
+from cmml.serving.protocol import Limits, dtype_enum, dtype_name, invalid
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
@@ -37,11 +38,15 @@ class TensorSpecInfo:
         return dtype_name(self.dtype)
 
     def describe(self) -> str:
-        dims = "unknown rank" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        dims = (
+            "unknown rank"
+            if self.shape is None
+            else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        )
         return f"{self.dtype_name} {dims}"
 
     @classmethod
-    def from_proto(cls, name: str, info: meta_graph_pb2.TensorInfo) -> "TensorSpecInfo":
+    def from_proto(cls, name: str, info: meta_graph_pb2.TensorInfo) -> TensorSpecInfo:
         if info.tensor_shape.unknown_rank:
             shape = None
         else:
@@ -59,7 +64,7 @@ class SignatureInfo:
     method_name: str = ""
 
     @classmethod
-    def from_proto(cls, name: str, sig: meta_graph_pb2.SignatureDef) -> "SignatureInfo":
+    def from_proto(cls, name: str, sig: meta_graph_pb2.SignatureDef) -> SignatureInfo:
         return cls(
             name,
             {k: TensorSpecInfo.from_proto(k, v) for k, v in sorted(sig.inputs.items())},
@@ -108,13 +113,19 @@ def signature_def_map(export_dir: str | os.PathLike) -> get_model_metadata_pb2.S
 
 def signatures_from_map(proto: get_model_metadata_pb2.SignatureDefMap) -> dict[str, SignatureInfo]:
     """Callable signatures of a SignatureDefMap (the TF2 init-op entry is left out)."""
-    return {name: SignatureInfo.from_proto(name, sig) for name, sig in sorted(proto.signature_def.items()) if name != INIT_OP_SIGNATURE}
+    return {
+        name: SignatureInfo.from_proto(name, sig)
+        for name, sig in sorted(proto.signature_def.items())
+        if name != INIT_OP_SIGNATURE
+    }
 
 
 def signature_or_error(signatures: Mapping[str, SignatureInfo], name: str) -> SignatureInfo:
     name = name or DEFAULT_SIGNATURE
     if name not in signatures:
-        raise invalid(f"Serving signature name: \"{name}\" not found in signature def; the model has {sorted(signatures)}")
+        raise invalid(
+            f'Serving signature name: "{name}" not found in signature def; the model has {sorted(signatures)}'
+        )
     return signatures[name]
 
 
@@ -134,18 +145,25 @@ def validate_inputs(sig: SignatureInfo, inputs: Mapping[str, np.ndarray], limits
         array = inputs[name]
         got = dtype_enum(array)
         if got != spec.dtype:
-            raise invalid(f"input '{name}' of signature '{sig.name}' expects {spec.dtype_name} but {dtype_name(got)} was sent")
+            raise invalid(
+                f"input '{name}' of signature '{sig.name}' expects {spec.dtype_name} but {dtype_name(got)} was sent"
+            )
         if spec.shape is not None:
             if array.ndim != len(spec.shape):
-                raise invalid(f"input '{name}' of signature '{sig.name}' expects rank {len(spec.shape)} ({spec.describe()}) "
-                              f"but shape {list(array.shape)} was sent")  # fmt: skip
+                raise invalid(
+                    f"input '{name}' of signature '{sig.name}' expects rank {len(spec.shape)} ({spec.describe()}) "
+                    f"but shape {list(array.shape)} was sent"
+                )
             for axis, (want, have) in enumerate(zip(spec.shape, array.shape)):
                 if want is not None and want != have:
-                    raise invalid(f"input '{name}' of signature '{sig.name}' expects dimension {axis} to be {want} "
-                                  f"({spec.describe()}) but shape {list(array.shape)} was sent")  # fmt: skip
+                    raise invalid(
+                        f"input '{name}' of signature '{sig.name}' expects dimension {axis} to be {want} "
+                        f"({spec.describe()}) but shape {list(array.shape)} was sent"
+                    )
         if array.size > limits.max_tensor_elements:
-            raise invalid(f"input '{name}' has {array.size} elements, more than the limit of {limits.max_tensor_elements}")
+            raise invalid(
+                f"input '{name}' has {array.size} elements, more than the limit of {limits.max_tensor_elements}"
+            )
         total += array.size
     if total > limits.max_request_elements:
         raise invalid(f"the request has {total} elements in all, more than the limit of {limits.max_request_elements}")
-

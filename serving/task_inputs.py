@@ -5,6 +5,7 @@ Values are the dataset's RAW fields (user id, item id, gender, genres ...), whic
 exported with its tf.Transform graph takes. A model that takes transformed integer ids cannot be
 fed raw string ids: that case is refused with an explanation instead of sending wrong indices.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,11 +13,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow.compute as pc
+from tensorflow.core.framework import types_pb2
 
 from cmml.data.records import ITEM_FEATURES, USER_FEATURES
 from cmml.serving.protocol import numpy_dtype
 from cmml.serving.signatures import SignatureInfo
-from tensorflow.core.framework import types_pb2
 
 SUPPORT, QUERY = "support", "query"
 LABEL, MASK = "label", "mask"
@@ -38,7 +39,9 @@ def _value_rows(dataset) -> tuple[dict[str, dict], dict[str, dict]]:
     return {r["user_id"]: r for r in users.to_pylist()}, {r["item_id"]: r for r in items.to_pylist()}
 
 
-def user_history(dataset, user_id: str, exclude: Sequence[str] = (), max_support: int = 64) -> tuple[list[str], list[float]]:
+def user_history(
+    dataset, user_id: str, exclude: Sequence[str] = (), max_support: int = 64
+) -> tuple[list[str], list[float]]:
     """The user's most recent ``max_support`` interactions (items, labels) in time order, without
     the items in ``exclude`` (the candidates: their labels must not leak into the context)."""
     table = dataset.read_interactions().table
@@ -49,7 +52,11 @@ def user_history(dataset, user_id: str, exclude: Sequence[str] = (), max_support
     labels = rows["label"].to_pylist()
     stamps = rows["timestamp"].to_pylist()
     # oldest first; rows without a timestamp count as the oldest, so the most recent known ones are kept
-    order = sorted(range(len(items)), key=lambda k: (stamps[k] is not None, stamps[k] or 0, k))[-max_support:] if max_support > 0 else []
+    order = (
+        sorted(range(len(items)), key=lambda k: (stamps[k] is not None, stamps[k] or 0, k))[-max_support:]
+        if max_support > 0
+        else []
+    )
     return [items[k] for k in order], [float(labels[k]) for k in order]
 
 
@@ -94,7 +101,9 @@ def _column(values: list[Any], dtype: int, rank: int, input_name: str) -> np.nda
     raise ValueError(f"input '{input_name}' has rank {rank}; episode inputs have rank 2 or 3")
 
 
-def build_user_inputs(dataset, signature: SignatureInfo, user_id: str, candidates: Sequence[str], max_support: int = 64) -> tuple[dict[str, np.ndarray], UserTask]:
+def build_user_inputs(
+    dataset, signature: SignatureInfo, user_id: str, candidates: Sequence[str], max_support: int = 64
+) -> tuple[dict[str, np.ndarray], UserTask]:
     """Inputs of ``signature`` (its ``support_*`` and ``query_*`` inputs) for one user and the
     candidate items, from a :class:`cmml.data.Dataset`. Any other input (``context``, ``state``)
     cannot come from a dataset and raises ValueError."""
@@ -108,7 +117,9 @@ def build_user_inputs(dataset, signature: SignatureInfo, user_id: str, candidate
     for name, spec in signature.inputs.items():
         part, _, field = name.partition("_")
         if part not in (SUPPORT, QUERY) or not field:
-            raise ValueError(f"input '{name}' of signature '{signature.name}' cannot be built from a dataset (use the two-stage API or --input)")
+            raise ValueError(
+                f"input '{name}' of signature '{signature.name}' cannot be built from a dataset (use the two-stage API or --input)"
+            )
         row_items = items if part == SUPPORT else task.candidates
         n = len(row_items)
         padded = n == 0  # a user without history: one padding row (mask 0) keeps shapes valid
@@ -127,7 +138,9 @@ def build_user_inputs(dataset, signature: SignatureInfo, user_id: str, candidate
         elif field in ITEM_FEATURES:
             values = [item_rows.get(i, {}).get(field) for i in row_items]
         else:
-            raise ValueError(f"input '{name}': '{field}' is not a user field {USER_FEATURES} or an item field {ITEM_FEATURES}")
+            raise ValueError(
+                f"input '{name}': '{field}' is not a user field {USER_FEATURES} or an item field {ITEM_FEATURES}"
+            )
         if padded:
             values = [None]
         if spec.shape is None:
@@ -143,4 +156,7 @@ def item_labels(inputs: Mapping[str, np.ndarray], task: UserTask | None = None) 
     ids = inputs.get("query_item_id")
     if ids is None:
         return None
-    return [[v.decode("utf-8", "replace") if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v for v in row] for row in np.asarray(ids)]
+    return [
+        [v.decode("utf-8", "replace") if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v for v in row]
+        for row in np.asarray(ids)
+    ]

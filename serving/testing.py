@@ -4,6 +4,7 @@ free loopback ports, resident memory, and small exported CMML models.
 The double runs in a child process (``python -m cmml.serving.cli serve``) so that a crash is seen
 as a dead process and its memory can be measured on its own.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,15 @@ class DoubleProcess:
     The child's stderr (its log) is kept in :attr:`log_lines`.
     """
 
-    def __init__(self, model_base_path: str | os.PathLike, model_name: str, poll_seconds: float = 1.0, extra_args: Sequence[str] = (),
-                 start_timeout: float = 180.0, env: Mapping[str, str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model_base_path: str | os.PathLike,
+        model_name: str,
+        poll_seconds: float = 1.0,
+        extra_args: Sequence[str] = (),
+        start_timeout: float = 180.0,
+        env: Mapping[str, str] | None = None,
+    ):
         self.model_base_path = Path(model_base_path)
         self.model_name = model_name
         self.poll_seconds = poll_seconds
@@ -77,11 +85,25 @@ class DoubleProcess:
     def rss(self) -> int:
         return rss_bytes(self.pid)
 
-    def start(self) -> "DoubleProcess":
+    def start(self) -> DoubleProcess:
         self.grpc_port, self.rest_port = free_port(), free_port()
-        cmd = [sys.executable, "-m", "cmml.serving.cli", "serve", "--model_base_path", str(self.model_base_path), "--model_name", self.model_name,
-               "--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port),
-               "--file_system_poll_wait_seconds", str(self.poll_seconds), *self.extra_args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "cmml.serving.cli",
+            "serve",
+            "--model_base_path",
+            str(self.model_base_path),
+            "--model_name",
+            self.model_name,
+            "--port",
+            str(self.grpc_port),
+            "--rest_api_port",
+            str(self.rest_port),
+            "--file_system_poll_wait_seconds",
+            str(self.poll_seconds),
+            *self.extra_args,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
         threading.Thread(target=self._pump, args=(self.proc.stdout, True), daemon=True).start()
         threading.Thread(target=self._pump, args=(self.proc.stderr, False), daemon=True).start()
@@ -99,7 +121,9 @@ class DoubleProcess:
                 self.ready_line = line.strip()
                 return self
         self.stop()
-        raise RuntimeError(f"test double did not start within {self.start_timeout:.0f} s; log:\n" + "\n".join(self.log_lines[-30:]))
+        raise RuntimeError(
+            f"test double did not start within {self.start_timeout:.0f} s; log:\n" + "\n".join(self.log_lines[-30:])
+        )
 
     def _pump(self, stream, is_stdout: bool) -> None:
         for line in stream:
@@ -135,20 +159,28 @@ class DoubleProcess:
             if not self.alive():
                 raise RuntimeError("test double exited; log:\n" + "\n".join(self.log_lines[-30:]))
             time.sleep(0.1)
-        raise TimeoutError(f"version {version} not AVAILABLE after {timeout} s; log:\n" + "\n".join(self.log_lines[-30:]))
+        raise TimeoutError(
+            f"version {version} not AVAILABLE after {timeout} s; log:\n" + "\n".join(self.log_lines[-30:])
+        )
 
-    def __enter__(self) -> "DoubleProcess":
+    def __enter__(self) -> DoubleProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
-def export_cmml_model(export_dir: str | os.PathLike, specs=None, config=None, seed: int = 0, episodes: Mapping[str, np.ndarray] | None = None):
+def export_cmml_model(
+    export_dir: str | os.PathLike,
+    specs=None,
+    config=None,
+    seed: int = 0,
+    episodes: Mapping[str, np.ndarray] | None = None,
+):
     """Builds a CMML model with random weights (seeded), exports it, returns ``(model, path)``."""
-    import cmml  # noqa: F401
     import tensorflow as tf
 
+    import cmml  # noqa: F401
     from cmml.models.cmml import CMMLModel
     from cmml.models.config import CMMLConfig
     from cmml.models.export import export_saved_model
@@ -156,12 +188,21 @@ def export_cmml_model(export_dir: str | os.PathLike, specs=None, config=None, se
 
     tf.keras.utils.set_random_seed(seed)
     model = CMMLModel(specs or DEFAULT_SPECS, config or CMMLConfig(embedding_dim=8))
-    batch = episodes if episodes is not None else random_episodes(specs or DEFAULT_SPECS, tasks=2, support=5, query=4, seed=seed)
+    batch = (
+        episodes
+        if episodes is not None
+        else random_episodes(specs or DEFAULT_SPECS, tasks=2, support=5, query=4, seed=seed)
+    )
     model({k: tf.constant(v) for k, v in batch.items()})  # build the weights
     return model, export_saved_model(model, export_dir)
 
 
-def serving_inputs(episodes: Mapping[str, np.ndarray], signature: str, context: np.ndarray | None = None, state: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def serving_inputs(
+    episodes: Mapping[str, np.ndarray],
+    signature: str,
+    context: np.ndarray | None = None,
+    state: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """The inputs of one CMML signature from an episode batch (``new_*`` = the support set)."""
     support = {k: v for k, v in episodes.items() if k.startswith("support_")}
     query = {k: v for k, v in episodes.items() if k.startswith("query_") and k != "query_label"}
@@ -172,5 +213,5 @@ def serving_inputs(episodes: Mapping[str, np.ndarray], signature: str, context: 
     if signature == "score":
         return {"context": context, **query}
     if signature == "update_context":
-        return {"state": state, **{"new_" + k[len("support_"):]: v for k, v in support.items()}}
+        return {"state": state, **{"new_" + k[len("support_") :]: v for k, v in support.items()}}
     raise ValueError(f"unknown CMML signature {signature!r}")

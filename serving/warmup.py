@@ -5,6 +5,7 @@ first live request does not pay for lazy initialisation; a record that fails mak
 At most 1,000 records are allowed. The pipeline's Pusher calls :func:`write_warmup_requests` on
 the SavedModel it pushes, with requests from :func:`canned_requests`.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,10 +14,16 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 from google.protobuf.message import DecodeError
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from cmml.serving.protocol import Limits, ServingError, ndarray_to_tensor_proto, numpy_dtype, tensor_proto_to_ndarray
-from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_def_map, signature_or_error, signatures_from_map, validate_inputs
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+from cmml.serving.signatures import (
+    DEFAULT_SIGNATURE,
+    signature_def_map,
+    signature_or_error,
+    signatures_from_map,
+    validate_inputs,
+)
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -31,7 +38,12 @@ def warmup_path(saved_model_dir: str | os.PathLike) -> Path:
     return Path(saved_model_dir) / WARMUP_DIR / WARMUP_FILE
 
 
-def predict_request(inputs: Mapping[str, np.ndarray], signature_name: str = DEFAULT_SIGNATURE, model_name: str = "", version: int | None = None) -> predict_pb2.PredictRequest:
+def predict_request(
+    inputs: Mapping[str, np.ndarray],
+    signature_name: str = DEFAULT_SIGNATURE,
+    model_name: str = "",
+    version: int | None = None,
+) -> predict_pb2.PredictRequest:
     """A PredictRequest for ``inputs``. Warm-up requests may leave ``model_name`` empty: the
     server replays them against the version being loaded."""
     request = predict_pb2.PredictRequest()
@@ -152,6 +164,8 @@ def canned_requests(
             elif spec.shape is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
                 inputs[key] = np.zeros((batch, spec.shape[1]), dtype=numpy_dtype(spec.dtype))
             else:
-                raise ValueError(f"cannot fill input '{key}' ({spec.describe()}) of signature '{name}' from the episodes")
+                raise ValueError(
+                    f"cannot fill input '{key}' ({spec.describe()}) of signature '{name}' from the episodes"
+                )
         out.append(predict_request(inputs, name))
     return out

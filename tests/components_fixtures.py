@@ -6,6 +6,7 @@ Foundation readers with a small Arrow stand-in for the Transform step (indices 0
 without a minutes-long tf.Transform run. The TFX path LogExampleGen -> Transform -> TaskGen is
 covered by the pipeline test on small synthetic data.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,9 @@ import pyarrow.compute as pc
 
 from cmml.components import task_gen as TG
 from cmml.components import task_logic as L
-from cmml.components import transform_module as TM
-from cmml.data import open_dataset, records as R
+from cmml.data import open_dataset
+from cmml.data import records as R
+from cmml.models import preprocessing as TM
 
 
 def _codes(values: pa.Array) -> tuple[np.ndarray, list[str]]:
@@ -52,7 +54,7 @@ class Columns:
             for name, value in self.cols.items():
                 if isinstance(value, tuple):
                     values, splits = value
-                    b[name] = (values[splits[start]:splits[stop]], splits[start:stop + 1] - splits[start])
+                    b[name] = (values[splits[start] : splits[stop]], splits[start : stop + 1] - splits[start])
                 elif isinstance(value, pa.Array):
                     b[name] = value.slice(start, stop - start)
                 else:
@@ -83,7 +85,8 @@ def _raw_columns(data: str | Path, prefix: str | None) -> dict:
     i_pos = pc.index_in(item_ids, value_set=_prefixed(items[R.ITEM_ID], prefix))
     raw = {
         "table": table.set_column(0, R.USER_ID, user_ids).set_column(1, R.ITEM_ID, item_ids),
-        R.USER_ID: user_ids, R.ITEM_ID: item_ids,
+        R.USER_ID: user_ids,
+        R.ITEM_ID: item_ids,
         "domain": pa.array([prefix or ""] * table.num_rows, pa.string()),
         "gender": users["gender"].combine_chunks().take(u_pos),
     }
@@ -110,7 +113,9 @@ def reader_columns(data: str | Path, prefix: str | None = None, more: tuple = ()
     cols[R.ITEM_ID], _ = _codes(raw[R.ITEM_ID])
     cols["gender"], _ = _codes(raw["gender"])
     years = pc.fill_null(raw["year"], 0).to_numpy(zero_copy_only=False)
-    cols["year"] = np.where(years > 0, np.searchsorted(np.array(TM.YEAR_BOUNDARIES), years, side="right") + 1, 0).astype(np.int64)
+    cols["year"] = np.where(
+        years > 0, np.searchsorted(np.array(TM.YEAR_BOUNDARIES), years, side="right") + 1, 0
+    ).astype(np.int64)
     cols["rated"], rated_vocab = _codes(raw["rated"])
     vocab = {}
     for name in ("genres", "directors", "actors"):
@@ -126,8 +131,11 @@ def reader_columns(data: str | Path, prefix: str | None = None, more: tuple = ()
         TG.FeatureInfo("genres", "item", "multi", len(vocab["genres"]) + 2),
     ]
     theme_vocab = L.ThemeVocab(
-        genres=tuple(vocab["genres"]), year=tuple(TM.bucket_names(TM.YEAR_BOUNDARIES, "year")),
-        directors=tuple(vocab["directors"]), actors=tuple(vocab["actors"]), rated=tuple(rated_vocab),
+        genres=tuple(vocab["genres"]),
+        year=tuple(TM.bucket_names(TM.YEAR_BOUNDARIES, "year")),
+        directors=tuple(vocab["directors"]),
+        actors=tuple(vocab["actors"]),
+        rated=tuple(rated_vocab),
     )
     return Columns(cols, features, theme_vocab, table)
 
@@ -162,10 +170,15 @@ def run_data_pipeline(root: Path) -> PipelineRun:
 
     data = root / "data"
     synthetic.generate(data, synthetic.SyntheticConfig(users=250, seed=11), progress=None)
-    config = load_config(overrides={
-        "data": str(data), "transform": PIPELINE_TRANSFORM_CONFIG,
-        "taskgen": {"split_mode": "hash", "test_fraction": 0.25, "valid_fraction": 0.0, "num_shards": 2},
-        "beam": {"direct_running_mode": "in_memory", "direct_num_workers": 1},
-    })  # fmt: skip
+    config = load_config(
+        overrides={
+            "data": str(data),
+            "transform": PIPELINE_TRANSFORM_CONFIG,
+            "taskgen": {"split_mode": "hash", "test_fraction": 0.25, "valid_fraction": 0.0, "num_shards": 2},
+            "beam": {"direct_running_mode": "in_memory", "direct_num_workers": 1},
+        }
+    )
     LocalDagRunner().run(create_pipeline(config, str(root), data_only=True))
-    return PipelineRun(root, data, metadata.sqlite_metadata_connection_config(metadata_path(str(root))), config.transform)
+    return PipelineRun(
+        root, data, metadata.sqlite_metadata_connection_config(metadata_path(str(root))), config.transform
+    )

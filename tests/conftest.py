@@ -1,4 +1,5 @@
 """Shared fixtures. Real MovieLens data is read in place from ../shared/data (never copied)."""
+
 from __future__ import annotations
 
 import os

@@ -1,13 +1,13 @@
 """DCN trains on every meta-training interaction; DCN-F fine-tunes per task without leaking across tasks."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import cmml  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+import cmml  # noqa: F401
 from cmml.models.baselines import task_losses
 from cmml.models.dcn import DCNConfig, DCNModel, FineTunedDCN, build_dcn
 from cmml.models.testing import DEFAULT_SPECS, random_episodes
@@ -46,7 +46,9 @@ def test_dcn_f_fine_tunes_each_task_on_its_own_support_set_only():
     tf.keras.utils.set_random_seed(0)
     model = DCNModel(DEFAULT_SPECS, DCNConfig(finetune_steps=3, finetune_lr=0.05, **SMALL))
     batch = _batch(tasks=4, seed=2)
-    changed = dict(batch, support_label=tf.tensor_scatter_nd_update(batch["support_label"], [[1, 0], [1, 1]], [5.0, 5.0]))
+    changed = dict(
+        batch, support_label=tf.tensor_scatter_nd_update(batch["support_label"], [[1, 0], [1, 1]], [5.0, 5.0])
+    )
     base = model(batch).numpy()
     tuned, tuned_changed = model.adapt_and_score(batch).numpy(), model.adapt_and_score(changed).numpy()
     assert np.abs(tuned - base).max() > 1e-3  # fine-tuning moves the scores
@@ -56,7 +58,9 @@ def test_dcn_f_fine_tunes_each_task_on_its_own_support_set_only():
     # it does what it is for: each task's support loss goes down
     adapted = model.adapt(batch)
     h = model.tower.hidden(model.crossed(batch, "support"), model._split)
-    after = task_losses(model.tower.apply(h, adapted, start=model._split), batch["support_label"], batch["support_mask"], "rating")
+    after = task_losses(
+        model.tower.apply(h, adapted, start=model._split), batch["support_label"], batch["support_mask"], "rating"
+    )
     before = task_losses(model.score_part(batch, "support"), batch["support_label"], batch["support_mask"], "rating")
     assert np.all(after.numpy() < before.numpy())
     # as a predictor, compiled

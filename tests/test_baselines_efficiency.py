@@ -1,20 +1,31 @@
 """The efficiency study's machinery: real (tiny) measurements, the ratio arithmetic, the table and the plot."""
+
 from __future__ import annotations
 
 import argparse
 
 import pytest
 
-from cmml.bench import efficiency
+from bench import efficiency
 
 
 def _row(name, family, infer32, infer1, train_ms, work):
     return {
-        "method": name, "family": family, "train_ms": train_ms, "train_ms_min": train_ms / 2, "train_work_mb": work,
-        "train_peak_mb": 500.0 + work, "train_delta_mb": work, "train_first_call_s": 1.0,
-        "infer_ms_per_task_b32": infer32, "infer_ms_per_task_b32_min": infer32, "infer_ms_per_task_b1": infer1,
-        "infer_ms_per_task_b1_min": infer1, "infer_work_mb": 5.0, "infer_peak_mb": 450.0,
-    }  # fmt: skip
+        "method": name,
+        "family": family,
+        "train_ms": train_ms,
+        "train_ms_min": train_ms / 2,
+        "train_work_mb": work,
+        "train_peak_mb": 500.0 + work,
+        "train_delta_mb": work,
+        "train_first_call_s": 1.0,
+        "infer_ms_per_task_b32": infer32,
+        "infer_ms_per_task_b32_min": infer32,
+        "infer_ms_per_task_b1": infer1,
+        "infer_ms_per_task_b1_min": infer1,
+        "infer_work_mb": 5.0,
+        "infer_peak_mb": 450.0,
+    }
 
 
 def test_ratios_table_and_plot(tmp_path):
@@ -26,7 +37,9 @@ def test_ratios_table_and_plot(tmp_path):
     ]
     rows[2]["infer_shared_with"] = "MeLU-5 (1st order)"
     rows[1]["infer_ms_per_task_b32_min"] = 0.1  # minima give their own ratio
-    rows[0]["paired_b32"] = {"MeLU-20 (1st order)": {"median": 12.5, "q25": 12.0, "q75": 13.25, "pairs": 40, "block": 13}}
+    rows[0]["paired_b32"] = {
+        "MeLU-20 (1st order)": {"median": 12.5, "q25": 12.0, "q75": 13.25, "pairs": 40, "block": 13}
+    }
     found = {d: (v, low) for d, v, low, _, _ in efficiency.ratios(rows, 32)}
     paired = {d: p for d, _, _, p, _ in efficiency.ratios(rows, 32)}
     n = "CMML (mean + dot + FiLM)"
@@ -42,18 +55,27 @@ def test_ratios_table_and_plot(tmp_path):
     table = efficiency.markdown(rows, args)
     assert "| MeLU-5 (2nd order) | 100.0 (50.0) | 80.0 | 580 | 80 |" in table and "0.200 (0.200) ¹" in table
     assert f"| {n}: inference speed-up vs MeLU-5, batches of 32 | 4.00× | 2.00× |  | ≥ 3× |" in table
-    assert f"| {n}: inference speed-up vs 20-step MAML (MeLU-20), batches of 32 | 13.00× | 13.00× | 12.50× (12.00–13.25, 40 pairs) | ≥ 10× |" in table
+    assert (
+        f"| {n}: inference speed-up vs 20-step MAML (MeLU-20), batches of 32 | 13.00× | 13.00× | 12.50× (12.00–13.25, 40 pairs) | ≥ 10× |"
+        in table
+    )
     png = efficiency.plot(rows, 32, tmp_path / "docs" / "efficiency.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_tiny_measurements_in_process():
     args = argparse.Namespace(support=4, query=6, batch=3, rounds=2, calls=2, pairs=3)
-    chosen = [m for m in efficiency.methods() if m.name in ("CMML (mean + dot + FiLM)", "MeLU-1 (1st order)", "MeLU-1 (2nd order)", "MeLU-5 (1st order)")]
+    chosen = [
+        m
+        for m in efficiency.methods()
+        if m.name in ("CMML (mean + dot + FiLM)", "MeLU-1 (1st order)", "MeLU-1 (2nd order)", "MeLU-5 (1st order)")
+    ]
     rows = efficiency.run(args, chosen, in_process=True)
     assert [r["method"] for r in rows] == [m.name for m in chosen]
     for r in rows:
-        assert 0 < r["train_ms_min"] <= r["train_ms"] and r["infer_ms_per_task_b3"] > 0 and r["infer_ms_per_task_b1"] > 0
+        assert (
+            0 < r["train_ms_min"] <= r["train_ms"] and r["infer_ms_per_task_b3"] > 0 and r["infer_ms_per_task_b1"] > 0
+        )
         assert r["train_peak_mb"] >= r["train_rss_before_mb"] > 0 and r["train_work_mb"] > 0
     # MAML inference is one computation for both orders: measured once and shared
     assert rows[2]["infer_shared_with"] == "MeLU-1 (1st order)"
@@ -80,10 +102,17 @@ def test_paired_ratio_compares_each_slow_call_with_the_fast_blocks_around_it(mon
         def call():
             clock[0] += seconds * speed()
             calls[0] += 1
+
         return call
 
     result = efficiency.paired_ratio(timed(0.001), timed(0.010), pairs=4, block=block)
-    assert result == {"median": pytest.approx(10.0), "q25": pytest.approx(10.0), "q75": pytest.approx(10.0), "pairs": 4, "block": 3}
+    assert result == {
+        "median": pytest.approx(10.0),
+        "q25": pytest.approx(10.0),
+        "q75": pytest.approx(10.0),
+        "pairs": 4,
+        "block": 3,
+    }
     assert calls[0] == 4 * (2 * block + 1)
 
 

@@ -1,12 +1,12 @@
 """MeLU / MetaCS-DNN: the inner loop is plain SGD per task, first vs second order, vectorisation, training."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.models.maml import MAMLConfig, MAMLModel, build_maml, match_slots
 from cmml.models.testing import random_episodes
 from cmml.schemas.episodes import FeatureSpec
@@ -20,7 +20,12 @@ TINY = dict(embedding_dim=2, hidden=(3,), inner_lr=0.05)
 
 
 def _batch(tasks=4, support=6, query=5, ragged=True, seed=0, head="rating"):
-    return {k: tf.constant(v) for k, v in random_episodes(SPECS, tasks=tasks, support=support, query=query, ragged=ragged, seed=seed, head=head).items()}
+    return {
+        k: tf.constant(v)
+        for k, v in random_episodes(
+            SPECS, tasks=tasks, support=support, query=query, ragged=ragged, seed=seed, head=head
+        ).items()
+    }
 
 
 def _model(config: MAMLConfig, seed: int = 0) -> MAMLModel:
@@ -59,7 +64,9 @@ def test_inner_loop_equals_manual_sgd_for_every_task(steps):
             np.testing.assert_allclose(k_fast.numpy()[t], k_exp, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(b_fast.numpy()[t], b_exp, rtol=1e-5, atol=1e-6)
     # and with no step the model is the meta-learned network itself
-    np.testing.assert_allclose(model.adapt_and_score(batch, steps=0), model.network(model.embedding(batch, "query")), rtol=1e-6)
+    np.testing.assert_allclose(
+        model.adapt_and_score(batch, steps=0), model.network(model.embedding(batch, "query")), rtol=1e-6
+    )
 
 
 def test_first_and_second_order_outer_gradients_match_their_closed_forms():
@@ -72,7 +79,7 @@ def test_first_and_second_order_outer_gradients_match_their_closed_forms():
         model = _model(MAMLConfig.melu(1, first_order=first_order, embedding_dim=2, hidden=(), inner_lr=lr))
         with tf.GradientTape() as tape:
             loss = model.compute_loss(batch, training=True)
-        (kernel, bias), = model.network.params
+        ((kernel, bias),) = model.network.params
         g_k, g_b = tape.gradient(loss, [kernel, bias])
         grads[first_order] = np.concatenate([g_k.numpy()[:, 0], g_b.numpy()])
     theta = np.concatenate([kernel.numpy()[:, 0], bias.numpy()])  # same seed: same initial weights
@@ -115,7 +122,10 @@ def _reference_metacs_scores(model: MAMLModel, batch, task: int, steps: int) -> 
             tape.watch(variables)
             s = score("support", variables[: len(tables)], variables[len(tables) :])
             loss = tf.reduce_sum(tf.square(s - y) * m) / tf.reduce_sum(m)
-        variables = [v - model.config.inner_lr * tf.convert_to_tensor(g) for v, g in zip(variables, tape.gradient(loss, variables))]
+        variables = [
+            v - model.config.inner_lr * tf.convert_to_tensor(g)
+            for v, g in zip(variables, tape.gradient(loss, variables))
+        ]
     return score("query", variables[: len(tables)], variables[len(tables) :]).numpy()[0]
 
 
@@ -151,7 +161,11 @@ def test_tasks_adapt_independently_and_the_compiled_call_matches(adapt):
 
 @pytest.mark.parametrize(
     "config",
-    [MAMLConfig.melu(3, first_order=False), MAMLConfig.melu(3, first_order=True, head="ctr"), MAMLConfig.metacs_dnn(2, first_order=False)],
+    [
+        MAMLConfig.melu(3, first_order=False),
+        MAMLConfig.melu(3, first_order=True, head="ctr"),
+        MAMLConfig.metacs_dnn(2, first_order=False),
+    ],
     ids=["melu-2nd-order", "melu-1st-order-ctr", "metacs-dnn"],
 )
 def test_meta_training_lowers_the_query_loss(config):
@@ -179,4 +193,6 @@ def test_row_embedding_tokens_then_pool_equals_the_feature_embedding():
     model = _model(MAMLConfig.melu(1, **TINY))
     batch = _batch(seed=9)
     for part in ("support", "query"):
-        np.testing.assert_allclose(model.embedding.pool(model.embedding.tokens(batch, part)), model.embedding(batch, part), rtol=1e-6)
+        np.testing.assert_allclose(
+            model.embedding.pool(model.embedding.tokens(batch, part)), model.embedding(batch, part), rtol=1e-6
+        )

@@ -1,14 +1,14 @@
 """Simple predictors: the TARGETS.md definitions against direct computations, ItemPop's ranking, real data."""
+
 from __future__ import annotations
 
 from collections import defaultdict
 
 import numpy as np
 import pytest
-
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.models import metrics, simple
 
 
@@ -39,7 +39,14 @@ TEST["support_mask"][1, 0] = 0.0
 
 def _direct_bias_model(train, test):
     """TARGETS.md, literally: μ, b_i (shrinkage 2), b_u over the support set (shrinkage 5), clip to [1, 5]."""
-    ratings = [(i, r) for part in ("support", "query") for i, r, m in zip(train[f"{part}_item_id"].ravel(), train[f"{part}_label"].ravel(), train[f"{part}_mask"].ravel()) if m]
+    ratings = [
+        (i, r)
+        for part in ("support", "query")
+        for i, r, m in zip(
+            train[f"{part}_item_id"].ravel(), train[f"{part}_label"].ravel(), train[f"{part}_mask"].ravel()
+        )
+        if m
+    ]
     mu = sum(r for _, r in ratings) / len(ratings)
     residuals = defaultdict(list)
     for i, r in ratings:
@@ -47,7 +54,11 @@ def _direct_bias_model(train, test):
     b_i = {i: sum(v) / (len(v) + 2) for i, v in residuals.items()}
     out = np.zeros(test["query_item_id"].shape)
     for t in range(len(out)):
-        known = [(i, r) for i, r, m in zip(test["support_item_id"][t], test["support_label"][t], test["support_mask"][t]) if m]
+        known = [
+            (i, r)
+            for i, r, m in zip(test["support_item_id"][t], test["support_label"][t], test["support_mask"][t])
+            if m
+        ]
         b_u = sum(r - mu - b_i.get(i, 0.0) for i, r in known) / (len(known) + 5)
         for q, i in enumerate(test["query_item_id"][t]):
             out[t, q] = min(5.0, max(1.0, mu + b_u + b_i.get(i, 0.0)))

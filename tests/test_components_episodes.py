@@ -1,12 +1,13 @@
 """tf.data episode builders: exactly the layout of schemas/episodes.md, from TaskGen's records."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from cmml.components import common
-from cmml.components import episodes_data as ED
 from cmml.components import task_logic as L
+from cmml.models import episodes as ED
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
 
@@ -25,14 +26,25 @@ def _genres(i: int) -> list[int]:
 
 def _tables(n_users: int):
     users = L.FeatureTable(
-        np.arange(1, n_users + 1, dtype=np.uint64) * np.uint64(1000), L.to_binary([str(u) for u in range(1, n_users + 1)]),
-        {"user_id": np.arange(1, n_users + 1, dtype=np.int64)}, {}, np.zeros(n_users, np.int64))
+        np.arange(1, n_users + 1, dtype=np.uint64) * np.uint64(1000),
+        L.to_binary([str(u) for u in range(1, n_users + 1)]),
+        {"user_id": np.arange(1, n_users + 1, dtype=np.int64)},
+        {},
+        np.zeros(n_users, np.int64),
+    )
     lists = [_genres(i) for i in range(1, N_ITEMS + 1)]
     items = L.FeatureTable(
-        np.arange(1, N_ITEMS + 1, dtype=np.uint64), L.to_binary([str(i) for i in range(1, N_ITEMS + 1)]),
+        np.arange(1, N_ITEMS + 1, dtype=np.uint64),
+        L.to_binary([str(i) for i in range(1, N_ITEMS + 1)]),
         {"item_id": np.arange(1, N_ITEMS + 1, dtype=np.int64)},
-        {"genres": (np.array([g for l in lists for g in l], np.int64), L.offsets_from_lengths(np.array([len(l) for l in lists])))},
-        np.zeros(N_ITEMS, np.int64))
+        {
+            "genres": (
+                np.array([g for l in lists for g in l], np.int64),
+                L.offsets_from_lengths(np.array([len(l) for l in lists])),
+            )
+        },
+        np.zeros(N_ITEMS, np.int64),
+    )
     return users, items
 
 
@@ -41,7 +53,10 @@ def _write(blocks, setting, users, items, folder) -> None:
 
     for split, block in blocks.items():
         batch = block.record_batch(setting, users, items, SPECS)
-        common.write_tfrecords(T.split_dir(str(folder), split) + "/tasks-00000-of-00001.tfrecord.gz", example_coder.RecordBatchToExamples(batch))
+        common.write_tfrecords(
+            T.split_dir(str(folder), split) + "/tasks-00000-of-00001.tfrecord.gz",
+            example_coder.RecordBatchToExamples(batch),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +68,12 @@ def user_records(tmp_path_factory):
         for i in range(1, 11 + 2 * u + 1):
             rows.append((u, i))
     task = np.array([users.hashes[u - 1] for u, _ in rows])
-    shard = L.ShardRows(task, task.copy(), np.array([items.hashes[i - 1] for _, i in rows]),
-                        np.array([i / 10 for _, i in rows], np.float32))
+    shard = L.ShardRows(
+        task,
+        task.copy(),
+        np.array([items.hashes[i - 1] for _, i in rows]),
+        np.array([i / 10 for _, i in rows], np.float32),
+    )
     counts = np.array([11 + 2 * u for u in range(1, 7)])
     config = L.TaskGenConfig(split_mode="list", test_keys=("5", "6"), min_ratings=12, max_ratings=100)
     plan = L.make_plan(users.hashes, users.keys, counts, counts, config)
@@ -85,7 +104,9 @@ def test_user_training_episodes_layout(user_records):
     folder, counts = user_records
     ds = ED.training_episodes(folder, SPECS, batch_size=4, query_size=10, seed=3, shuffle_buffer=0)
     batch = {k: v.numpy() for k, v in next(iter(ds)).items()}
-    assert sorted(batch) == sorted(f"{p}_{n}" for p in ("support", "query") for n in ("user_id", "item_id", "genres", "label", "mask"))
+    assert sorted(batch) == sorted(
+        f"{p}_{n}" for p in ("support", "query") for n in ("user_id", "item_id", "genres", "label", "mask")
+    )
     assert batch["support_item_id"].dtype == np.int64 and batch["support_label"].dtype == np.float32
     assert batch["support_mask"].dtype == np.float32 and batch["query_genres"].shape[2] == 3
     n = counts[:4]  # meta-train users 1..4, in file order
@@ -99,7 +120,9 @@ def test_user_training_episodes_layout(user_records):
         for b in range(4):
             assert set(batch[f"{part}_user_id"][b][real[b]]) == {b + 1}
     for b in range(4):  # support and query partition the user's ratings
-        got = sorted(batch["support_item_id"][b][batch["support_mask"][b] > 0].tolist() + batch["query_item_id"][b].tolist())
+        got = sorted(
+            batch["support_item_id"][b][batch["support_mask"][b] > 0].tolist() + batch["query_item_id"][b].tolist()
+        )
         assert got == list(range(1, n[b] + 1))
 
 
@@ -160,10 +183,21 @@ def scenario_records(tmp_path_factory):
             for i in rng.choice(list(item_range), size=8 + u, replace=False):
                 rows.append((key, u, int(i)))
     scen_hash = {k: h for k, h in zip("ab", common.stable_hash64(["a", "b"]))}
-    shard = L.ShardRows(np.array([scen_hash[k] for k, _, _ in rows]), np.array([users.hashes[u - 1] for _, u, _ in rows]),
-                        np.array([items.hashes[i - 1] for _, _, i in rows]), np.ones(len(rows), np.float32))
-    config = L.TaskGenConfig(setting="scenario", split_mode="list", test_keys=("b",), min_items=5, max_items=100,
-                             eval_support_positives=6, eval_users_per_scenario=3)
+    shard = L.ShardRows(
+        np.array([scen_hash[k] for k, _, _ in rows]),
+        np.array([users.hashes[u - 1] for _, u, _ in rows]),
+        np.array([items.hashes[i - 1] for _, _, i in rows]),
+        np.ones(len(rows), np.float32),
+    )
+    config = L.TaskGenConfig(
+        setting="scenario",
+        split_mode="list",
+        test_keys=("b",),
+        min_items=5,
+        max_items=100,
+        eval_support_positives=6,
+        eval_users_per_scenario=3,
+    )
     n_rows = np.array([sum(1 for k, _, _ in rows if k == s) for s in "ab"])
     plan = L.make_plan(np.array(list(scen_hash.values())), L.to_binary(["a", "b"]), n_rows, np.array([20, 20]), config)
     blocks, _, _ = L.build_scenario_tasks(shard, plan, users, items, config)
@@ -178,7 +212,9 @@ def test_scenario_training_pairs(scenario_records, split, key):
     """Pairs from meta-train records; on meta-test records (stored negatives) only real positives are drawn."""
     folder, positives = scenario_records
     files = ED.task_files(folder, split)
-    ds = ED.training_episodes(files, SPECS, setting="scenario", batch_size=1, support_positives=4, query_positives=8, seed=5)
+    ds = ED.training_episodes(
+        files, SPECS, setting="scenario", batch_size=1, support_positives=4, query_positives=8, seed=5
+    )
     items_of = range(1, 21) if key == "a" else range(11, 31)
     for batch in ds.take(2):
         b = {k: v.numpy()[0] for k, v in batch.items()}
@@ -190,7 +226,11 @@ def test_scenario_training_pairs(scenario_records, split, key):
             for u, i in zip(users[0::2], items[0::2]):
                 assert (key, int(u), int(i)) in positives
             for u, i in zip(users[1::2], items[1::2]):
-                assert (key, int(u), int(i)) not in positives and i in items_of  # a scenario item the user did not touch
+                assert (
+                    key,
+                    int(u),
+                    int(i),
+                ) not in positives and i in items_of  # a scenario item the user did not touch
 
 
 def test_scenario_evaluation_ranking_layout(scenario_records):

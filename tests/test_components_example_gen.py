@@ -1,4 +1,5 @@
 """LogExampleGen: dead letters and counts on a corrupted log, joined features and TFX splits on real data."""
+
 from __future__ import annotations
 
 import glob
@@ -27,7 +28,8 @@ def run_example_gen(sources, out, output_config=None, beam_args=IN_MEMORY):
     query = EG.make_query(sources)
     props = {
         specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(
-            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name=EG.INPUT_SPLIT_NAME, pattern=query)])),
+            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name=EG.INPUT_SPLIT_NAME, pattern=query)])
+        ),
         specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(output_config or EG.default_output_config()),
         specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
         specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
@@ -54,7 +56,13 @@ def value(example, name):
     return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
-GOOD = ["1::10::5::978300760", "1::20::3::978302109", "2::10::4::978301968", "3::30::2::978300001", "2::20::1::978300002"]
+GOOD = [
+    "1::10::5::978300760",
+    "1::20::3::978302109",
+    "2::10::4::978301968",
+    "3::30::2::978300001",
+    "2::20::1::978300002",
+]
 BAD = {
     6: ("2::30::4", "wrong field count"),
     7: ("3::10::x::978301968", "non-numeric label"),
@@ -68,7 +76,9 @@ def corrupted(tmp_path):
     d = tmp_path / "corrupted"
     d.mkdir()
     (d / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n")
-    (d / "movies.dat").write_text("10::Toy Story (1995)::Animation|Comedy\n20::Heat (1995)::Action|Crime\n30::Casino (1995)::Drama\n")
+    (d / "movies.dat").write_text(
+        "10::Toy Story (1995)::Animation|Comedy\n20::Heat (1995)::Action|Crime\n30::Casino (1995)::Drama\n"
+    )
     lines = GOOD + [BAD[k][0] for k in sorted(BAD)] + ["1::30::4::97"]  # 10 lines
     text = "\n".join(lines)
     text = text[: len(text) - 3]  # truncated last line (no newline): '1::30::' -> 3 fields, the last empty
@@ -148,8 +158,7 @@ def test_multi_domain_and_csv_mapping(tmp_path):
     log = tmp_path / "clicks.csv"
     log.write_text("uid,sku,clicked,theme\nu1,i9,1,toys\nu2,i9,1,\nu1,i8,,toys\n")
     src_b = EG.Source(str(log), name="shop", columns="user=uid,item=sku,label=clicked,scenario=theme")
-    examples = run_example_gen([EG.Source(str(a), name="ml"), src_b], tmp_path / "out",
-                               output_config=_single_split())
+    examples = run_example_gen([EG.Source(str(a), name="ml"), src_b], tmp_path / "out", output_config=_single_split())
     rows = read_examples(examples.uri, "train")
     users = sorted(value(r, "user_id")[0] for r in rows)
     assert users == ["ml:1", "ml:2", "shop:u1", "shop:u2"]
@@ -180,7 +189,8 @@ def test_partitioner_matches_tfx_and_is_vectorised():
     got = part.assign(batch, [])
     config = example_gen_pb2.SplitConfig(
         splits=[example_gen_pb2.SplitConfig.Split(name=n, hash_buckets=b) for n, b in (("a", 3), ("b", 5), ("c", 2))],
-        partition_feature_name="user_id")
+        partition_feature_name="user_id",
+    )
     for u, g in zip(users, got):
         e = tf.train.Example()
         e.features.feature["user_id"].bytes_list.value.append(u.encode())

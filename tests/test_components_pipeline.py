@@ -1,4 +1,5 @@
 """End to end on small synthetic data: LogExampleGen -> validation gate -> Transform -> TaskGen (LocalDagRunner)."""
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,10 @@ def test_task_records_from_the_pipeline(data_pipeline):
     for dropped in ("writers", "tags"):  # dropped by the default transform config
         assert dropped not in specs and dropped not in tft_out.transformed_feature_spec()
     assert specs["user_id"].vocab_size == len(tft_out.vocabulary_by_name("user_id")) + 32 + 1
-    assert specs["genres"].vocab_size == len(tft_out.vocabulary_by_name("genres")) + 2 + 1 and specs["genres"].kind == "multi"
+    assert (
+        specs["genres"].vocab_size == len(tft_out.vocabulary_by_name("genres")) + 2 + 1
+        and specs["genres"].kind == "multi"
+    )
     assert specs["age"].vocab_size == 8
     # record content: the transformed indices of the raw ids (every split analysed -> no OOV ids)
     import tensorflow as tf
@@ -57,7 +61,7 @@ def test_task_records_from_the_pipeline(data_pipeline):
             role = parsed[T.ROW_ROLE][b].numpy()
             assert (role == T.ROLE_QUERY).sum() == 10
     # the episodes feed straight from this output
-    from cmml.components.episodes_data import training_episodes
+    from cmml.models.episodes import training_episodes
 
     batch = next(iter(training_episodes(out, list(specs.values()), batch_size=8)))
     assert set(batch) == {f"{p}_{n}" for p in ("support", "query") for n in list(specs) + ["label", "mask"]}
@@ -81,11 +85,15 @@ def test_scenario_tasks_from_the_same_transform(data_pipeline, tmp_path):
     tg.set_mlmd_artifact(graph)
     tasks = standard_artifacts.Examples()
     tasks.uri = str(tmp_path / "tasks")
-    config = L.TaskGenConfig(setting="scenario", min_items=5, max_items=1000, test_fraction=0.3,
-                             eval_support_positives=8, num_shards=2)
+    config = L.TaskGenConfig(
+        setting="scenario", min_items=5, max_items=1000, test_fraction=0.3, eval_support_positives=8, num_shards=2
+    )
     context = BaseBeamExecutor.Context(make_beam_pipeline_fn=lambda: beam.Pipeline(argv=IN_MEMORY))
-    TG.Executor(context).Do({"examples": [ex], "transform_graph": [tg]}, {"tasks": [tasks]},
-                            {"config": config.to_json(), "transform_config": json.dumps(transform_config)})
+    TG.Executor(context).Do(
+        {"examples": [ex], "transform_graph": [tg]},
+        {"tasks": [tasks]},
+        {"config": config.to_json(), "transform_config": json.dumps(transform_config)},
+    )
     stats = json.loads((tmp_path / "tasks" / TG.STATS_FILE).read_text())
     assert stats["scenario_source"] == "column" and stats["conservation_ok"]
     themes = pd.read_csv(data / "item_themes.dat", sep="::", engine="python", names=["item", "theme"])

@@ -1,5 +1,6 @@
 """TaskGen on real data: protocol counts against independent pandas computations, users-v1 exactly,
 stable splits across runs and runners, scenario bounds, multi-domain tasks, conservation."""
+
 from __future__ import annotations
 
 import filecmp
@@ -11,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from components_fixtures import reader_columns
 
 from cmml.components import common
 from cmml.components import task_gen as TG
 from cmml.components import task_logic as L
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
-
-from components_fixtures import reader_columns
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
@@ -160,12 +160,22 @@ def test_splits_stable_across_runs_and_runners(ml100k, tmp_path):
     (Record bytes may differ: the C++ encoder writes a tf.Example's feature map in hash order.)
     """
     cols, files = ml100k
-    config = L.TaskGenConfig(split_mode="hash", test_fraction=0.25, valid_fraction=0.1, salt="s1", num_shards=3, in_memory_below_bytes=0)
+    config = L.TaskGenConfig(
+        split_mode="hash", test_fraction=0.25, valid_fraction=0.1, salt="s1", num_shards=3, in_memory_below_bytes=0
+    )
     a = run(cols, files, tmp_path / "a", config)
-    b = run(cols, files, tmp_path / "b", config, beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    b = run(
+        cols,
+        files,
+        tmp_path / "b",
+        config,
+        beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    )
     assert a["tasks_by_split"] == b["tasks_by_split"]
     rel = sorted(os.path.relpath(p, tmp_path / "a") for p in glob.glob(str(tmp_path / "a" / "Split-meta_*" / "*")))
-    assert len(rel) == 9 and rel == sorted(os.path.relpath(p, tmp_path / "b") for p in glob.glob(str(tmp_path / "b" / "Split-meta_*" / "*")))
+    assert len(rel) == 9 and rel == sorted(
+        os.path.relpath(p, tmp_path / "b") for p in glob.glob(str(tmp_path / "b" / "Split-meta_*" / "*"))
+    )
     for r in (TG.INDEX_FILE, E.FEATURE_SPECS_FILE):
         assert filecmp.cmp(tmp_path / "a" / r, tmp_path / "b" / r, shallow=False), r
     for split in ("meta_valid", "meta_test"):
@@ -173,7 +183,9 @@ def test_splits_stable_across_runs_and_runners(ml100k, tmp_path):
         assert ra.keys() == rb.keys()
         for key in ra:
             for name in ra[key]:
-                assert np.array_equal(np.asarray(ra[key][name], dtype=object), np.asarray(rb[key][name], dtype=object)), (key, name)
+                assert np.array_equal(
+                    np.asarray(ra[key][name], dtype=object), np.asarray(rb[key][name], dtype=object)
+                ), (key, name)
     index = read_index(tmp_path / "a")
     splits = {s: set(index.task_key[index.split == s]) for s in T.SPLITS}
     assert not (splits["meta_train"] & splits["meta_test"]) and not (splits["meta_valid"] & splits["meta_test"])
@@ -211,7 +223,9 @@ def _theme_frame(data_dir) -> pd.DataFrame:
 
     ds = open_dataset(data_dir)
     items = ds.read_items()[0].to_pandas()
-    ratings = pd.read_csv(Path(data_dir) / "u.data", sep="\t", names=["user", "item", "rating", "ts"]).astype({"item": str})
+    ratings = pd.read_csv(Path(data_dir) / "u.data", sep="\t", names=["user", "item", "rating", "ts"]).astype(
+        {"item": str}
+    )
     items = items[items.item_id.isin(set(ratings.item))]
     genre = items[["item_id", "genres", "year"]].explode("genres").dropna(subset=["genres"])
     a = genre.assign(theme="genre=" + genre.genres)
@@ -225,7 +239,9 @@ def _theme_frame(data_dir) -> pd.DataFrame:
 
 def test_scenario_themes_respect_item_bounds(ml100k, ml100k_dir, tmp_path):
     cols, files = ml100k
-    config = L.TaskGenConfig(setting="scenario", themes=("genre", "genre_decade"), min_items=20, max_items=400, num_shards=2)
+    config = L.TaskGenConfig(
+        setting="scenario", themes=("genre", "genre_decade"), min_items=20, max_items=400, num_shards=2
+    )
     stats = run(cols, files, tmp_path / "out", config, scenario_source="themes")
     themes = _theme_frame(ml100k_dir)
     per = themes.groupby("theme").agg(items=("item_id", "nunique"), rows=("rows", "sum"))
@@ -245,8 +261,15 @@ def test_scenario_themes_respect_item_bounds(ml100k, ml100k_dir, tmp_path):
 def test_scenario_column_fixed_evaluation_episodes(synthetic_small, tmp_path):
     cols = reader_columns(synthetic_small)
     files = cols.write(tmp_path / "cols", files=2, rows=20_000)
-    config = L.TaskGenConfig(setting="scenario", min_items=10, max_items=1000, test_fraction=0.3,
-                             eval_support_positives=16, eval_users_per_scenario=7, num_shards=2)
+    config = L.TaskGenConfig(
+        setting="scenario",
+        min_items=10,
+        max_items=1000,
+        test_fraction=0.3,
+        eval_support_positives=16,
+        eval_users_per_scenario=7,
+        num_shards=2,
+    )
     stats = run(cols, files, tmp_path / "out", config, scenario_source="column")
     df = cols.table.to_pandas()
     per = df.groupby("scenario").agg(items=("item_id", "nunique"), rows=("item_id", "size"))
@@ -339,14 +362,20 @@ def test_split_rules_unit():
     keys = L.to_binary(["10", "9", "100", "2"])
     # permutation over numerically sorted keys: [2, 9, 10, 100]
     perm = np.random.default_rng(7).permutation(np.array([2, 9, 10, 100]))
-    codes = L.assign_splits(keys, L.TaskGenConfig(split_mode="permutation", permutation_seed=7, n_train=3, min_ratings=11))
+    codes = L.assign_splits(
+        keys, L.TaskGenConfig(split_mode="permutation", permutation_seed=7, n_train=3, min_ratings=11)
+    )
     test_key = [k for k, c in zip(["10", "9", "100", "2"], codes) if c == L.META_TEST]
     assert test_key == [str(perm[3])]
     codes = L.assign_splits(keys, L.TaskGenConfig(split_mode="list", test_keys=("9", "2")))
     assert codes.tolist() == [L.META_TRAIN, L.META_TEST, L.META_TRAIN, L.META_TEST]
     with pytest.raises(ValueError, match="needs test_keys"):
         L.TaskGenConfig(split_mode="list")
-    assert [int(h) for h in L.common.stable_hash64(["", "a", "user 3333"], salt="x")] == [hash_py("x"), hash_py("xa"), hash_py("xuser 3333")]
+    assert [int(h) for h in L.common.stable_hash64(["", "a", "user 3333"], salt="x")] == [
+        hash_py("x"),
+        hash_py("xa"),
+        hash_py("xuser 3333"),
+    ]
     assert L.task_seeds(L.to_binary(["3333", "u7"])) == [3333, hash_py("u7")]
 
 
@@ -354,7 +383,12 @@ def test_packed_rows_and_record_chunks_round_trip():
     rng = np.random.default_rng(0)
     n = 5000
     task = rng.integers(0, 40, n).astype(np.uint64)
-    rows = L.ShardRows(task, task, rng.integers(0, 2**63, n, dtype=np.uint64) % np.uint64(300), rng.integers(1, 6, n).astype(np.float32))
+    rows = L.ShardRows(
+        task,
+        task,
+        rng.integers(0, 2**63, n, dtype=np.uint64) % np.uint64(300),
+        rng.integers(1, 6, n).astype(np.float32),
+    )
     packed = rows.pack()
     assert packed.user_dict is None and packed.user_codes is None  # user == task: not stored twice
     assert packed.item_codes.dtype == np.uint16 and packed.label_codes.dtype == np.uint8
@@ -369,9 +403,19 @@ def test_packed_rows_and_record_chunks_round_trip():
     # chunks of a block: whole tasks, every row once, offsets rebased
     lengths = rng.integers(1, 30, 50)
     off = L.offsets_from_lengths(lengths)
-    block = L.TaskBlock([str(k).encode() for k in range(50)], "meta_train", off, np.zeros(off[-1], np.int64),
-                        np.arange(off[-1]), np.arange(off[-1], dtype=np.float32), np.zeros(off[-1], np.int8),
-                        np.arange(51), np.arange(50), off, np.arange(off[-1]))
+    block = L.TaskBlock(
+        [str(k).encode() for k in range(50)],
+        "meta_train",
+        off,
+        np.zeros(off[-1], np.int64),
+        np.arange(off[-1]),
+        np.arange(off[-1], dtype=np.float32),
+        np.zeros(off[-1], np.int8),
+        np.arange(51),
+        np.arange(50),
+        off,
+        np.arange(off[-1]),
+    )
     chunks = list(block.chunks(100))
     assert [k for c in chunks for k in c.keys] == block.keys
     assert np.array_equal(np.concatenate([c.label for c in chunks]), block.label)
@@ -382,7 +426,7 @@ def test_packed_rows_and_record_chunks_round_trip():
 def test_episode_builder_rejects_records_of_another_setting(users_v1):
     import tensorflow as tf
 
-    from cmml.components import episodes_data as ED
+    from cmml.models import episodes as ED
 
     out, _ = users_v1
     ds = ED.training_episodes(out, E.load_feature_specs(out), setting="scenario", batch_size=4)
@@ -411,4 +455,7 @@ def test_small_inputs_run_the_direct_runner_in_memory():
     assert not common.small_direct_input(mp + ["--runner=DataflowRunner"], 10 << 20, 100 << 20)
     assert not common.small_direct_input(["--direct_running_mode=in_memory"], 10 << 20, 100 << 20)
     assert common.with_direct_mode(["--a=1", *mp], "in_memory") == ["--a=1", "--direct_running_mode=in_memory"]
-    assert common.with_direct_mode(["--direct_running_mode", "multi_processing", "--b"], "in_memory") == ["--b", "--direct_running_mode=in_memory"]
+    assert common.with_direct_mode(["--direct_running_mode", "multi_processing", "--b"], "in_memory") == [
+        "--b",
+        "--direct_running_mode=in_memory",
+    ]

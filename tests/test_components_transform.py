@@ -1,5 +1,6 @@
 """The tf.Transform module on the pipeline's real Transform output: index convention, OOV buckets,
 fixed buckets, vocab sizes, and a per-example mapping usable at serving time."""
+
 from __future__ import annotations
 
 import glob
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmml.components import transform_module as TM
+from cmml.models import preprocessing as TM
 
 
 def _transform(data_pipeline):
@@ -27,8 +28,14 @@ def _transformed_frame(data_pipeline) -> pd.DataFrame:
     import tensorflow as tf
 
     spec = {n: tf.io.FixedLenFeature([], tf.int64) for n in ("user_id", "item_id", "gender", "age", "year")}
-    spec.update({TM.RAW_USER_ID: tf.io.FixedLenFeature([], tf.string), TM.RAW_ITEM_ID: tf.io.FixedLenFeature([], tf.string),
-                 TM.LABEL: tf.io.FixedLenFeature([], tf.float32), "genres": tf.io.RaggedFeature(tf.int64)})
+    spec.update(
+        {
+            TM.RAW_USER_ID: tf.io.FixedLenFeature([], tf.string),
+            TM.RAW_ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+            TM.LABEL: tf.io.FixedLenFeature([], tf.float32),
+            "genres": tf.io.RaggedFeature(tf.int64),
+        }
+    )
     ds = tf.data.TFRecordDataset(_files(data_pipeline, "transformed_examples"), compression_type="GZIP").batch(100_000)
     parts = []
     for batch in ds:
@@ -46,7 +53,9 @@ def test_transformed_examples_follow_the_index_convention(data_pipeline):
     out = _transform(data_pipeline)
     df = _transformed_frame(data_pipeline)
     data = data_pipeline.data
-    ratings = pd.read_csv(data / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "ts"], dtype=str)
+    ratings = pd.read_csv(
+        data / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "ts"], dtype=str
+    )
     assert len(df) == len(ratings)
     users = [u.decode() for u in out.vocabulary_by_name("user_id")]
     items = [i.decode() for i in out.vocabulary_by_name("item_id")]
@@ -55,7 +64,9 @@ def test_transformed_examples_follow_the_index_convention(data_pipeline):
     merged = df.merge(ratings, left_on=[TM.RAW_USER_ID, TM.RAW_ITEM_ID], right_on=["user", "item"])
     assert len(merged) == len(df) and np.allclose(merged.label, merged.rating.astype(float))
     # fixed buckets: ML-1M age groups, decades
-    people = pd.read_csv(data / "users.dat", sep="::", engine="python", names=["user", "gender", "age", "occ", "zip"], dtype=str)
+    people = pd.read_csv(
+        data / "users.dat", sep="::", engine="python", names=["user", "gender", "age", "occ", "zip"], dtype=str
+    )
     ages = df[TM.RAW_USER_ID].map(dict(zip(people.user, people.age.astype(int))))
     expected_age = np.searchsorted(np.array(TM.AGE_BOUNDARIES), ages.to_numpy(), side="right") + 1
     assert np.array_equal(df.age.to_numpy(), np.where(ages > 0, expected_age, 0))
@@ -75,7 +86,11 @@ def test_vocab_sizes_oov_buckets_and_missing_values(data_pipeline):
     out = _transform(data_pipeline)
     sizes = TM.feature_vocab_sizes(out.transformed_metadata.schema)
     for f in TM.resolve_features(data_pipeline.transform_config):
-        expected = len(f.boundaries) + 2 if f.transform == "buckets" else len(out.vocabulary_by_name(f.name)) + f.num_oov_buckets + 1
+        expected = (
+            len(f.boundaries) + 2
+            if f.transform == "buckets"
+            else len(out.vocabulary_by_name(f.name)) + f.num_oov_buckets + 1
+        )
         assert sizes[f.name] == expected, f.name
     layer = out.transform_features_layer()
     raw = {"user_id": [[b"never-seen"]], "item_id": [[b"1"]], "label": [[3.0]]}
@@ -110,7 +125,9 @@ def test_serving_transform_is_a_per_example_mapping(data_pipeline):
     df = _transformed_frame(data_pipeline).set_index([TM.RAW_USER_ID, TM.RAW_ITEM_ID])
     spec = schema_utils.schema_as_feature_spec(out.raw_metadata.schema).feature_spec
     layer = out.transform_features_layer()
-    raws = [r.numpy() for r in tf.data.TFRecordDataset(_files(data_pipeline, "examples"), compression_type="GZIP").take(25)]
+    raws = [
+        r.numpy() for r in tf.data.TFRecordDataset(_files(data_pipeline, "examples"), compression_type="GZIP").take(25)
+    ]
     for raw in raws:
         one = layer(tf.io.parse_example(tf.constant([raw]), spec))
         key = (one[TM.RAW_USER_ID].numpy()[0].decode(), one[TM.RAW_ITEM_ID].numpy()[0].decode())

@@ -1,4 +1,5 @@
 """Validation: the curated schema, and a gate that stops the run with a readable anomaly summary."""
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,12 @@ def test_example_schema_covers_the_canonical_records():
 
     schema = load_schema("example")
     names = [f.name for f in schema.feature]
-    expected = [n for n in R.INTERACTION_SCHEMA.names] + ["domain"] + list(R.USER_FEATURES) + [n for n in R.ITEM_FEATURES if n != "title"]
+    expected = (
+        [n for n in R.INTERACTION_SCHEMA.names]
+        + ["domain"]
+        + list(R.USER_FEATURES)
+        + [n for n in R.ITEM_FEATURES if n != "title"]
+    )
     assert names == expected
     feature = {f.name: f for f in schema.feature}
     assert feature["label"].float_domain.max == 5.0 and feature["label"].presence.min_fraction == 1.0
@@ -83,14 +89,20 @@ def _gate(tmp_path, examples, anomalies, examples_props=None):
         examples.set_string_custom_property(k, v) if isinstance(v, str) else examples.set_int_custom_property(k, v)
     report = V.ValidationReport()
     report.uri = str(tmp_path / "report")
-    V.GateExecutor().Do({"anomalies": [anomalies], "examples": [examples]}, {"report": [report]},
-                        {"max_rejected_fraction": 0.1, "ignore_features": "[]"})
+    V.GateExecutor().Do(
+        {"anomalies": [anomalies], "examples": [examples]},
+        {"report": [report]},
+        {"max_rejected_fraction": 0.1, "ignore_features": "[]"},
+    )
     return report
 
 
 def test_gate_reports_type_change_missing_feature_and_range(tmp_path):
-    rows = [{"user_id": 7, "item_id": b"10", "label": 4.0}, {"user_id": 8, "item_id": b"11", "label": 9.0},
-            {"user_id": 9, "item_id": b"12"}]
+    rows = [
+        {"user_id": 7, "item_id": b"10", "label": 4.0},
+        {"user_id": 8, "item_id": b"11", "label": 9.0},
+        {"user_id": 9, "item_id": b"12"},
+    ]
     examples, anomalies = _validate(tmp_path, rows)
     with pytest.raises(V.DataValidationError) as err:
         _gate(tmp_path, examples, anomalies)
@@ -99,29 +111,43 @@ def test_gate_reports_type_change_missing_feature_and_range(tmp_path):
     assert lines[0] == "Data validation failed: 4 problems."
     # id type change, rating out of range, required feature missing in a row (+ its shape anomaly)
     assert "  split 'train', feature 'user_id': Unexpected data type. Expected data of type: BYTES but got INT" in lines
-    assert any(l.startswith("  split 'train', feature 'label': Out-of-range values. Unexpectedly high value: 9>5") for l in lines)
-    assert any(l.startswith("  split 'train', feature 'label': Column dropped.") and "actual = 0.666667" in l for l in lines)
+    assert any(
+        l.startswith("  split 'train', feature 'label': Out-of-range values. Unexpectedly high value: 9>5")
+        for l in lines
+    )
+    assert any(
+        l.startswith("  split 'train', feature 'label': Column dropped.") and "actual = 0.666667" in l for l in lines
+    )
     report = (tmp_path / "report" / V.REPORT_TEXT).read_text()
     assert report.strip() == text
 
 
 def test_gate_passes_clean_data_and_checks_dead_letter_rate(tmp_path):
-    rows = [{"user_id": b"1", "item_id": b"10", "label": 4.0, "gender": b"F"}, {"user_id": b"2", "item_id": b"10", "label": 2.0}]
+    rows = [
+        {"user_id": b"1", "item_id": b"10", "label": 4.0, "gender": b"F"},
+        {"user_id": b"2", "item_id": b"10", "label": 2.0},
+    ]
     examples, anomalies = _validate(tmp_path, rows)
     report = _gate(tmp_path / "clean", examples, anomalies, {"rows_in": 100, "rows_rejected": 5})
     assert (tmp_path / "clean" / "report" / V.REPORT_TEXT).read_text().startswith("Data validation passed")
     assert report.mlmd_artifact.custom_properties["passed"].int_value == 1
     with pytest.raises(V.DataValidationError, match=r"30 of 100 rows \(30.0%\) were malformed"):
-        _gate(tmp_path / "dirty", examples, anomalies, {"rows_in": 100, "rows_rejected": 30, "dead_letter_uri": "/x/dead_letter"})
+        _gate(
+            tmp_path / "dirty",
+            examples,
+            anomalies,
+            {"rows_in": 100, "rows_rejected": 30, "dead_letter_uri": "/x/dead_letter"},
+        )
 
 
 def test_schema_violation_stops_the_pipeline(tmp_path):
     """LogExampleGen on a CSV log without a label range lets rating 9 through; the gate stops the run."""
-    from tfx.orchestration import metadata, pipeline as tfx_pipeline
+    from tfx.orchestration import metadata
+    from tfx.orchestration import pipeline as tfx_pipeline
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from cmml.components.example_gen import LogExampleGen, Source
-    from cmml.components.transform_module import make_transform
+    from cmml.components.transform import make_transform
 
     log = tmp_path / "ratings.csv"
     log.write_text("uid,iid,stars\n" + "".join(f"u{i % 7},i{i % 11},{1 + i % 5}\n" for i in range(60)) + "u1,i3,9\n")
@@ -130,7 +156,9 @@ def test_schema_violation_stops_the_pipeline(tmp_path):
     transform = make_transform(gen.outputs["examples"], schema.outputs["schema"])
     transform.add_upstream_node(gate)
     p = tfx_pipeline.Pipeline(
-        pipeline_name="gate", pipeline_root=str(tmp_path / "root"), components=[gen, stats, schema, validator, gate, transform],
+        pipeline_name="gate",
+        pipeline_root=str(tmp_path / "root"),
+        components=[gen, stats, schema, validator, gate, transform],
         metadata_connection_config=metadata.sqlite_metadata_connection_config(str(tmp_path / "mlmd.sqlite")),
         beam_pipeline_args=IN_MEMORY,
     )
@@ -138,5 +166,7 @@ def test_schema_violation_stops_the_pipeline(tmp_path):
         LocalDagRunner().run(p)
     lines = str(err.value).splitlines()
     assert lines[0] == "Data validation failed: 1 problem." and len(lines) == 2
-    assert re.fullmatch(r"  split '(train|eval)', feature 'label': Out-of-range values. Unexpectedly high value: 9>5.*", lines[1])
+    assert re.fullmatch(
+        r"  split '(train|eval)', feature 'label': Out-of-range values. Unexpectedly high value: 9>5.*", lines[1]
+    )
     assert not (tmp_path / "root" / "Transform").exists()  # nothing ran after the gate

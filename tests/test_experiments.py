@@ -1,5 +1,6 @@
 """The experiment runner (bench/experiments.py): a tiny suite end to end on synthetic data through the TFX
 data path, the mean ± std aggregation from per-seed JSON, and section-only rewriting of RESULTS.md."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 import cmml  # noqa: F401
-from cmml.bench import experiments as X
+from cmml.experiments import runner as X
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAINING = {"epochs": 1, "patience": 1, "ema_decay": 0.0}
@@ -22,29 +23,64 @@ def _tiny_suite(data: Path) -> X.Suite:
     models = [
         X.ModelSpec("global mean", "global_mean"),
         X.ModelSpec("bias model", "bias", {"item_shrinkage": 2.0, "user_shrinkage": 5.0}),
-        X.ModelSpec("DCN", "dcn", {"embedding_dim": 8, "deep": [16], "cross_layers": 1, "features": ["gender", "item_id", "genres"]},
-                    TINY_TRAINING, finetuned="DCN-F", finetune_grid=(0.01, 0.1)),
-        X.ModelSpec("CMML FiLM", "cmml", {"encoder": "mean", "hybrid": "mlp", "embedding_dim": 8, "hidden": [16], "hyper_hidden": [16],
-                                          "learning_rate": 3e-3, "item_bias": True, "features": ["gender", "item_id", "genres", "no_such_feature"]},
-                    TINY_TRAINING),
-    ]  # fmt: skip
+        X.ModelSpec(
+            "DCN",
+            "dcn",
+            {"embedding_dim": 8, "deep": [16], "cross_layers": 1, "features": ["gender", "item_id", "genres"]},
+            TINY_TRAINING,
+            finetuned="DCN-F",
+            finetune_grid=(0.01, 0.1),
+        ),
+        X.ModelSpec(
+            "CMML FiLM",
+            "cmml",
+            {
+                "encoder": "mean",
+                "hybrid": "mlp",
+                "embedding_dim": 8,
+                "hidden": [16],
+                "hyper_hidden": [16],
+                "learning_rate": 3e-3,
+                "item_bias": True,
+                "features": ["gender", "item_id", "genres", "no_such_feature"],
+            },
+            TINY_TRAINING,
+        ),
+    ]
     overrides = {
-        "name": "experiments-test", "data": [str(data)], "setting": "user",
+        "name": "experiments-test",
+        "data": [str(data)],
+        "setting": "user",
         "transform": {"features": {"writers": None}},
         "taskgen": {"split_mode": "hash", "test_fraction": 0.25, "valid_fraction": 0.15, "num_shards": 2},
         "beam": {"direct_running_mode": "in_memory", "direct_num_workers": 1},
-    }  # fmt: skip
-    return X.Suite("tiny", "Tiny synthetic suite", "user", None, overrides, models, episodes={"batch_tasks": 32, "query_size": 10})
+    }
+    return X.Suite(
+        "tiny", "Tiny synthetic suite", "user", None, overrides, models, episodes={"batch_tasks": 32, "query_size": 10}
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, synthetic_400):
     base = tmp_path_factory.mktemp("experiments")
     out = base / "RESULTS.md"
-    out.write_text("# Results\n\nHand-written preamble.\n\n" + X.BEGIN.format("users-v1") + "\nOLD USERS SECTION\n" + X.END.format("users-v1") + "\n\nTrailer.\n")
+    out.write_text(
+        "# Results\n\nHand-written preamble.\n\n"
+        + X.BEGIN.format("users-v1")
+        + "\nOLD USERS SECTION\n"
+        + X.END.format("users-v1")
+        + "\n\nTrailer.\n"
+    )
     lines = []
-    opts = X.Options(seeds=[0], cache_dir=str(base / "cache"), json_dir=str(base / "results"), out=str(out), targets=None,
-                     command="python -m cmml.bench.experiments --suite tiny", log=lines.append)  # fmt: skip
+    opts = X.Options(
+        seeds=[0],
+        cache_dir=str(base / "cache"),
+        json_dir=str(base / "results"),
+        out=str(out),
+        targets=None,
+        command="python -m cmml.experiments.runner --suite tiny",
+        log=lines.append,
+    )
     record = X.run_suite(_tiny_suite(synthetic_400), opts)
     return record, out, base / "results" / "tiny.json", lines
 
@@ -59,7 +95,7 @@ def _table_rows(section: str, first: str = "model") -> tuple[list[str], dict[str
     lines = section.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first} |"))
     header = [c.strip() for c in lines[start].strip("|").split("|")]
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -80,7 +116,7 @@ def test_tiny_suite_table_has_every_row_and_finite_figures(tiny_run):
             assert math.isfinite(value), (name, metric, row)
         assert row["seeds"] == ("deterministic" if name in ("global mean", "bias model") else "1")
     # the command, the configuration and the per-seed JSON are there; the missing feature was dropped
-    assert "python -m cmml.bench.experiments --suite tiny" in text and "```json" in text
+    assert "python -m cmml.experiments.runner --suite tiny" in text and "```json" in text
     saved = json.loads(json_path.read_text())
     assert {r["model"] for r in saved["runs"]} == set(rows)
     cmml_run = next(r for r in saved["runs"] if r["model"] == "CMML FiLM")
@@ -91,7 +127,9 @@ def test_tiny_suite_table_has_every_row_and_finite_figures(tiny_run):
     # the other sections of the file are untouched
     assert text.startswith("# Results\n\nHand-written preamble.\n")
     assert "OLD USERS SECTION" in text and "\n\nTrailer.\n" in text
-    assert text.index("Trailer.") < text.index(X.BEGIN.format("tiny"))  # a suite without a place in SECTION_ORDER goes last
+    assert text.index("Trailer.") < text.index(
+        X.BEGIN.format("tiny")
+    )  # a suite without a place in SECTION_ORDER goes last
 
 
 @pytest.mark.slow
@@ -110,8 +148,16 @@ def test_models_filter_retrains_only_those_rows(tiny_run):
     before = json.loads(json_path.read_text())
     data = Path(before["pipeline"]["overrides"]["data"][0])
     lines = []
-    opts = X.Options(seeds=[0], cache_dir=str(json_path.parent.parent / "cache"), json_dir=str(json_path.parent), out=str(out),
-                     targets=None, models=["global"], command="python -m cmml.bench.experiments --suite tiny --models global", log=lines.append)  # fmt: skip
+    opts = X.Options(
+        seeds=[0],
+        cache_dir=str(json_path.parent.parent / "cache"),
+        json_dir=str(json_path.parent),
+        out=str(out),
+        targets=None,
+        models=["global"],
+        command="python -m cmml.experiments.runner --suite tiny --models global",
+        log=lines.append,
+    )
     X.run_suite(_tiny_suite(data if data.is_absolute() else Path.cwd() / data), opts)
     after = json.loads(json_path.read_text())
     assert [r["model"] for r in after["runs"]].count("global mean") == 1
@@ -124,21 +170,44 @@ def test_models_filter_retrains_only_those_rows(tiny_run):
 
 @pytest.mark.slow
 def test_validation_sweep_scores_variants_on_meta_valid_only(tiny_run, tmp_path):
-    from cmml.bench import sweep
+    from cmml.experiments import sweep
 
     _, _, json_path, _ = tiny_run
     data = Path(json.loads(json_path.read_text())["pipeline"]["overrides"]["data"][0])
     suite = _tiny_suite(data if data.is_absolute() else Path.cwd() / data)
-    plan = sweep.Sweep("tiny", "CMML FiLM", (sweep.Variant("as listed"), sweep.Variant("wider", {"embedding_dim": 12}),
-                                              sweep.Variant("longer lists", episodes={"query_size": 20})))  # fmt: skip
+    plan = sweep.Sweep(
+        "tiny",
+        "CMML FiLM",
+        (
+            sweep.Variant("as listed"),
+            sweep.Variant("wider", {"embedding_dim": 12}),
+            sweep.Variant("longer lists", episodes={"query_size": 20}),
+        ),
+    )
     lines = []
     cache = str(json_path.parent.parent / "cache")
     record = sweep.run_sweep(plan, suite, [0, 1], cache, variants=["as listed", "wider"], log=lines.append)
-    assert [(r["variant"], r["seed"]) for r in record["runs"]] == [("as listed", 0), ("as listed", 1), ("wider", 0), ("wider", 1)]
+    assert [(r["variant"], r["seed"]) for r in record["runs"]] == [
+        ("as listed", 0),
+        ("as listed", 1),
+        ("wider", 0),
+        ("wider", 1),
+    ]
     valid_tasks = X.task_counts(record["records"])["meta_valid"]
     for run in record["runs"]:
-        assert set(run) == {"variant", "seed", "best_epoch", "epochs_run", "valid", "seconds"}  # no meta_test figure anywhere
-        assert run["valid"]["tasks"] == valid_tasks and 0.0 < run["valid"]["mae"] < 4.0 and 0.0 <= run["valid"]["ndcg@3"] <= 1.0
+        assert set(run) == {
+            "variant",
+            "seed",
+            "best_epoch",
+            "epochs_run",
+            "valid",
+            "seconds",
+        }  # no meta_test figure anywhere
+        assert (
+            run["valid"]["tasks"] == valid_tasks
+            and 0.0 < run["valid"]["mae"] < 4.0
+            and 0.0 <= run["valid"]["ndcg@3"] <= 1.0
+        )
     by = {(r["variant"], r["seed"]): r["valid"]["mae"] for r in record["runs"]}
     assert by[("as listed", 0)] != by[("wider", 0)]  # the variant's change reached the model
     assert sum("validation MAE" in line for line in lines) == 4
@@ -150,7 +219,16 @@ def test_validation_sweep_scores_variants_on_meta_valid_only(tiny_run, tmp_path)
     assert rows["wider"]["MAE"] == f"{np.mean(mae):.4f} ± {np.std(mae, ddof=1):.4f}"
     X._write_json(tmp_path / "results" / "tiny-sweep.json", record)
     out = tmp_path / "RESULTS.md"
-    out.write_text(X.BEGIN.format("users-v1") + "\nusers\n" + X.END.format("users-v1") + "\n\n" + X.BEGIN.format("scenario") + "\nscenario\n" + X.END.format("scenario") + "\n")
+    out.write_text(
+        X.BEGIN.format("users-v1")
+        + "\nusers\n"
+        + X.END.format("users-v1")
+        + "\n\n"
+        + X.BEGIN.format("scenario")
+        + "\nscenario\n"
+        + X.END.format("scenario")
+        + "\n"
+    )
     assert X.render_all(tmp_path / "results", out) == ["tiny-sweep"]
     assert section in out.read_text()
     # a wrong row or variant filter is a clear error, before any training
@@ -170,8 +248,16 @@ def test_mean_and_std_over_two_seeds_from_the_json(tmp_path):
         _run("CMML FiLM", 0, mae=0.77, rmse=0.95, **{"ndcg@1": 0.74, "ndcg@3": 0.76, "ndcg@5": 0.80}),
         _run("CMML FiLM", 1, mae=0.79, rmse=0.97, **{"ndcg@1": 0.72, "ndcg@3": 0.78, "ndcg@5": 0.81}),
     ]
-    record = {"suite": "users-v1", "title": "t", "setting": "user", "command": "c", "seeds": [0, 1], "runs": runs,
-              "rows": ["bias model", "CMML FiLM"], "models": []}  # fmt: skip
+    record = {
+        "suite": "users-v1",
+        "title": "t",
+        "setting": "user",
+        "command": "c",
+        "seeds": [0, 1],
+        "runs": runs,
+        "rows": ["bias model", "CMML FiLM"],
+        "models": [],
+    }
     path = tmp_path / "users-v1.json"
     path.write_text(json.dumps(record))
     summary = X.aggregate(json.loads(path.read_text())["runs"], X.USER_COLUMNS)
@@ -209,7 +295,7 @@ def test_targets_are_read_from_the_file(tmp_path):
         "| method | MAE | NDCG@1 | NDCG@3 | NDCG@5 |\n|---|---|---|---|---|\n| CMML FiLM | 0.790 | 0.756 | 0.759 | 0.800 |\n\n"
         "| predictor | MAE | NDCG@3 |\n|---|---|---|\n| bias model | **0.775** | 0.758 |\n\n"
         "- Quality: CMML MAE ≤ 0.765 and NDCG@3 ≥ 0.770 — clearly better\n"
-    )  # fmt: skip
+    )
     t = X.read_targets(path)
     assert t["targets"] == {"mae": 0.765, "ndcg@3": 0.770}
     assert t["check"] == {"user": "3333", "ratings": 80, "query_movies": ["1779", "2605"], "query_ratings": [4.0, 3.0]}
@@ -226,10 +312,24 @@ def test_suite_definitions_follow_the_protocols():
     assert config.taskgen["split_mode"] == "permutation" and config.taskgen["permutation_seed"] == 20211101
     assert config.taskgen["n_train"] == 2736 and config.taskgen["valid_fraction"] > 0
     rows = [r for m in users.models for r in m.rows()]
-    assert rows == ["global mean", "item mean", "bias model", "DCN", "DCN-F", "MeLU (5 steps)", "MetaCS-DNN (5 steps)", "CMML FiLM", "CMML Soft-M",
-                    "CMML FiLM, users-v1.yaml training", "CMML FiLM + listwise loss, users-v1.yaml training"]
+    assert rows == [
+        "global mean",
+        "item mean",
+        "bias model",
+        "DCN",
+        "DCN-F",
+        "MeLU (5 steps)",
+        "MetaCS-DNN (5 steps)",
+        "CMML FiLM",
+        "CMML Soft-M",
+        "CMML FiLM, users-v1.yaml training",
+        "CMML FiLM + listwise loss, users-v1.yaml training",
+    ]
     listwise = users.models[-1]
-    assert listwise.config["listwise_weight"] == 1.0 and sorted(c["listwise_weight"] for c in listwise.candidates) == [0.5, 3.0]
+    assert listwise.config["listwise_weight"] == 1.0 and sorted(c["listwise_weight"] for c in listwise.candidates) == [
+        0.5,
+        3.0,
+    ]
     ml100k = X.pipeline_config(defs["ml-100k-users"])
     assert ml100k.taskgen["n_train"] is None and ml100k.taskgen["permutation_seed"] != 20211101
     assert defs["ablations"].cache == "users-v1" and defs["ablations"].extra.cache == "scenario"

@@ -1,4 +1,5 @@
 """Archive download: checksum verification over a loopback server, and the no-network path."""
+
 from __future__ import annotations
 
 import hashlib
@@ -63,11 +64,15 @@ def test_cli_fetch_without_network_fails_fast_with_one_line(tmp_path):
     """This machine has no route to GroupLens: the real command must say so in one line."""
     out = subprocess.run(
         [sys.executable, "-m", "cmml.cli", "data", "fetch", "ml-1m", "--dest", str(tmp_path), "--timeout", "10"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    assert out.stderr.startswith("cmml: error: cannot download https://files.grouplens.org/datasets/movielens/ml-1m.zip")
+    assert out.stderr.startswith(
+        "cmml: error: cannot download https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+    )
     assert not any(tmp_path.iterdir())
 
 

@@ -1,4 +1,5 @@
-"""Interpretability helpers (cmml.bench.interpret) on TaskGen records of tiny synthetic data, untrained models."""
+"""Interpretability helpers (cmml.experiments.interpret) on TaskGen records of tiny synthetic data, untrained models."""
+
 from __future__ import annotations
 
 import csv
@@ -8,8 +9,7 @@ import numpy as np
 import pytest
 
 import cmml  # noqa: F401
-
-from cmml.bench import interpret as I
+from cmml.experiments import interpret as I
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 TINY = {"embedding_dim": 4, "hidden": [8, 8], "label_hidden": [4], "encoder_hidden": [8], "hyper_hidden": [8]}
@@ -25,8 +25,15 @@ def _task_records(tmp: Path, data: Path, **config) -> str:
     cols = reader_columns(data)
     files = cols.write(tmp / "columns", files=1)
     out = tmp / "tasks"
-    TG.run_task_gen(files, str(out), L.TaskGenConfig(num_shards=1, **config), cols.features, cols.vocab, beam_args=IN_MEMORY,
-                    scenario_source="column" if config.get("setting") == "scenario" else None)  # fmt: skip
+    TG.run_task_gen(
+        files,
+        str(out),
+        L.TaskGenConfig(num_shards=1, **config),
+        cols.features,
+        cols.vocab,
+        beam_args=IN_MEMORY,
+        scenario_source="column" if config.get("setting") == "scenario" else None,
+    )
     return str(out)
 
 
@@ -44,8 +51,15 @@ def tiny(tmp_path_factory):
     data = base / "data"
     synthetic.generate(data, synthetic.SyntheticConfig(users=160, seed=5), progress=None)
     users = _task_records(base / "user", data, test_fraction=0.3)
-    scenarios = _task_records(base / "scenario", data, setting="scenario", min_items=10, test_fraction=0.3,
-                              eval_support_positives=8, eval_users_per_scenario=4)  # fmt: skip
+    scenarios = _task_records(
+        base / "scenario",
+        data,
+        setting="scenario",
+        min_items=10,
+        test_fraction=0.3,
+        eval_support_positives=8,
+        eval_users_per_scenario=4,
+    )
     return users, scenarios, Synthetic(data).latent_groups()
 
 
@@ -60,15 +74,21 @@ def test_user_contexts_one_per_meta_test_task_and_tsne(tiny, tmp_path):
     points = I.tsne_2d(ctx, seed=0)
     assert points.shape == (len(keys), 2) and np.isfinite(points).all()
     labels = [groups[k] for k in keys]
-    I.plot_tsne(tmp_path / "t.png", [{"points": points, "labels": labels, "title": "a"}, {"points": points[::-1], "labels": labels, "title": "b"}],
-                "title", "group")  # fmt: skip
+    I.plot_tsne(
+        tmp_path / "t.png",
+        [{"points": points, "labels": labels, "title": "a"}, {"points": points[::-1], "labels": labels, "title": "b"}],
+        "title",
+        "group",
+    )
     assert (tmp_path / "t.png").read_bytes()[:8] == PNG_MAGIC and (tmp_path / "t.png").stat().st_size > 5000
 
 
 @pytest.mark.parametrize("hybrid", ["dot", "none"])
 def test_soft_routes_are_distributions_over_source_modules(tiny, hybrid, tmp_path):
     root, _, groups = tiny
-    model, specs = I.build(root, "user", {**I.SOFT_MODEL, **TINY, "hybrid": hybrid, "soft_layers": 3, "soft_modules": 4, "soft_width": 4})
+    model, specs = I.build(
+        root, "user", {**I.SOFT_MODEL, **TINY, "hybrid": hybrid, "soft_layers": 3, "soft_modules": 4, "soft_width": 4}
+    )
     keys, routes, final = I.task_routes(model, I.user_batches(root, specs, batch_size=256).as_numpy_iterator())
     n = len(_keys(root, "meta_test"))
     assert len(keys) == n and routes.shape == (n, 2, 4, 4) and final.shape == (n, 4)
@@ -81,7 +101,9 @@ def test_soft_routes_are_distributions_over_source_modules(tiny, hybrid, tmp_pat
     diff = I.route_differences(routes, final, [groups[k] for k in keys])
     a, b = diff["task_indices"]
     assert groups[keys[a]] != groups[keys[b]] and 0.0 <= diff["tv_shown_tasks"] <= 1.0
-    I.plot_routes(tmp_path / "r.png", [{"routes": routes[i], "final": final[i], "title": keys[i]} for i in (a, b)], "routes")
+    I.plot_routes(
+        tmp_path / "r.png", [{"routes": routes[i], "final": final[i], "title": keys[i]} for i in (a, b)], "routes"
+    )
     assert (tmp_path / "r.png").read_bytes()[:8] == PNG_MAGIC and (tmp_path / "r.png").stat().st_size > 5000
 
 

@@ -1,14 +1,14 @@
 """Metrics against values computed by hand: MAE/RMSE per task, NDCG with gain 2^r − 1, Recall@N, ties, masks."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
-
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.models import metrics
 
 
@@ -29,7 +29,9 @@ def test_ndcg_matches_a_hand_computed_example():
     mask = np.ones((1, 4))
     log2_3 = math.log2(3)
     assert metrics.ndcg_at_k(scores, labels, mask, 1) == pytest.approx(7 / 31)
-    assert metrics.ndcg_at_k(scores, labels, mask, 3) == pytest.approx((7 + 1 / log2_3 + 3 / 2) / (31 + 7 / log2_3 + 3 / 2))
+    assert metrics.ndcg_at_k(scores, labels, mask, 3) == pytest.approx(
+        (7 + 1 / log2_3 + 3 / 2) / (31 + 7 / log2_3 + 3 / 2)
+    )
     dcg4 = 7 + 1 / log2_3 + 3 / 2 + 31 / math.log2(5)
     idcg4 = 31 + 7 / log2_3 + 3 / 2 + 1 / math.log2(5)
     assert metrics.ndcg_at_k(scores, labels, mask, 5) == pytest.approx(dcg4 / idcg4)  # k beyond the rows: all 4 count
@@ -88,8 +90,13 @@ def test_per_task_metrics_accept_tensors_and_concatenate_over_batches():
     rng = np.random.default_rng(0)
     scores, labels = rng.normal(size=(6, 10)), rng.integers(1, 6, size=(6, 10)).astype(float)
     mask = (np.arange(10)[None, :] < rng.integers(3, 11, size=6)[:, None]).astype(np.float32)
-    whole = metrics.per_task_metrics(tf.constant(scores), tf.constant(labels), tf.constant(mask), recall_ns=(3,), positive_threshold=3.5)
-    halves = metrics.concat(metrics.per_task_metrics(scores[s], labels[s], mask[s], recall_ns=(3,), positive_threshold=3.5) for s in (slice(0, 3), slice(3, 6)))
+    whole = metrics.per_task_metrics(
+        tf.constant(scores), tf.constant(labels), tf.constant(mask), recall_ns=(3,), positive_threshold=3.5
+    )
+    halves = metrics.concat(
+        metrics.per_task_metrics(scores[s], labels[s], mask[s], recall_ns=(3,), positive_threshold=3.5)
+        for s in (slice(0, 3), slice(3, 6))
+    )
     assert set(whole) == {"mae", "rmse", "ndcg@1", "ndcg@3", "ndcg@5", "recall@3"}
     for name in whole:
         np.testing.assert_allclose(whole[name], halves[name])

@@ -1,23 +1,31 @@
 """The CMML model: every configuration trains, gradients reach every variable, TFRS integration."""
+
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
 import pytest
-
-import cmml  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+import cmml  # noqa: F401
 from cmml.models.cmml import CMMLModel, build_cmml, permute_support
-from cmml.models.config import CMMLConfig, ENCODERS, HYBRIDS
+from cmml.models.config import ENCODERS, HYBRIDS, CMMLConfig
 from cmml.models.testing import DEFAULT_SPECS, random_episodes
 
 TINY = dict(
-    embedding_dim=8, hidden=(16, 16), hyper_hidden=(16,), gru_units=16, encoder_mlp=(16,), encoder_hidden=(16,),
-    label_hidden=(8,), hybrid_mlp=(16,), soft_width=8, learning_rate=1e-2,
-)  # fmt: skip
+    embedding_dim=8,
+    hidden=(16, 16),
+    hyper_hidden=(16,),
+    gru_units=16,
+    encoder_mlp=(16,),
+    encoder_hidden=(16,),
+    label_hidden=(8,),
+    hybrid_mlp=(16,),
+    soft_width=8,
+    learning_rate=1e-2,
+)
 COMBOS = list(itertools.product(ENCODERS, HYBRIDS, ("weight", "sigmoid", "film", "soft"), ("rating", "ctr")))
 
 
@@ -39,7 +47,9 @@ def test_every_configuration_trains(encoder, hybrid, modulation, head):
     Eager steps: tracing 72 graphs would cost minutes and test the same arithmetic.
     """
     tf.keras.utils.set_random_seed(0)
-    model = CMMLModel(DEFAULT_SPECS, CMMLConfig(head=head, encoder=encoder, hybrid=hybrid, modulation=modulation, **TINY))
+    model = CMMLModel(
+        DEFAULT_SPECS, CMMLConfig(head=head, encoder=encoder, hybrid=hybrid, modulation=modulation, **TINY)
+    )
     optimizer = tf.keras.optimizers.Adam(1e-2)
     batch = _tensors(random_episodes(head=head, tasks=8, seed=1))
     losses, reached = [], set()
@@ -47,7 +57,11 @@ def test_every_configuration_trains(encoder, hybrid, modulation, head):
         with tf.GradientTape() as tape:
             loss = model.compute_loss(batch, training=True)
         grads = tape.gradient(loss, model.trainable_variables)
-        reached |= {v.name for v, g in zip(model.trainable_variables, grads) if g is not None and np.any(tf.convert_to_tensor(g).numpy())}
+        reached |= {
+            v.name
+            for v, g in zip(model.trainable_variables, grads)
+            if g is not None and np.any(tf.convert_to_tensor(g).numpy())
+        }
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         losses.append(float(loss))
     dead = [v.name for v in model.trainable_variables if v.name not in reached]
@@ -121,7 +135,9 @@ def test_listwise_loss_matches_hand_computation_and_ignores_padding():
 
     scores = tf.constant([[2.0, 0.0, 1.0, 9.0], [1.0, 5.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]])
     labels = tf.constant([[5.0, 1.0, 3.0, 4.0], [2.0, 4.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]])
-    mask = tf.constant([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # the last task has one row: skipped
+    mask = tf.constant(
+        [[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]
+    )  # the last task has one row: skipped
 
     def ce(s, y, tau):
         p = np.exp(np.array(y) / tau) / np.exp(np.array(y) / tau).sum()

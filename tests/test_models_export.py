@@ -1,4 +1,5 @@
 """SavedModel export: four signatures, same scores in a process without this package, stock ops only."""
+
 from __future__ import annotations
 
 import logging
@@ -8,10 +9,9 @@ import textwrap
 
 import numpy as np
 import pytest
-
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.models.cmml import CMMLModel
 from cmml.models.config import CMMLConfig
 from cmml.models.export import export_saved_model, graph_ops, non_stock_ops
@@ -78,7 +78,14 @@ def test_signatures_match_in_memory_model_in_a_process_without_the_package(expor
     script = tmp_path / "load.py"
     script.write_text(LOADER)
     env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"}  # no TF_USE_LEGACY_KERAS, no PYTHONPATH
-    proc = subprocess.run([sys.executable, str(script), str(path), str(inputs), str(tmp_path / "out.npz")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path), str(inputs), str(tmp_path / "out.npz")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = np.load(tmp_path / "out.npz")
 

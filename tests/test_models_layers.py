@@ -1,12 +1,12 @@
 """Unit tests of the CMML layers, one property each."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.models import layers as L
 from cmml.schemas.episodes import FeatureSpec
 
@@ -26,18 +26,25 @@ def _encoders():
     }
 
 
-@pytest.mark.parametrize("layer, inputs, expected", [
-    (L.MLP([8, 4]), [tf.zeros([2, 5, 3])], {"": (2, 5, 4)}),
-    (L.LabelEmbedding([8, 6]), [tf.zeros([2, 5])], {"": (2, 5, 6)}),
-    (L.HybridContext("dot"), [[tf.zeros([2, 6]), tf.zeros([2, 5, 6])]], {"": (2, 5, 6)}),
-    (L.HybridContext("none"), [[tf.zeros([2, 4]), tf.zeros([2, 5, 6])]], {"": (2, 5, 4)}),
-    (L.HybridContext("mlp", [8]), [[tf.zeros([2, 4]), tf.zeros([2, 5, 6])]], {"": (2, 5, 6)}),
-    (L.PlainMLP([8, 8]), [[tf.zeros([9, 6]), tf.zeros([9, 6])]], {"score": (9,)}),
-    (L.WeightModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
-    (L.SigmoidModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
-    (L.FiLMModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
-    (L.SoftModularNetwork(3, 4, 5, [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,), "routes": (9, 2, 4, 4), "final_route": (9, 4)}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "layer, inputs, expected",
+    [
+        (L.MLP([8, 4]), [tf.zeros([2, 5, 3])], {"": (2, 5, 4)}),
+        (L.LabelEmbedding([8, 6]), [tf.zeros([2, 5])], {"": (2, 5, 6)}),
+        (L.HybridContext("dot"), [[tf.zeros([2, 6]), tf.zeros([2, 5, 6])]], {"": (2, 5, 6)}),
+        (L.HybridContext("none"), [[tf.zeros([2, 4]), tf.zeros([2, 5, 6])]], {"": (2, 5, 4)}),
+        (L.HybridContext("mlp", [8]), [[tf.zeros([2, 4]), tf.zeros([2, 5, 6])]], {"": (2, 5, 6)}),
+        (L.PlainMLP([8, 8]), [[tf.zeros([9, 6]), tf.zeros([9, 6])]], {"score": (9,)}),
+        (L.WeightModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
+        (L.SigmoidModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
+        (L.FiLMModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
+        (
+            L.SoftModularNetwork(3, 4, 5, [8]),
+            [[tf.zeros([9, 6]), tf.zeros([9, 4])]],
+            {"score": (9,), "routes": (9, 2, 4, 4), "final_route": (9, 4)},
+        ),
+    ],
+)
 def test_output_shapes(layer, inputs, expected):
     out = layer(*inputs)
     out = out if isinstance(out, dict) else {"": out}
@@ -112,7 +119,9 @@ def test_gru_context_depends_on_order_pooling_does_not():
 def test_soft_routes_are_distributions():
     net = L.SoftModularNetwork(3, 4, 5, [8])
     rng = np.random.default_rng(5)
-    out = net([tf.constant(rng.normal(size=(11, 6)), tf.float32), tf.constant(rng.normal(size=(11, 4)) * 3, tf.float32)])
+    out = net(
+        [tf.constant(rng.normal(size=(11, 6)), tf.float32), tf.constant(rng.normal(size=(11, 4)) * 3, tf.float32)]
+    )
     routes, final = out["routes"].numpy(), out["final_route"].numpy()
     assert (routes >= 0).all() and (final >= 0).all()
     np.testing.assert_allclose(routes.sum(axis=2), 1.0, atol=1e-5)  # weights into each module j sum to 1
@@ -140,28 +149,37 @@ def test_dot_hybrid_needs_matching_width():
         L.HybridContext("dot")([tf.zeros([2, 4]), tf.zeros([2, 5, 6])])
 
 
-@pytest.mark.parametrize("layer", [
-    L.MLP([8, 4], activate_last=False, dropout=0.1),
-    L.FeatureEmbedding([FeatureSpec("genres", "item", "multi", 6, max_len=3)], 4),
-    L.LabelEmbedding([8]),
-    L.PoolingContextEncoder([16], 12, pooling="max"),
-    L.SequentialContextEncoder(16, [16], 12),
-    L.HybridContext("mlp", [8]),
-    L.PlainMLP([8]),
-    L.WeightModulatedMLP([8], [4]),
-    L.SigmoidModulatedMLP([8], [4]),
-    L.FiLMModulatedMLP([8], [4]),
-    L.SoftModularNetwork(2, 3, 4, [8]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "layer",
+    [
+        L.MLP([8, 4], activate_last=False, dropout=0.1),
+        L.FeatureEmbedding([FeatureSpec("genres", "item", "multi", 6, max_len=3)], 4),
+        L.LabelEmbedding([8]),
+        L.PoolingContextEncoder([16], 12, pooling="max"),
+        L.SequentialContextEncoder(16, [16], 12),
+        L.HybridContext("mlp", [8]),
+        L.PlainMLP([8]),
+        L.WeightModulatedMLP([8], [4]),
+        L.SigmoidModulatedMLP([8], [4]),
+        L.FiLMModulatedMLP([8], [4]),
+        L.SoftModularNetwork(2, 3, 4, [8]),
+    ],
+)
 def test_get_config_round_trip(layer):
     config = layer.get_config()
     clone = type(layer).from_config(config)
     assert clone.get_config() == config
 
 
-@pytest.mark.parametrize("layer", [
-    L.WeightModulatedMLP([8], [4]), L.SigmoidModulatedMLP([8], [4]), L.FiLMModulatedMLP([8], [4]), L.SoftModularNetwork(3, 3, 4, [8]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "layer",
+    [
+        L.WeightModulatedMLP([8], [4]),
+        L.SigmoidModulatedMLP([8], [4]),
+        L.FiLMModulatedMLP([8], [4]),
+        L.SoftModularNetwork(3, 3, 4, [8]),
+    ],
+)
 def test_per_task_context_equals_per_row_context(layer):
     """context_repeats=Q on a [B, D] context gives the same result as the repeated [B·Q, D] context."""
     rng = np.random.default_rng(9)

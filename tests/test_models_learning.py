@@ -4,14 +4,14 @@ Users of the synthetic data belong to latent groups that show only in their rati
 a new user's support set and should predict the query ratings clearly better than the same
 backbone without modulation, which only sees the user's (uninformative) features.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.data import open_dataset
 from cmml.models.cmml import build_cmml
 from cmml.models.config import CMMLConfig
@@ -47,9 +47,16 @@ def _train(tasks: UserTasks, config: CMMLConfig, test) -> list[float]:
 def test_cmml_beats_unmodulated_backbone_on_unseen_users(synthetic_small):
     tasks = UserTasks(open_dataset(synthetic_small), seed=0)
     test = tasks.episodes(tasks.test_users)
-    base = CMMLConfig(encoder="mean", features=("gender", "age", "occupation", "item_id", "genres", "rated"), embedding_dim=16, learning_rate=3e-3)
+    base = CMMLConfig(
+        encoder="mean",
+        features=("gender", "age", "occupation", "item_id", "genres", "rated"),
+        embedding_dim=16,
+        learning_rate=3e-3,
+    )
     cmml_curve = _train(tasks, base, test)
     plain_curve = _train(tasks, base.replace(modulation="none"), test)
-    print(f"query MAE on {len(tasks.test_users)} unseen users every 5 epochs: CMML {np.round(cmml_curve, 3)}, backbone {np.round(plain_curve, 3)}")
+    print(
+        f"query MAE on {len(tasks.test_users)} unseen users every 5 epochs: CMML {np.round(cmml_curve, 3)}, backbone {np.round(plain_curve, 3)}"
+    )
     # CMML's final model against the backbone's best checkpoint (which favours the backbone)
     assert cmml_curve[-1] < min(plain_curve) - 0.05

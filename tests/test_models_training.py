@@ -1,12 +1,12 @@
 """Episodic training loop: weight averaging, early stopping, best weights kept."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.models.cmml import build_cmml
 from cmml.models.config import CMMLConfig
 from cmml.models.testing import DEFAULT_SPECS, random_episodes
@@ -42,7 +42,9 @@ def test_fit_episodic_keeps_the_best_validation_weights(ema):
     valid = _data(100, n=1)
     before = validation_score(model, valid)
     lines = []
-    summary = fit_episodic(model, lambda epoch: train, valid, TrainingConfig(epochs=8, patience=2, ema_decay=ema), log=lines.append)
+    summary = fit_episodic(
+        model, lambda epoch: train, valid, TrainingConfig(epochs=8, patience=2, ema_decay=ema), log=lines.append
+    )
     assert summary["epochs_run"] == len(lines) <= 8
     best = min(h["valid"] for h in summary["history"])
     assert summary["best_validation"] == pytest.approx(best)

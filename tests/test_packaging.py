@@ -1,4 +1,5 @@
 """Packaging: one `cmml` namespace, no generic top-level modules, Keras 2 selected by the package."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,6 @@ import sys
 import zipfile
 
 import pytest
-
 from conftest import REPO
 
 
@@ -35,11 +35,15 @@ def test_package_selects_keras_2_before_tensorflow(tmp_path):
 def test_wheel_holds_only_the_cmml_namespace(tmp_path):
     # build from a copy: an in-tree build would leave build/ in the checkout
     source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", "runs"))
+    shutil.copytree(
+        REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", "runs")
+    )
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(source)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = tmp_path.glob("cmml_tfx-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -1,4 +1,5 @@
 """The TFX pipeline end to end on small synthetic data: components, blessing, push, caching, Kubeflow."""
+
 from __future__ import annotations
 
 import io
@@ -16,9 +17,19 @@ import cmml  # noqa: F401
 pytestmark = pytest.mark.slow
 
 COMPONENTS = {
-    "LogExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate", "Transform", "TaskGen",
-    "Trainer", "BaselineTrainer", "TaskEvaluator", "ServingValidator", "Pusher",
-}  # fmt: skip
+    "LogExampleGen",
+    "StatisticsGen",
+    "ImportSchemaGen",
+    "ExampleValidator",
+    "ValidationGate",
+    "Transform",
+    "TaskGen",
+    "Trainer",
+    "BaselineTrainer",
+    "TaskEvaluator",
+    "ServingValidator",
+    "Pusher",
+}
 
 
 def _config(data: Path, **sections):
@@ -64,7 +75,11 @@ def test_every_component_ran_and_is_recorded(run):
     assert all(e["state"] == "COMPLETE" for e in executions), executions
     assert summary.ingest["rows_ok"] > 0 and summary.ingest["rows_rejected"] == 0
     assert summary.serving_check["blessed"] and summary.serving_check["checks"], summary.serving_check
-    assert summary.tasks["tasks_meta_train"] > 0 and summary.tasks["tasks_meta_test"] > 0 and summary.tasks["tasks_meta_valid"] > 0
+    assert (
+        summary.tasks["tasks_meta_train"] > 0
+        and summary.tasks["tasks_meta_test"] > 0
+        and summary.tasks["tasks_meta_valid"] > 0
+    )
 
 
 def test_evaluation_has_all_metrics_and_blessing_follows_them(run):
@@ -112,8 +127,13 @@ def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_
         np.save(sys.argv[3], fn(**{k: tf.constant(v, spec[k].dtype) for k, v in data.items()})["scores"].numpy())
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(pushed), str(tmp_path / "inputs.npz"), str(tmp_path / "out.npy")],
-                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(pushed), str(tmp_path / "inputs.npz"), str(tmp_path / "out.npy")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, atol=1e-5)
     assert want.shape == inputs["query_mask"].shape and np.isfinite(want).all()
@@ -135,12 +155,19 @@ def test_unblessed_candidate_is_not_pushed(run):
     from cmml.pipeline.runner import run_local
 
     config, output, _ = run
-    strict = _config(Path(config.data[0]), evaluation={"thresholds": {"mae": 0.0}}, serving={"base_directory": str(output / "strict-serving")})
+    strict = _config(
+        Path(config.data[0]),
+        evaluation={"thresholds": {"mae": 0.0}},
+        serving={"base_directory": str(output / "strict-serving")},
+    )
     progress = io.StringIO()
     summary = run_local(strict, str(output), progress=progress)
     lines = progress.getvalue().splitlines()
     for component in COMPONENTS:  # one result line per component, whatever TensorFlow does to absl logging
-        assert any(line.strip().startswith(f"{component}: ") and ("done in" in line or "reused cached" in line) for line in lines), lines
+        assert any(
+            line.strip().startswith(f"{component}: ") and ("done in" in line or "reused cached" in line)
+            for line in lines
+        ), lines
     assert summary.evaluation["blessed"] is False
     assert any("FAILED" in r for r in summary.evaluation["reasons"])
     assert summary.pushed is None
@@ -156,7 +183,9 @@ def test_kubeflow_v2_spec_compiles_and_parses(tmp_path):
     from cmml.pipeline.config import load_config
     from cmml.pipeline.runner import compile_kubeflow
 
-    path = compile_kubeflow(load_config(), "gs://bucket/cmml", str(tmp_path / "cmml.json"), image="gcr.io/project/cmml:1")
+    path = compile_kubeflow(
+        load_config(), "gs://bucket/cmml", str(tmp_path / "cmml.json"), image="gcr.io/project/cmml:1"
+    )
     job = json_format.Parse(Path(path).read_text(), pipeline_spec_pb2.PipelineJob(), ignore_unknown_fields=True)
     tasks = set(job.pipeline_spec["root"]["dag"]["tasks"].keys())
     assert {"LogExampleGen", "TaskGen", "Trainer", "BaselineTrainer", "TaskEvaluator", "Pusher"} <= tasks
@@ -165,7 +194,9 @@ def test_kubeflow_v2_spec_compiles_and_parses(tmp_path):
 
 def test_cli_runs_lists_the_runs(run):
     _, output, _ = run
-    proc = subprocess.run([sys.executable, "-m", "cmml.cli", "runs", "--output", str(output)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cmml.cli", "runs", "--output", str(output)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("cmml-test") >= 2  # the first run and the cached re-run (at least)
 

@@ -1,4 +1,5 @@
 """Pipeline configuration: defaults, merging order, the scenario section, errors."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,14 +1,15 @@
 """Readers: exact counts on real data, format equivalence, and clear errors on bad input."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from cmml.data import open_dataset, records as R
+from cmml.data import open_dataset
+from cmml.data import records as R
 from cmml.data.datasets import MovieLens1M, MovieLens20M, Synthetic
 from cmml.errors import DataFormatError, DatasetNotFoundError
 
@@ -22,7 +23,14 @@ def test_ml100k_exact_counts(ml100k_dir):
     assert len(pa.compute.unique(result.table[R.ITEM_ID])) == 1682
     assert result.table.schema.equals(R.INTERACTION_SCHEMA)
     first = result.table.slice(0, 1).to_pylist()[0]
-    assert first == {"user_id": "196", "item_id": "242", "label": 3.0, "timestamp": 881250949, "scenario": None, "task_key": None}
+    assert first == {
+        "user_id": "196",
+        "item_id": "242",
+        "label": 3.0,
+        "timestamp": 881250949,
+        "scenario": None,
+        "task_key": None,
+    }
     items, rejects = ds.read_items()
     assert items.num_rows == 1682 and not rejects
     toy = items.slice(0, 1).to_pylist()[0]
@@ -47,7 +55,13 @@ def test_ml1m_partial_exact_counts(ml1m_partial_dir):
     assert toy["actors"][:2] == ["Tom Hanks", "Tim Allen"]
     users, _ = ds.read_users()
     assert users.num_rows == 6040
-    assert users.slice(0, 1).to_pylist()[0] == {"user_id": "1", "gender": "F", "age": 1, "occupation": "10", "zip": "48067"}
+    assert users.slice(0, 1).to_pylist()[0] == {
+        "user_id": "1",
+        "gender": "F",
+        "age": 1,
+        "occupation": "10",
+        "zip": "48067",
+    }
 
 
 RATINGS = [(1, 1193, 5, 978300760), (1, 661, 3, 978302109), (2, 1357, 5, 978298709), (10, 2, 4, 978301968)]
@@ -59,13 +73,22 @@ def test_ml1m_dat_and_csv_give_identical_records(tmp_path):
     (dat / "ratings.dat").write_text("".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in RATINGS))
     csv = tmp_path / "ml20m"
     csv.mkdir()
-    (csv / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in RATINGS))
+    (csv / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n" + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in RATINGS)
+    )
     (csv / "movies.csv").write_text("movieId,title,genres\n")
     a = open_dataset(dat).read_interactions().table
     b = open_dataset(csv).read_interactions().table
     assert isinstance(open_dataset(dat), MovieLens1M) and isinstance(open_dataset(csv), MovieLens20M)
     assert a.equals(b)
-    assert a.to_pylist()[0] == {"user_id": "1", "item_id": "1193", "label": 5.0, "timestamp": 978300760, "scenario": None, "task_key": None}
+    assert a.to_pylist()[0] == {
+        "user_id": "1",
+        "item_id": "1193",
+        "label": 5.0,
+        "timestamp": 978300760,
+        "scenario": None,
+        "task_key": None,
+    }
 
 
 def test_blocks_keep_line_numbers(tmp_path):
@@ -114,18 +137,25 @@ def test_corrupt_rows_are_rejected_with_file_line_field(tmp_path):
     assert by_line[5] == "empty user id: field 'user_id' is empty"
     assert by_line[8].startswith("wrong field count")
     assert dict(result.stats.rejected_by_reason) == {
-        "wrong field count": 2, "non-numeric label": 1, "label out of range": 1, "empty user id": 1,
-    }  # fmt: skip
+        "wrong field count": 2,
+        "non-numeric label": 1,
+        "label out of range": 1,
+        "empty user id": 1,
+    }
     with pytest.raises(DataFormatError) as err:
         ds.read_interactions()
-    assert str(err.value).endswith("ratings.dat line 2: wrong field count: expected 4 fields separated by '::', found 3")
+    assert str(err.value).endswith(
+        "ratings.dat line 2: wrong field count: expected 4 fields separated by '::', found 3"
+    )
 
 
 def test_wrong_separator_is_named(tmp_path):
     d = tmp_path / "ml"
     d.mkdir()
     (d / "ratings.dat").write_text("1\t10\t4\t100\n")
-    with pytest.raises(DataFormatError, match=r"line 1: wrong field count: .* found 1 \(the line looks separated by tabs\)"):
+    with pytest.raises(
+        DataFormatError, match=r"line 1: wrong field count: .* found 1 \(the line looks separated by tabs\)"
+    ):
         open_dataset(d).read_interactions()
 
 
@@ -148,7 +178,9 @@ def test_csv_header_is_checked(tmp_path):
     d.mkdir()
     (d / "ratings.csv").write_text("user;movie;rating\n1;2;3\n")
     (d / "users.dat").write_text("1::F::1::10::48067\n")
-    with pytest.raises(DataFormatError, match=r"ratings.csv line 1: header is 'user;movie;rating', expected 'user_id,movie_id,rating'"):
+    with pytest.raises(
+        DataFormatError, match=r"ratings.csv line 1: header is 'user;movie;rating', expected 'user_id,movie_id,rating'"
+    ):
         open_dataset(d).read_interactions()
 
 

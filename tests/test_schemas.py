@@ -1,4 +1,5 @@
 """The curated TFMD schemas describe exactly the canonical Arrow records the readers produce."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -19,7 +20,13 @@ def test_tfmd_schema_matches_arrow_schema(name, arrow):
     for feature in proto.feature:
         field = arrow.field(feature.name)
         base = field.type.value_type if pa.types.is_list(field.type) else field.type
-        expected = schema_pb2.INT if pa.types.is_integer(base) else schema_pb2.FLOAT if pa.types.is_floating(base) else schema_pb2.BYTES
+        expected = (
+            schema_pb2.INT
+            if pa.types.is_integer(base)
+            else schema_pb2.FLOAT
+            if pa.types.is_floating(base)
+            else schema_pb2.BYTES
+        )
         assert feature.type == expected, feature.name
         required = feature.presence.min_fraction == 1.0
         assert required == (not field.nullable), feature.name

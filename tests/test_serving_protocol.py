@@ -1,4 +1,5 @@
 """Wire formats of the serving API: TensorProto and REST JSON encodings, signature validation."""
+
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import json
 import grpc
 import numpy as np
 import pytest
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 import cmml  # noqa: F401
 from cmml.serving.client import rank_items
@@ -21,7 +23,6 @@ from cmml.serving.protocol import (
     tensor_proto_to_ndarray,
 )
 from cmml.serving.signatures import SignatureInfo, TensorSpecInfo, validate_inputs
-from tensorflow.core.framework import tensor_pb2, types_pb2
 
 F, I64, S = types_pb2.DT_FLOAT, types_pb2.DT_INT64, types_pb2.DT_STRING
 
@@ -144,7 +145,9 @@ def test_response_formats_follow_tf_serving():
 
 
 def test_validation_names_the_offending_input():
-    sig = SignatureInfo("s", {"ids": TensorSpecInfo("ids", I64, (None, None)), "ctx": TensorSpecInfo("ctx", F, (None, 4))}, {})
+    sig = SignatureInfo(
+        "s", {"ids": TensorSpecInfo("ids", I64, (None, None)), "ctx": TensorSpecInfo("ctx", F, (None, 4))}, {}
+    )
     good = {"ids": np.zeros((2, 3), np.int64), "ctx": np.zeros((2, 4), np.float32)}
     validate_inputs(sig, good)
     cases = [

@@ -2,6 +2,7 @@
 and time: a fuzz run of malformed requests (no crash, every reply a proper error or a valid
 result, memory stable), a concurrent load test (p50/p99, throughput), and a version hot swap under
 load that must not lose a request."""
+
 from __future__ import annotations
 
 import base64
@@ -15,18 +16,23 @@ from concurrent import futures
 import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 import cmml  # noqa: F401
-import tensorflow as tf
-
 from cmml.models.testing import random_episodes
 from cmml.serving.client import GrpcClient, RestClient
 from cmml.serving.layout import install_version
 from cmml.serving.protocol import ServingError, inputs_to_json, ndarray_to_tensor_proto
 from cmml.serving.testing import DoubleProcess, export_cmml_model, serving_inputs
 from cmml.serving.warmup import canned_requests, write_warmup_requests
-from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
 FUZZ_REQUESTS = 10_000
 FUZZ_THREADS = 4
@@ -128,7 +134,13 @@ class Fuzzer:
         if r < 0.04:
             return Case("valid", frozenset({OK}), self._grpc(_request(inputs)))
         if r < 0.10:
-            return Case("unknown signature", frozenset({INVALID}), self._grpc(_request(inputs, signature=str(pick(["nope", "", "__saved_model_init_op", "x" * 500])) or "nope")))
+            return Case(
+                "unknown signature",
+                frozenset({INVALID}),
+                self._grpc(
+                    _request(inputs, signature=str(pick(["nope", "", "__saved_model_init_op", "x" * 500])) or "nope")
+                ),
+            )
         if r < 0.16:
             del inputs[name]
             return Case("missing input", frozenset({INVALID}), self._grpc(_request(inputs)))
@@ -173,14 +185,18 @@ class Fuzzer:
             if self.rng.random() < 0.5:
                 n = pick(LARGE_QUERY_SIZES)
                 big = {k: v[:1] for k, v in inputs.items() if k.startswith("support_")}
-                big.update({k: np.resize(v[:1], (1, n) + v.shape[2:]) for k, v in inputs.items() if k.startswith("query_")})
+                big.update(
+                    {k: np.resize(v[:1], (1, n) + v.shape[2:]) for k, v in inputs.items() if k.startswith("query_")}
+                )
                 return Case("large valid request", frozenset({OK}), self._grpc(_request(big)))
             # close to the message cap, decoded in full, then refused (a float tensor for an id input)
             inputs["query_item_id"] = np.zeros((1, MAX_REQUEST_BYTES // 8 - 8192), np.float64)
             return Case("near-cap tensor of the wrong dtype", frozenset({INVALID}), self._grpc(_request(inputs)))
         if r < 0.73:
             inputs[name] = np.zeros(MAX_REQUEST_BYTES // 4 + 1024, np.float32)  # over the gRPC message cap
-            return Case("over the size cap", frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED}), self._grpc(_request(inputs)))
+            return Case(
+                "over the size cap", frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED}), self._grpc(_request(inputs))
+            )
         if r < 0.80:
             proto = ndarray_to_tensor_proto(inputs[name])
             mutation = int(self.rng.integers(4))
@@ -196,21 +212,33 @@ class Fuzzer:
             return Case("corrupt TensorProto", frozenset({INVALID}), self._grpc(_request(inputs)))
         if r < 0.83:
             garbage = self.rng.bytes(int(self.rng.integers(1, 2000)))
-            return Case("garbage bytes", frozenset({grpc.StatusCode.INTERNAL, INVALID, grpc.StatusCode.NOT_FOUND}), self._grpc(garbage, self.raw_predict))
+            return Case(
+                "garbage bytes",
+                frozenset({grpc.StatusCode.INTERNAL, INVALID, grpc.StatusCode.NOT_FOUND}),
+                self._grpc(garbage, self.raw_predict),
+            )
         if r < 0.86:
             request = _request(inputs, name=str(pick(["other", "", "cmml "])) or "")
             if self.rng.random() < 0.5:
                 request.model_spec.name = "cmml"
                 request.model_spec.version.value = int(self.rng.integers(2, 10**9))
-            return Case("unknown model or version", frozenset({grpc.StatusCode.NOT_FOUND, INVALID}), self._grpc(request))
+            return Case(
+                "unknown model or version", frozenset({grpc.StatusCode.NOT_FOUND, INVALID}), self._grpc(request)
+            )
         if r < 0.88:
-            request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=list(pick([[], ["signature_def", "x"], ["y"]])))
+            request = get_model_metadata_pb2.GetModelMetadataRequest(
+                metadata_field=list(pick([[], ["signature_def", "x"], ["y"]]))
+            )
             request.model_spec.name = "cmml"
             return Case("bad metadata request", frozenset({INVALID}), self._grpc(request, self.stub.GetModelMetadata))
         if r < 0.89:
             request = get_model_status_pb2.GetModelStatusRequest()
             request.model_spec.name = str(pick(["nope", ""]))
-            return Case("bad status request", frozenset({grpc.StatusCode.NOT_FOUND, INVALID}), self._grpc(request, self.models.GetModelStatus))
+            return Case(
+                "bad status request",
+                frozenset({grpc.StatusCode.NOT_FOUND, INVALID}),
+                self._grpc(request, self.models.GetModelStatus),
+            )
         return self._rest_case()
 
     # REST -------------------------------------------------------------------------------------------------
@@ -235,7 +263,11 @@ class Fuzzer:
             cut = int(self.rng.integers(1, len(text)))
             return Case("rest truncated JSON", frozenset({400}), self._http("POST", path, text[:cut].encode()))
         if r == 2:
-            return Case("rest deep nesting", frozenset({400}), self._http("POST", path, ("[" * 100_000 + "]" * 100_000).encode()))
+            return Case(
+                "rest deep nesting",
+                frozenset({400}),
+                self._http("POST", path, ("[" * 100_000 + "]" * 100_000).encode()),
+            )
         if r == 3:
             k = str(pick(sorted(body["inputs"])))
             body["inputs"][k] = pick([[[1, 2], [3]], "text", None, {"b64": "!!"}, [[2**80]], [[True, "x"]]])
@@ -247,11 +279,23 @@ class Fuzzer:
             body["signature_name"] = pick(["nope", 17, None])
             return Case("rest bad signature", frozenset({400}), self._http("POST", path, json.dumps(body).encode()))
         if r == 6:
-            weird = str(pick(["/v1/models/cmml/versions/99:predict", "/v1/models/other:predict", "/v1/models/cmml:explode",
-                              "/v1/models/cmml/versions/x:predict", "/nowhere", "/v1/models/cmml/labels/stable:predict"]))  # fmt: skip
+            weird = str(
+                pick(
+                    [
+                        "/v1/models/cmml/versions/99:predict",
+                        "/v1/models/other:predict",
+                        "/v1/models/cmml:explode",
+                        "/v1/models/cmml/versions/x:predict",
+                        "/nowhere",
+                        "/v1/models/cmml/labels/stable:predict",
+                    ]
+                )
+            )
             return Case("rest bad path", frozenset({400, 404}), self._http("POST", weird, json.dumps(body).encode()))
         if r == 7:
-            return Case("rest bad method", frozenset({400, 501}), self._http(str(pick(["PUT", "DELETE", "PATCH"])), path, b"{}"))
+            return Case(
+                "rest bad method", frozenset({400, 501}), self._http(str(pick(["PUT", "DELETE", "PATCH"])), path, b"{}")
+            )
         if r == 8:
             k = str(pick([k for k, v in self.good.items() if v.dtype == np.float32]))
             text = json.dumps(body).replace(f'"{k}": [[', f'"{k}": [[NaN, ', 1)
@@ -279,7 +323,9 @@ class Fuzzer:
 
 def test_fuzzing_never_crashes_and_every_reply_is_an_error_or_a_result(setup, double, capsys):
     _, episodes, expected, _ = setup
-    fuzzers = [Fuzzer(episodes, expected, double.grpc_target, double.rest_url, seed=100 + k) for k in range(FUZZ_THREADS)]
+    fuzzers = [
+        Fuzzer(episodes, expected, double.grpc_target, double.rest_url, seed=100 + k) for k in range(FUZZ_THREADS)
+    ]
     per_thread = FUZZ_REQUESTS // FUZZ_THREADS
     counts: dict[tuple[str, object], int] = {}
     failures: list[str] = []
@@ -293,7 +339,9 @@ def test_fuzzing_never_crashes_and_every_reply_is_an_error_or_a_result(setup, do
             with lock:
                 counts[(case.kind, status)] = counts.get((case.kind, status), 0) + 1
             if status not in case.allowed:
-                failures.append(f"{case.kind}: got {status} ({str(payload)[:200]}), allowed {sorted(map(str, case.allowed))}")
+                failures.append(
+                    f"{case.kind}: got {status} ({str(payload)[:200]}), allowed {sorted(map(str, case.allowed))}"
+                )
             elif status in (OK, 200):
                 try:
                     fuzzer.check_valid(case.kind, payload)
@@ -317,9 +365,12 @@ def test_fuzzing_never_crashes_and_every_reply_is_an_error_or_a_result(setup, do
     kinds = sorted({k for k, _ in counts})
     summary = ", ".join(f"{k}: {sum(n for (kk, _), n in counts.items() if kk == k)}" for k in kinds)
     growth = rss[-1] - rss[0]
-    report(capsys, f"[fuzz] {total} requests in {elapsed:.1f} s ({total / elapsed:.0f}/s) over gRPC and REST; double RSS {rss_before / 2**20:.0f} MiB "
-                   f"before, after each fifth: {' / '.join(f'{r / 2**20:.0f}' for r in rss)} MiB ({growth / 2**20:+.1f} MiB after the first fifth)\n"
-                   f"[fuzz] cases: {summary}")  # fmt: skip
+    report(
+        capsys,
+        f"[fuzz] {total} requests in {elapsed:.1f} s ({total / elapsed:.0f}/s) over gRPC and REST; double RSS {rss_before / 2**20:.0f} MiB "
+        f"before, after each fifth: {' / '.join(f'{r / 2**20:.0f}' for r in rss)} MiB ({growth / 2**20:+.1f} MiB after the first fifth)\n"
+        f"[fuzz] cases: {summary}",
+    )
     assert not failures, f"{len(failures)} bad replies, e.g.:\n" + "\n".join(failures[:15])
     assert total == FUZZ_THREADS * per_thread
     assert double.alive(), "the test double died:\n" + "\n".join(double.log_lines[-20:])
@@ -328,7 +379,9 @@ def test_fuzzing_never_crashes_and_every_reply_is_an_error_or_a_result(setup, do
     assert not any("Traceback" in line for line in double.log_lines), "\n".join(double.log_lines[-40:])
     # still serving correct results
     with GrpcClient(double.grpc_target, "cmml") as client:
-        np.testing.assert_allclose(client.predict(serving_inputs(episodes, "serving_default")).outputs["scores"], expected, atol=1e-5)
+        np.testing.assert_allclose(
+            client.predict(serving_inputs(episodes, "serving_default")).outputs["scores"], expected, atol=1e-5
+        )
 
 
 def test_concurrent_load_latency_and_throughput(setup, double, capsys):
@@ -363,10 +416,13 @@ def test_concurrent_load_latency_and_throughput(setup, double, capsys):
     errors = [e for r in results for e in r[1]]
     grpc_ms = np.array([t for k, r in enumerate(results) if k % 2 == 0 for t in r[0]]) * 1e3
     rest_ms = np.array([t for k, r in enumerate(results) if k % 2 == 1 for t in r[0]]) * 1e3
-    report(capsys, f"[load] {len(times)} requests from {LOAD_THREADS} threads (gRPC + REST) in {elapsed:.1f} s: "
-                   f"{len(times) / elapsed:.0f} req/s; p50 {np.percentile(times, 50):.2f} ms, p99 {np.percentile(times, 99):.2f} ms "
-                   f"(gRPC p50 {np.percentile(grpc_ms, 50):.2f} / p99 {np.percentile(grpc_ms, 99):.2f} ms, "
-                   f"REST p50 {np.percentile(rest_ms, 50):.2f} / p99 {np.percentile(rest_ms, 99):.2f} ms)")  # fmt: skip
+    report(
+        capsys,
+        f"[load] {len(times)} requests from {LOAD_THREADS} threads (gRPC + REST) in {elapsed:.1f} s: "
+        f"{len(times) / elapsed:.0f} req/s; p50 {np.percentile(times, 50):.2f} ms, p99 {np.percentile(times, 99):.2f} ms "
+        f"(gRPC p50 {np.percentile(grpc_ms, 50):.2f} / p99 {np.percentile(grpc_ms, 99):.2f} ms, "
+        f"REST p50 {np.percentile(rest_ms, 50):.2f} / p99 {np.percentile(rest_ms, 99):.2f} ms)",
+    )
     assert not errors, errors[:5]
     assert len(times) >= min(LOAD_REQUESTS, 200), "the load test made too few requests to mean anything"
     assert np.percentile(times, 99) < 2_000, "p99 over 2 s: the double is stalling, not just slow"
@@ -423,8 +479,11 @@ def test_version_hot_swap_under_load_loses_no_request(setup, tmp_path, capsys):
             results = [j.result() for j in jobs]
         assert proc.alive()
     errors = [e for r in results for e in r[1]]
-    report(capsys, f"[hot swap] {sum(by_version.values())} requests from 4 threads across the swap: "
-                   f"{by_version[1]} answered by version 1, {by_version[2]} by version 2, {len(errors)} failed")  # fmt: skip
+    report(
+        capsys,
+        f"[hot swap] {sum(by_version.values())} requests from 4 threads across the swap: "
+        f"{by_version[1]} answered by version 1, {by_version[2]} by version 2, {len(errors)} failed",
+    )
     assert not errors, errors[:5]
     assert states == {1: "END", 2: "AVAILABLE"}
     assert by_version[1] >= 50 and by_version[2] >= 50

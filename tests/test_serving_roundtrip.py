@@ -1,6 +1,7 @@
 """Client <-> test double over real gRPC and HTTP on loopback, for every signature of an exported
 CMML model; results must equal the in-memory model's. Also the error contract, the two-stage path
 and ``cmml predict`` (from a JSON body and from a dataset)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,10 +11,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_metadata_pb2
 
 import cmml  # noqa: F401
-import tensorflow as tf
-
 from cmml.models.cmml import CMMLModel
 from cmml.models.config import CMMLConfig
 from cmml.models.testing import DEFAULT_SPECS, random_episodes
@@ -25,7 +26,6 @@ from cmml.serving.server import ServingDouble
 from cmml.serving.signatures import read_meta_graph, signatures_from_map
 from cmml.serving.testing import export_cmml_model, serving_inputs
 from cmml.serving.warmup import canned_requests, write_warmup_requests
-from tensorflow_serving.apis import get_model_metadata_pb2
 
 ATOL = 1e-5
 SIGNATURES = ("serving_default", "encode_context", "score", "update_context")
@@ -51,7 +51,11 @@ def served(tmp_path_factory):
     install_version(export_dir, root / "models" / "cmml")
     features = {k: tf.constant(v) for k, v in episodes.items()}
     context = model.encode_context(features).numpy()
-    expected = {"scores": model(features).numpy(), "context": context, "score": model.score(tf.constant(context), features)["score"].numpy()}
+    expected = {
+        "scores": model(features).numpy(),
+        "context": context,
+        "score": model.score(tf.constant(context), features)["score"].numpy(),
+    }
     double = ServingDouble(root / "models" / "cmml", "cmml", poll_seconds=0).start()
     grpc_client = GrpcClient(f"127.0.0.1:{double.grpc_port}", "cmml")
     rest_client = RestClient(f"http://127.0.0.1:{double.rest_port}", "cmml")
@@ -93,12 +97,16 @@ def test_every_signature_matches_the_in_memory_model(served, transport):
 
 
 def test_grpc_response_names_model_version_and_signature(served):
-    result = served.grpc.predict(serving_inputs(served.episodes, "encode_context"), "encode_context", output_filter=["context"])
+    result = served.grpc.predict(
+        serving_inputs(served.episodes, "encode_context"), "encode_context", output_filter=["context"]
+    )
     assert (result.version, result.signature_name, sorted(result.outputs)) == (1, "encode_context", ["context"])
 
 
 def test_metadata_and_status_over_both_transports(served):
-    on_disk = signatures_from_map(get_model_metadata_pb2.SignatureDefMap(signature_def=read_meta_graph(served.export_dir).signature_def))
+    on_disk = signatures_from_map(
+        get_model_metadata_pb2.SignatureDefMap(signature_def=read_meta_graph(served.export_dir).signature_def)
+    )
     for client in (served.grpc, served.rest):
         version, signatures = client.metadata()
         assert version == 1
@@ -114,7 +122,11 @@ def _bad_requests(ep):
     yield "missing input", {"inputs": {k: v for k, v in good.items() if k != "query_mask"}}, "missing: ['query_mask']"
     yield "extra input", {"inputs": {**good, "bogus": good["query_mask"]}}, "unexpected: ['bogus']"
     yield "wrong rank", {"inputs": {**good, "support_genres": good["support_item_id"]}}, "expects rank 3"
-    yield "batch mismatch", {"inputs": {**good, **{k: v[:2] for k, v in good.items() if k.startswith("query_")}}}, "serving_default"
+    yield (
+        "batch mismatch",
+        {"inputs": {**good, **{k: v[:2] for k, v in good.items() if k.startswith("query_")}}},
+        "serving_default",
+    )
     yield "id out of range", {"inputs": {**good, "query_item_id": good["query_item_id"] + 10**6}}, "serving_default"
 
 
@@ -144,7 +156,10 @@ def test_wrong_dtype_over_grpc_and_wrong_json_type_over_rest(served):
 def test_unknown_model_or_version_is_not_found(served):
     inputs = serving_inputs(served.episodes, "encode_context")
     port = served.double.grpc_port
-    with GrpcClient(f"127.0.0.1:{port}", "other") as other, RestClient(f"http://127.0.0.1:{served.double.rest_port}", "other") as other_rest:
+    with (
+        GrpcClient(f"127.0.0.1:{port}", "other") as other,
+        RestClient(f"http://127.0.0.1:{served.double.rest_port}", "other") as other_rest,
+    ):
         for client in (other, other_rest):
             with pytest.raises(ServingError, match=r"Servable not found for request: Latest\(other\)") as err:
                 client.predict(inputs, "encode_context")
@@ -175,7 +190,10 @@ def test_two_stage_path_equals_one_call(served):
     cache = ContextCache(served.grpc)
     cache.encode("user-1", first)
     for k in range(4, ep["support_mask"].shape[1]):  # the rest of the history arrives one interaction at a time
-        cache.update("user-1", {"new_" + n[len("support_"):]: v[:, k : k + 1] for n, v in ep.items() if n.startswith("support_")})
+        cache.update(
+            "user-1",
+            {"new_" + n[len("support_") :]: v[:, k : k + 1] for n, v in ep.items() if n.startswith("support_")},
+        )
     np.testing.assert_allclose(cache.get("user-1").context, want["context"], atol=ATOL)
     assert cache.get("user-1").version == 1
     query = {k: v for k, v in ep.items() if k.startswith("query_") and k != "query_label"}
@@ -198,24 +216,76 @@ def test_cli_predict_ranks_candidates_from_a_json_body(served, tmp_path, capsys)
     inputs = serving_inputs(served.episodes, "serving_default")
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"signature_name": "serving_default", **inputs_to_json(inputs)}))
-    assert cli.main(["predict", "--server", f"127.0.0.1:{served.double.grpc_port}", "--model_name", "cmml", "--input", str(request), "--format", "json"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                "--server",
+                f"127.0.0.1:{served.double.grpc_port}",
+                "--model_name",
+                "cmml",
+                "--input",
+                str(request),
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["model_version"] == 1
     for t, ranking in enumerate(result["tasks"]):
         valid = inputs["query_mask"][t] > 0
         scores = served.expected["scores"][t][valid]
-        assert [r["item"] for r in ranking] == [int(i) for i in inputs["query_item_id"][t][valid][np.argsort(-scores, kind="stable")]]
+        assert [r["item"] for r in ranking] == [
+            int(i) for i in inputs["query_item_id"][t][valid][np.argsort(-scores, kind="stable")]
+        ]
         np.testing.assert_allclose([r["score"] for r in ranking], np.sort(scores)[::-1], atol=ATOL)
 
-    assert cli.main(["predict", "--rest_url", f"http://127.0.0.1:{served.double.rest_port}", "--model_name", "cmml", "--input", str(request), "--top", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                "--rest_url",
+                f"http://127.0.0.1:{served.double.rest_port}",
+                "--model_name",
+                "cmml",
+                "--input",
+                str(request),
+                "--top",
+                "2",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "version 1, signature 'serving_default'" in text and text.count("task ") == 3
-    assert cli.main(["predict", "--server", f"127.0.0.1:{served.double.grpc_port}", "--model_name", "cmml", "--input", str(request), "--signature_name", "nope"]) == 1
+    assert (
+        cli.main(
+            [
+                "predict",
+                "--server",
+                f"127.0.0.1:{served.double.grpc_port}",
+                "--model_name",
+                "cmml",
+                "--input",
+                str(request),
+                "--signature_name",
+                "nope",
+            ]
+        )
+        == 1
+    )
     assert 'INVALID_ARGUMENT: Serving signature name: "nope"' in capsys.readouterr().err
 
 
 # --- requests built from a dataset need a model that takes raw features -------------------------------------
-RAW_SPECS = {"user_id": ([], tf.string), "gender": ([], tf.string), "item_id": ([], tf.string), "genres": ([None], tf.string)}
+RAW_SPECS = {
+    "user_id": ([], tf.string),
+    "gender": ([], tf.string),
+    "item_id": ([], tf.string),
+    "genres": ([None], tf.string),
+}
 
 
 def _hash_ids(raw: dict) -> dict:
@@ -244,8 +314,23 @@ def test_cli_predict_from_a_dataset_user_and_candidates(synthetic_small, tmp_pat
     history = [r["item_id"] for r in table.to_pylist() if r["user_id"] == user]
     candidates = [i for i in dict.fromkeys(table["item_id"].to_pylist()) if i not in history][:6]
     with ServingDouble(tmp_path / "models" / "raw", "raw", poll_seconds=0) as double:
-        args = ["predict", "--server", f"127.0.0.1:{double.grpc_port}", "--model_name", "raw", "--data", str(synthetic_small),
-                "--user", user, "--candidates", ",".join(candidates), "--max_support", "20", "--format", "json"]  # fmt: skip
+        args = [
+            "predict",
+            "--server",
+            f"127.0.0.1:{double.grpc_port}",
+            "--model_name",
+            "raw",
+            "--data",
+            str(synthetic_small),
+            "--user",
+            user,
+            "--candidates",
+            ",".join(candidates),
+            "--max_support",
+            "20",
+            "--format",
+            "json",
+        ]
         assert cli.main(args) == 0
         ranking = json.loads(capsys.readouterr().out)["tasks"][0]
 
@@ -260,27 +345,53 @@ def test_cli_predict_from_a_dataset_user_and_candidates(synthetic_small, tmp_pat
     def part(prefix, rows):
         genres = [item_rows[i]["genres"] for i in rows]
         width = max(len(g) for g in genres)
-        raw = {"user_id": [[user] * len(rows)], "gender": [[users[user]["gender"]] * len(rows)], "item_id": [rows],
-               "genres": [[g + [""] * (width - len(g)) for g in genres]]}  # fmt: skip
-        ids = _hash_ids({k: tf.reshape(tf.constant(v), [-1] + ([width] if k == "genres" else [])) for k, v in raw.items()})
-        return {f"{prefix}_{k}": tf.reshape(v, [1, len(rows)] + ([width] if k == "genres" else [])) for k, v in ids.items()}
+        raw = {
+            "user_id": [[user] * len(rows)],
+            "gender": [[users[user]["gender"]] * len(rows)],
+            "item_id": [rows],
+            "genres": [[g + [""] * (width - len(g)) for g in genres]],
+        }
+        ids = _hash_ids(
+            {k: tf.reshape(tf.constant(v), [-1] + ([width] if k == "genres" else [])) for k, v in raw.items()}
+        )
+        return {
+            f"{prefix}_{k}": tf.reshape(v, [1, len(rows)] + ([width] if k == "genres" else [])) for k, v in ids.items()
+        }
 
     features = {**part("support", items), **part("query", candidates)}
-    features.update(support_label=tf.constant([labels], tf.float32), support_mask=tf.ones([1, len(items)]), query_mask=tf.ones([1, len(candidates)]))
+    features.update(
+        support_label=tf.constant([labels], tf.float32),
+        support_mask=tf.ones([1, len(items)]),
+        query_mask=tf.ones([1, len(candidates)]),
+    )
     scores = model(features).numpy()[0]
     assert [r["item"] for r in ranking] == [candidates[k] for k in np.argsort(-scores, kind="stable")]
     np.testing.assert_allclose([r["score"] for r in ranking], np.sort(scores)[::-1], atol=ATOL)
 
 
 def test_cli_refuses_raw_dataset_values_for_an_id_model(served, synthetic_small, capsys):
-    args = ["predict", "--server", f"127.0.0.1:{served.double.grpc_port}", "--model_name", "cmml", "--data", str(synthetic_small), "--user", "1", "--candidates", "1,2"]
+    args = [
+        "predict",
+        "--server",
+        f"127.0.0.1:{served.double.grpc_port}",
+        "--model_name",
+        "cmml",
+        "--data",
+        str(synthetic_small),
+        "--user",
+        "1",
+        "--candidates",
+        "1,2",
+    ]
     assert cli.main(args) == 2
     assert "takes transformed ids" in capsys.readouterr().err
 
 
 def test_a_busy_port_is_an_error_not_a_shared_port(served, tmp_path):
     with pytest.raises(OSError, match="cannot bind gRPC port"):
-        ServingDouble(tmp_path / "empty", "cmml", port=served.double.grpc_port, rest_api_port=None, poll_seconds=0).start()
+        ServingDouble(
+            tmp_path / "empty", "cmml", port=served.double.grpc_port, rest_api_port=None, poll_seconds=0
+        ).start()
     with pytest.raises(OSError):
         ServingDouble(tmp_path / "empty", "cmml", port=0, rest_api_port=served.double.rest_port, poll_seconds=0).start()
     # the running double is unaffected
@@ -289,7 +400,10 @@ def test_a_busy_port_is_an_error_not_a_shared_port(served, tmp_path):
 
 def test_a_double_without_versions_answers_not_found_until_one_is_pushed(served, tmp_path):
     base = tmp_path / "models" / "cmml"
-    with ServingDouble(base, "cmml", poll_seconds=0) as double, GrpcClient(f"127.0.0.1:{double.grpc_port}", "cmml") as client:
+    with (
+        ServingDouble(base, "cmml", poll_seconds=0) as double,
+        GrpcClient(f"127.0.0.1:{double.grpc_port}", "cmml") as client,
+    ):
         with pytest.raises(ServingError, match="Servable not found") as err:
             client.predict(serving_inputs(served.episodes, "encode_context"), "encode_context")
         assert err.value.code == grpc.StatusCode.NOT_FOUND

@@ -1,4 +1,5 @@
 """Synthetic generator: determinism, MovieLens format, and recoverable planted structure."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +7,8 @@ import hashlib
 import numpy as np
 import pyarrow.compute as pc
 
-from cmml.data import open_dataset, records as R, synthetic
+from cmml.data import open_dataset, synthetic
+from cmml.data import records as R
 
 
 def _digests(folder):
@@ -18,7 +20,15 @@ def test_same_seed_byte_identical(tmp_path):
     synthetic.generate(tmp_path / "a", cfg, progress=None)
     synthetic.generate(tmp_path / "b", cfg, progress=None)
     a, b = _digests(tmp_path / "a"), _digests(tmp_path / "b")
-    assert set(a) == {"ratings.dat", "users.dat", "movies.dat", "movies_extrainfos.dat", "item_themes.dat", "user_groups.dat", "synthetic.json"}
+    assert set(a) == {
+        "ratings.dat",
+        "users.dat",
+        "movies.dat",
+        "movies_extrainfos.dat",
+        "item_themes.dat",
+        "user_groups.dat",
+        "synthetic.json",
+    }
     assert a == b
     synthetic.generate(tmp_path / "c", synthetic.SyntheticConfig(users=700, seed=4), progress=None)
     assert _digests(tmp_path / "c")["ratings.dat"] != a["ratings.dat"]

@@ -1,4 +1,5 @@
 """A readable report of what a dataset holds and what its reader had to reject."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -28,7 +29,10 @@ def inspect_dataset(ds: Dataset, max_rejects: int = 10) -> str:
         )
         if t[R.SCENARIO].null_count < t.num_rows:
             lines.append(f"  {len(pc.unique(t[R.SCENARIO].drop_null())):,} scenarios")
-        for name, table, ids, key in (("users", users, rated_users, R.USER_ID), ("items", items, rated_items, R.ITEM_ID)):
+        for name, table, ids, key in (
+            ("users", users, rated_users, R.USER_ID),
+            ("items", items, rated_items, R.ITEM_ID),
+        ):
             if table.num_rows == 0:
                 lines.append(f"{name}: no side-feature file")
                 continue

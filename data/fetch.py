@@ -3,12 +3,12 @@
 MovieLens data may not be redistributed, so the project never ships it: users fetch it from
 GroupLens with ``cmml data fetch NAME --dest DIR``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import shutil
-import socket
 import sys
 import tempfile
 import urllib.error
@@ -98,7 +98,7 @@ def _download(archive: Archive, path: Path, timeout: float, progress) -> None:
                 if total and done * 10 // total > step:
                     step = done * 10 // total
                     print(f"  {archive.name}: {done / 2**20:.0f} of {total / 2**20:.0f} MiB", file=progress)
-    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise NetworkUnavailableError(
             f"cannot download {archive.url} ({reason}); without network, download the archive elsewhere, "

@@ -4,6 +4,7 @@ A :class:`Dataset` knows which files hold interactions and side features and how
 into the canonical tables of :mod:`cmml.data.records`. Use :func:`cmml.data.open_dataset` to get
 one from a name or a path.
 """
+
 from __future__ import annotations
 
 import abc
@@ -27,9 +28,26 @@ _YEAR_IN_TITLE = re.compile(r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 _MISSING = {"", "N/A", "NA", "null", "None", "(no genres listed)"}
 
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 
 
 @dataclasses.dataclass
@@ -132,9 +150,7 @@ class Dataset(abc.ABC):
         self.root = Path(root)
         missing = [f for f in self.required if not (self.root / f).is_file()]
         if missing:
-            raise DatasetNotFoundError(
-                f"{self.root}: not a {self.name} directory, missing {', '.join(missing)}"
-            )
+            raise DatasetNotFoundError(f"{self.root}: not a {self.name} directory, missing {', '.join(missing)}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r})"
@@ -153,7 +169,9 @@ class Dataset(abc.ABC):
         """Adds dataset-level knowledge to canonical interactions (e.g. scenarios). Default: none."""
         return table
 
-    def iter_interactions(self, on_error: str = "raise", block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[InteractionBatch]:
+    def iter_interactions(
+        self, on_error: str = "raise", block_bytes: int = DEFAULT_BLOCK_BYTES
+    ) -> Iterator[InteractionBatch]:
         for path, spec in self.interaction_sources():
             for batch in iter_interaction_file(path, spec, on_error=on_error, block_bytes=block_bytes):
                 batch.table = self.decorate(batch.table)
@@ -189,7 +207,9 @@ class MovieLens100K(Dataset):
 
     def interaction_sources(self):
         fmt = DelimitedFormat("\t", ("user_id", "item_id", "rating", "timestamp"))
-        return [(self.path("u.data"), InteractionSpec(fmt, "user_id", "item_id", "rating", "timestamp", label_range=(1, 5)))]
+        return [
+            (self.path("u.data"), InteractionSpec(fmt, "user_id", "item_id", "rating", "timestamp", label_range=(1, 5)))
+        ]
 
     def read_users(self, on_error="raise"):
         if not self.has("u.user"):
@@ -211,13 +231,17 @@ class MovieLens100K(Dataset):
         if not self.has("u.item"):
             return super().read_items(on_error)
         genres = self._genres()
-        cols = ("item_id", "title", "release_date", "video_release_date", "url") + tuple(f"g{i}" for i in range(len(genres)))
+        cols = ("item_id", "title", "release_date", "video_release_date", "url") + tuple(
+            f"g{i}" for i in range(len(genres))
+        )
         fmt = DelimitedFormat("|", cols, encoding="auto")
 
         def convert(raw):
             flags = [raw[f"g{i}"].strip() for i in range(len(genres))]
             if any(f not in ("0", "1") for f in flags):
-                raise ValueError(f"bad genre flag: fields g0..g{len(genres) - 1} must be 0 or 1, got {'|'.join(flags)!r}")
+                raise ValueError(
+                    f"bad genre flag: fields g0..g{len(genres) - 1} must be 0 or 1, got {'|'.join(flags)!r}"
+                )
             release = _clean(raw["release_date"])
             year = int(release[-4:]) if release and release[-4:].isdigit() else title_year(raw["title"])
             return {
@@ -253,7 +277,12 @@ class MovieLens1M(Dataset):
 
     def interaction_sources(self):
         fmt = DelimitedFormat("::", ("user_id", "movie_id", "rating", "timestamp"), encoding="auto")
-        return [(self.path("ratings.dat"), InteractionSpec(fmt, "user_id", "movie_id", "rating", "timestamp", label_range=(1, 5)))]
+        return [
+            (
+                self.path("ratings.dat"),
+                InteractionSpec(fmt, "user_id", "movie_id", "rating", "timestamp", label_range=(1, 5)),
+            )
+        ]
 
     def read_users(self, on_error="raise"):
         if not self.has("users.dat"):
@@ -280,7 +309,9 @@ class MovieLens1M(Dataset):
             extra, extra_rejects = read_extrainfos(self.path("movies_extrainfos.dat"), on_error)
             rejects += extra_rejects
             for row in extra.to_pylist():
-                base = items.setdefault(row[R.ITEM_ID], {R.ITEM_ID: row[R.ITEM_ID], "title": row["title"], "genres": row["genres"]})
+                base = items.setdefault(
+                    row[R.ITEM_ID], {R.ITEM_ID: row[R.ITEM_ID], "title": row["title"], "genres": row["genres"]}
+                )
                 for name in ("rated", "directors", "writers", "actors"):
                     base[name] = row[name]
                 if base.get("year") is None:
@@ -334,7 +365,12 @@ class MovieLens20M(Dataset):
 
     def interaction_sources(self):
         fmt = DelimitedFormat(",", ("userId", "movieId", "rating", "timestamp"), header=True)
-        return [(self.path("ratings.csv"), InteractionSpec(fmt, "userId", "movieId", "rating", "timestamp", label_range=(0.5, 5)))]
+        return [
+            (
+                self.path("ratings.csv"),
+                InteractionSpec(fmt, "userId", "movieId", "rating", "timestamp", label_range=(0.5, 5)),
+            )
+        ]
 
     def read_items(self, on_error="raise"):
         tags, rejects = self._tags(on_error) if self.has("tags.csv") else ({}, [])
@@ -365,7 +401,10 @@ class MovieLens20M(Dataset):
                     counts[movie.strip()][tag] += 1
         if rejects and on_error == "raise":
             raise DataFormatError(rejects[0].path, rejects[0].reason, line=rejects[0].line)
-        return {m: [t for t, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_tags]] for m, c in counts.items()}, rejects
+        return {
+            m: [t for t, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_tags]]
+            for m, c in counts.items()
+        }, rejects
 
 
 # --- synthetic ---------------------------------------------------------------------------------------------
@@ -453,7 +492,14 @@ class GenericCsv(Dataset):
         c = self.columns
         fmt = DelimitedFormat(self.delimiter, tuple(c.values()), header=True, header_is_mapping=True, quoted=True)
         spec = InteractionSpec(
-            fmt, c["user"], c["item"], c.get("label"), c.get("timestamp"), c.get("scenario"), c.get("task"), label_range=self.label_range
+            fmt,
+            c["user"],
+            c["item"],
+            c.get("label"),
+            c.get("timestamp"),
+            c.get("scenario"),
+            c.get("task"),
+            label_range=self.label_range,
         )
         return [(self.log_path, spec)]
 

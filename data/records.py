@@ -8,6 +8,7 @@ sync.
 
 Ids are strings: logs in the wild use opaque ids, and tf.Transform builds vocabularies from strings.
 """
+
 from __future__ import annotations
 
 import collections
@@ -112,7 +113,7 @@ class ReadStats:
         for r in rejects:
             self.rejected_by_reason[reason_kind(r.reason)] += 1
 
-    def merge(self, other: "ReadStats") -> None:
+    def merge(self, other: ReadStats) -> None:
         self.rows_ok += other.rows_ok
         self.blank_lines += other.blank_lines
         self.rejected_by_reason.update(other.rejected_by_reason)

@@ -16,15 +16,16 @@ stateless, seeded by ``(seed, batch number)``, so a run is reproducible while ev
 new episodes. Output: dense, padded ``int64`` features (``[B, S]`` / ``[B, S, max_len]``),
 ``float32`` labels and masks, padding at the end of each task's rows.
 """
+
 from __future__ import annotations
 
 import glob
 import os
 from typing import Sequence
 
-import cmml  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+import cmml  # noqa: F401  (Keras 2 before TensorFlow)
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
 
@@ -67,8 +68,14 @@ def _select(values: tf.Tensor, rowids: tf.Tensor, keep: tf.Tensor, nrows) -> tf.
     return tf.RaggedTensor.from_value_rowids(tf.boolean_mask(values, keep), tf.boolean_mask(rowids, keep), nrows=nrows)
 
 
-def _episode_part(parsed: dict, specs: Sequence[E.FeatureSpec], part: str, user: tf.RaggedTensor,
-                  item: tf.RaggedTensor, label: tf.RaggedTensor) -> dict:
+def _episode_part(
+    parsed: dict,
+    specs: Sequence[E.FeatureSpec],
+    part: str,
+    user: tf.RaggedTensor,
+    item: tf.RaggedTensor,
+    label: tf.RaggedTensor,
+) -> dict:
     """Rows given as (local user index, local item index, label) -> the dense tensors of one part."""
     out = {}
     for spec in specs:
@@ -80,7 +87,11 @@ def _episode_part(parsed: dict, specs: Sequence[E.FeatureSpec], part: str, user:
 
 
 def _rows(parsed: dict, local: tf.RaggedTensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor]:
-    return _take_rows(parsed[T.ROW_USER], local), _take_rows(parsed[T.ROW_ITEM], local), _take_rows(parsed[T.ROW_LABEL], local)
+    return (
+        _take_rows(parsed[T.ROW_USER], local),
+        _take_rows(parsed[T.ROW_ITEM], local),
+        _take_rows(parsed[T.ROW_LABEL], local),
+    )
 
 
 def _shuffled_positions(lengths_source: tf.RaggedTensor, seed: tf.Tensor):
@@ -104,8 +115,9 @@ def _interleave(a: tf.RaggedTensor, b: tf.RaggedTensor) -> tf.RaggedTensor:
 
 
 def _check_setting(parsed: dict, setting: str) -> None:
-    tf.debugging.assert_equal(parsed[T.SETTING], tf.constant(setting.encode()),
-                              message=f"task records of another setting than '{setting}'")
+    tf.debugging.assert_equal(
+        parsed[T.SETTING], tf.constant(setting.encode()), message=f"task records of another setting than '{setting}'"
+    )
 
 
 # --- user setting -----------------------------------------------------------------------------------------------------------
@@ -131,7 +143,9 @@ def _fixed_user(parsed, specs, pool_query_size: int | None):
         pooled = tf.where(pos >= n - pool_query_size, T.ROLE_QUERY, T.ROLE_SUPPORT)
         role = role.with_values(tf.where(role.values == T.ROLE_POOL, tf.cast(pooled, tf.int64), role.values))
     local = tf.RaggedTensor.from_row_splits(
-        tf.range(tf.shape(role.values, out_type=tf.int64)[0]) - tf.gather(role.row_starts(), role.value_rowids()), role.row_splits)
+        tf.range(tf.shape(role.values, out_type=tf.int64)[0]) - tf.gather(role.row_starts(), role.value_rowids()),
+        role.row_splits,
+    )
     nrows = role.nrows()
     support = _select(local.values, role.value_rowids(), role.values == T.ROLE_SUPPORT, nrows)
     query = _select(local.values, role.value_rowids(), role.values == T.ROLE_QUERY, nrows)
@@ -175,9 +189,12 @@ def _scenario_training(parsed, specs, seed, support_positives: int, query_positi
     # positive rows only (meta-train records have no stored negatives, but stay safe on others)
     positives = tf.ragged.boolean_mask(
         tf.RaggedTensor.from_row_splits(
-            tf.range(tf.shape(label.values, out_type=tf.int64)[0]) - tf.gather(label.row_starts(), label.value_rowids()),
-            label.row_splits),
-        label > 0)
+            tf.range(tf.shape(label.values, out_type=tf.int64)[0])
+            - tf.gather(label.row_starts(), label.value_rowids()),
+            label.row_splits,
+        ),
+        label > 0,
+    )
     local, pos, rowids, n = _shuffled_positions(positives, seed[0])
     s = tf.minimum(tf.constant(support_positives, tf.int64), tf.maximum(n // 3, 1))
     q = tf.minimum(tf.constant(query_positives, tf.int64), tf.maximum(n - s, 0))
@@ -189,7 +206,11 @@ def _scenario_training(parsed, specs, seed, support_positives: int, query_positi
         user, item, _ = _rows(parsed, sel)
         neg = _sample_negatives(parsed, user, sd)
         ones = tf.ones_like(tf.cast(user, tf.float32))
-        parts.update(_episode_part(parsed, specs, name, _interleave(user, user), _interleave(item, neg), _interleave(ones, 0.0 * ones)))
+        parts.update(
+            _episode_part(
+                parsed, specs, name, _interleave(user, user), _interleave(item, neg), _interleave(ones, 0.0 * ones)
+            )
+        )
     return parts
 
 
@@ -203,8 +224,9 @@ def _ranking_rows(parsed, specs, include_task_key: bool) -> tf.data.Dataset:
     n_eval = tf.shape(eval_users, out_type=tf.int64)[0]
     m = tf.shape(parsed[T.ITEM_RAW_ID].values, out_type=tf.int64)[0]
     s_count = tf.shape(s_idx, out_type=tf.int64)[0]
-    labels = tf.scatter_nd(tf.stack([held_user, tf.gather(r_item, q_idx)], axis=1), tf.ones_like(q_idx, tf.float32),
-                           tf.stack([n_eval, m]))
+    labels = tf.scatter_nd(
+        tf.stack([held_user, tf.gather(r_item, q_idx)], axis=1), tf.ones_like(q_idx, tf.float32), tf.stack([n_eval, m])
+    )
     labels = tf.minimum(labels, 1.0)  # a duplicated interaction is still one positive
     out = {}
     for spec in specs:
@@ -213,13 +235,17 @@ def _ranking_rows(parsed, specs, include_task_key: bool) -> tf.data.Dataset:
             table = table.to_tensor(default_value=tf.constant(0, tf.int64), shape=[None, spec.max_len])
         support_idx = tf.gather(r_user if spec.side == "user" else r_item, s_idx)
         support = tf.gather(table, support_idx)
-        out[E.key(E.SUPPORT, spec.name)] = tf.broadcast_to(support[None], tf.concat([[n_eval], tf.shape(support, out_type=tf.int64)], 0))
+        out[E.key(E.SUPPORT, spec.name)] = tf.broadcast_to(
+            support[None], tf.concat([[n_eval], tf.shape(support, out_type=tf.int64)], 0)
+        )
         if spec.side == "user":
             per_user = tf.gather(table, eval_users)  # [E] or [E, L]
             shape = tf.concat([[n_eval, m], tf.shape(per_user, out_type=tf.int64)[1:]], 0)
             out[E.key(E.QUERY, spec.name)] = tf.broadcast_to(tf.expand_dims(per_user, 1), shape)
         else:
-            out[E.key(E.QUERY, spec.name)] = tf.broadcast_to(table[None], tf.concat([[n_eval], tf.shape(table, out_type=tf.int64)], 0))
+            out[E.key(E.QUERY, spec.name)] = tf.broadcast_to(
+                table[None], tf.concat([[n_eval], tf.shape(table, out_type=tf.int64)], 0)
+            )
     out[E.key(E.SUPPORT, E.LABEL)] = tf.broadcast_to(tf.gather(r_label, s_idx)[None], tf.stack([n_eval, s_count]))
     out[E.key(E.SUPPORT, E.MASK)] = tf.ones(tf.stack([n_eval, s_count]), tf.float32)
     out[E.key(E.QUERY, E.LABEL)] = labels
@@ -320,6 +346,7 @@ def evaluation_episodes(
     specs = list(feature_specs)
     ds = _records(files)
     if setting == "user":
+
         def build(serialized):
             parsed = T.parse_task_records(serialized, specs)
             _check_setting(parsed, setting)
@@ -328,13 +355,16 @@ def evaluation_episodes(
                 out["task_key"] = parsed[T.TASK_KEY]
             return out
 
-        return ds.batch(batch_size).map(build, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+        return (
+            ds.batch(batch_size)
+            .map(build, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE)
+        )
 
     def parse_one(serialized):
         parsed = T.parse_task_records(serialized, specs)
         _check_setting(parsed, setting)
         return parsed
 
-    rows = ds.batch(1).map(parse_one).flat_map(
-        lambda parsed: _ranking_rows(parsed, specs, include_task_key))
+    rows = ds.batch(1).map(parse_one).flat_map(lambda parsed: _ranking_rows(parsed, specs, include_task_key))
     return rows.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)

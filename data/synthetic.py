@@ -13,6 +13,7 @@ Output is streamed per fixed-size chunk of users, so memory does not grow with t
 ratings, and every chunk draws from its own seeded generator, so the same seed and sizes give
 byte-identical files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,9 +29,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 GENRES = (
-    "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)  # ML-1M's age codes
 AGE_WEIGHTS = (0.04, 0.18, 0.35, 0.20, 0.09, 0.08, 0.06)
 RATED = ("G", "PG", "PG-13", "R", "NC-17")
@@ -56,7 +73,7 @@ class SyntheticConfig:
     seed: int = 0
 
     @classmethod
-    def for_ratings(cls, ratings: int, **kw) -> "SyntheticConfig":
+    def for_ratings(cls, ratings: int, **kw) -> SyntheticConfig:
         """A config whose expected number of ratings is about ``ratings``."""
         base = cls(**kw)
         per_user = _expected_count(base)
@@ -113,7 +130,9 @@ def _build_world(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[_World
         theme_cdf.append(np.cumsum(pop) / pop.sum())
 
     group_vec = rng.normal(size=(cfg.groups, d))
-    logits = cfg.theme_affinity * (group_vec @ theme_vec.T) / math.sqrt(d) + 0.3 * rng.normal(size=(cfg.groups, n_themes))
+    logits = cfg.theme_affinity * (group_vec @ theme_vec.T) / math.sqrt(d) + 0.3 * rng.normal(
+        size=(cfg.groups, n_themes)
+    )
     logits += np.log(theme_share)[None, :]
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
@@ -132,7 +151,15 @@ def _build_world(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[_World
     theme_names = [f"theme-{t:02d}-{GENRES[primary[t]].replace(chr(39), '')}" for t in range(n_themes)]
     meta = {"primary": primary, "secondary": secondary, "decade": decade}
     world = _World(
-        theme_of_item, item_vec, item_bias, theme_items, theme_cdf, group_vec, np.cumsum(probs, axis=1), group_taste_mean, theme_names
+        theme_of_item,
+        item_vec,
+        item_bias,
+        theme_items,
+        theme_cdf,
+        group_vec,
+        np.cumsum(probs, axis=1),
+        group_taste_mean,
+        theme_names,
     )
     return world, meta
 
@@ -148,9 +175,11 @@ def _write_items(out: Path, cfg: SyntheticConfig, world: _World, meta: dict, rng
     directors = [[f"Director {t:02d}-{k:02d}" for k in range(8)] for t in range(n_themes)]
     actors = [[f"Actor {t:02d}-{k:02d}" for k in range(25)] for t in range(n_themes)]
     rated_p = rng.dirichlet(np.full(len(RATED), 1.0), size=n_themes)
-    with open(out / "movies.dat", "w", encoding="utf-8", newline="\n") as movies, open(
-        out / "movies_extrainfos.dat", "w", encoding="utf-8", newline="\n"
-    ) as extra, open(out / "item_themes.dat", "w", encoding="utf-8", newline="\n") as themes:
+    with (
+        open(out / "movies.dat", "w", encoding="utf-8", newline="\n") as movies,
+        open(out / "movies_extrainfos.dat", "w", encoding="utf-8", newline="\n") as extra,
+        open(out / "item_themes.dat", "w", encoding="utf-8", newline="\n") as themes,
+    ):
         for i in range(n_items):
             t = int(world.theme_of_item[i])
             genres = [GENRES[meta["primary"][t]]]
@@ -166,9 +195,18 @@ def _write_items(out: Path, cfg: SyntheticConfig, world: _World, meta: dict, rng
             movies.write(f"{item_id}::{title} ({year})::{'|'.join(genres)}\n")
             cast = rng.choice(actors[t], size=3, replace=False)
             fields = [
-                str(item_id), title, str(year), RATED[rng.choice(len(RATED), p=rated_p[t])], f"01 Jan {year}",
-                ", ".join(genres), str(rng.choice(directors[t])), "Synthetic Writer", ", ".join(cast), "N/A", "N/A",
-            ]  # fmt: skip
+                str(item_id),
+                title,
+                str(year),
+                RATED[rng.choice(len(RATED), p=rated_p[t])],
+                f"01 Jan {year}",
+                ", ".join(genres),
+                str(rng.choice(directors[t])),
+                "Synthetic Writer",
+                ", ".join(cast),
+                "N/A",
+                "N/A",
+            ]
             extra.write("::".join(fields) + "\n")
             themes.write(f"{item_id}::{world.theme_names[t]}\n")
 
@@ -217,7 +255,10 @@ def _sample_chunk(cfg: SyntheticConfig, world: _World, rng: np.random.Generator,
         + user_bias[owner_k]
         + world.item_bias[item_k]
         + cfg.taste_strength
-        * (np.einsum("nd,nd->n", taste[owner_k], world.item_vec[item_k]) / math.sqrt(d) - world.group_taste_mean[group[owner_k]])
+        * (
+            np.einsum("nd,nd->n", taste[owner_k], world.item_vec[item_k]) / math.sqrt(d)
+            - world.group_taste_mean[group[owner_k]]
+        )
         + cfg.noise * rng.normal(size=len(owner_k))
     )
     rating = np.clip(np.rint(score), 1, 5).astype(np.int64)
@@ -259,7 +300,11 @@ def generate(dest: str | Path, cfg: SyntheticConfig, progress: TextIO | None = s
     _write_items(out, cfg, world, meta, rng)
     n_ratings = 0
     n_chunks = -(-cfg.users // USERS_PER_CHUNK)
-    with open(out / "ratings.dat", "wb") as rf, open(out / "users.dat", "wb") as uf, open(out / "user_groups.dat", "wb") as gf:
+    with (
+        open(out / "ratings.dat", "wb") as rf,
+        open(out / "users.dat", "wb") as uf,
+        open(out / "user_groups.dat", "wb") as gf,
+    ):
         for c in range(n_chunks):
             first = c * USERS_PER_CHUNK
             n = min(USERS_PER_CHUNK, cfg.users - first)

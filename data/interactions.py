@@ -1,4 +1,5 @@
 """Interaction logs: from parsed text blocks to canonical, validated Arrow tables."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,12 +70,19 @@ def convert_block(block: ParsedBlock, spec: InteractionSpec) -> tuple[pa.Table, 
         label, bad = _to_float(t[spec.label])
         if bad.any():
             raw = _strings(t[spec.label])
-            _reasons_for(bad, reasons, np.array([f"{NON_NUMERIC_LABEL}: field '{spec.label}' is {v!r}" for v in raw], dtype=object))
+            _reasons_for(
+                bad,
+                reasons,
+                np.array([f"{NON_NUMERIC_LABEL}: field '{spec.label}' is {v!r}" for v in raw], dtype=object),
+            )
         if spec.label_range is not None:
             lo, hi = spec.label_range
             out = ~bad & ((label < lo) | (label > hi))
             if out.any():
-                texts = np.array([f"{LABEL_OUT_OF_RANGE}: field '{spec.label}' is {v:g}, not in [{lo:g}, {hi:g}]" for v in label], dtype=object)
+                texts = np.array(
+                    [f"{LABEL_OUT_OF_RANGE}: field '{spec.label}' is {v:g}, not in [{lo:g}, {hi:g}]" for v in label],
+                    dtype=object,
+                )
                 _reasons_for(out, reasons, texts)
         label = label.astype(np.float32)
     columns[R.LABEL] = pa.array(label, pa.float32())
@@ -83,7 +91,13 @@ def convert_block(block: ParsedBlock, spec: InteractionSpec) -> tuple[pa.Table, 
         ts, bad = _to_int(t[spec.timestamp])
         if bad.any():
             raw = _strings(t[spec.timestamp])
-            _reasons_for(bad, reasons, np.array([f"{BAD_TIMESTAMP}: field '{spec.timestamp}' is {v!r}, not an integer" for v in raw], dtype=object))
+            _reasons_for(
+                bad,
+                reasons,
+                np.array(
+                    [f"{BAD_TIMESTAMP}: field '{spec.timestamp}' is {v!r}, not an integer" for v in raw], dtype=object
+                ),
+            )
         columns[R.TIMESTAMP] = pa.array(ts, pa.int64())
     for field, canonical in ((spec.scenario, R.SCENARIO), (spec.task_key, R.TASK_KEY)):
         if field is not None:

@@ -21,6 +21,7 @@ graph can sit in front of the exported model and serving takes raw features.
 ``custom_config`` (Transform's ``custom_config``) may override the defaults per feature, e.g.
 ``{"features": {"zip": {"num_oov_buckets": 16}, "tags": None}}`` (``None`` drops a feature).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -195,7 +196,7 @@ def _bucket_feature(x, f: FeatureConfig):
 
 
 def preprocessing_fn(inputs: dict, custom_config: Mapping[str, Any] | None = None) -> dict:
-    """TFX Transform entry point (``preprocessing_fn='cmml.components.transform_module.preprocessing_fn'``)."""
+    """TFX Transform entry point (``preprocessing_fn='cmml.models.preprocessing.preprocessing_fn'``)."""
     import tensorflow as tf
 
     outputs = {}
@@ -235,26 +236,3 @@ def vocabulary(tft_output, f: FeatureConfig) -> list[str]:
     if list(words) == [EMPTY_VOCABULARY_SENTINEL]:
         return []
     return [w.decode("utf-8", errors="replace") if isinstance(w, bytes) else str(w) for w in words]
-
-
-def make_transform(examples, schema, custom_config: Mapping[str, Any] | None = None,
-                   analyze_splits: tuple[str, ...] = ("train", "eval"), transform_splits: tuple[str, ...] = ("train", "eval"),
-                   disable_statistics: bool = True):
-    """The TFX Transform component running this module.
-
-    Vocabularies are analysed over every split by default: ExampleGen's train/eval split is by
-    user, while the meta-train / meta-test split is TaskGen's, so items seen only in ExampleGen's
-    eval split should still get their own index. ``disable_statistics`` skips Transform's
-    pre/post-transform TFDV statistics (validation runs on the raw examples already).
-    """
-    from tfx.components import Transform
-    from tfx.proto import transform_pb2
-
-    return Transform(
-        examples=examples,
-        schema=schema,
-        preprocessing_fn=f"{__name__}.preprocessing_fn",
-        custom_config=dict(custom_config or {}),
-        splits_config=transform_pb2.SplitsConfig(analyze=list(analyze_splits), transform=list(transform_splits)),
-        disable_statistics=disable_statistics,
-    )

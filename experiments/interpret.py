@@ -1,6 +1,6 @@
 """Interpretability figures (SPEC section 3, "Interpretability"; issue 7 item 4).
 
-    python -m cmml.bench.interpret [--out docs] [--work runs/interpret] [--parts users,scenario,routes]
+    python -m cmml.experiments.interpret [--out docs] [--work runs/interpret] [--parts users,scenario,routes]
 
 Three figures, each from models trained here on task records made by the project's real data path
 (``cmml.pipeline.runner.run_local(config, output, data_only=True)``: LogExampleGen → validation →
@@ -26,6 +26,7 @@ silhouette scores) for the trained and the untrained model, against a label-perm
 level; route differences as total-variation distances within and between groups. Everything
 measured goes to ``interpret.json`` next to the PNGs. Only ``main``/``run`` import TensorFlow.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,24 @@ USER_PNG, SCENARIO_PNG, ROUTES_PNG = "tsne_user_contexts.png", "tsne_scenario_co
 FEATURES = ("gender", "age", "occupation", "item_id", "year", "rated", "genres", "directors", "actors")
 # Small models: the figures need a trained encoder, not the best possible scores.
 USER_MODEL = {
-    "encoder": "mean", "hybrid": "dot", "modulation": "film", "embedding_dim": 16, "encoder_hidden": [64],
-    "hyper_hidden": [64], "hidden": [64, 64, 64], "label_hidden": [32], "learning_rate": 3e-3,
-}  # fmt: skip
-SOFT_MODEL = {**USER_MODEL, "modulation": "soft", "hyper_hidden": [64, 64], "soft_layers": 3, "soft_modules": 4, "soft_width": 16}
+    "encoder": "mean",
+    "hybrid": "dot",
+    "modulation": "film",
+    "embedding_dim": 16,
+    "encoder_hidden": [64],
+    "hyper_hidden": [64],
+    "hidden": [64, 64, 64],
+    "label_hidden": [32],
+    "learning_rate": 3e-3,
+}
+SOFT_MODEL = {
+    **USER_MODEL,
+    "modulation": "soft",
+    "hyper_hidden": [64, 64],
+    "soft_layers": 3,
+    "soft_modules": 4,
+    "soft_width": 16,
+}
 SCENARIO_MODEL = {**USER_MODEL}
 NON_FEATURE_KEYS = ("task_key", "user_raw_id")
 SPLIT_MARKERS = {"meta_test": "o", "meta_train": "^", "meta_valid": "s"}
@@ -102,13 +117,19 @@ def run_data_path(config, output: Path, log: Log) -> str:
     with _quiet_logs():
         summary = run_local(config, str(output), data_only=True, progress=sys.stdout)
     tasks = summary.tasks
-    log(f"task records: {tasks.get('tasks_meta_train', 0)} meta-train, {tasks.get('tasks_meta_valid', 0)} meta-valid, "
-        f"{tasks.get('tasks_meta_test', 0)} meta-test")  # fmt: skip
+    log(
+        f"task records: {tasks.get('tasks_meta_train', 0)} meta-train, {tasks.get('tasks_meta_valid', 0)} meta-valid, "
+        f"{tasks.get('tasks_meta_test', 0)} meta-test"
+    )
     return os.path.dirname(tasks["feature_specs_uri"])
 
 
 def _beam(workers: int) -> dict:
-    return {"direct_running_mode": "in_memory", "direct_num_workers": 1} if workers <= 1 else {"direct_running_mode": "multi_processing", "direct_num_workers": workers}
+    return (
+        {"direct_running_mode": "in_memory", "direct_num_workers": 1}
+        if workers <= 1
+        else {"direct_running_mode": "multi_processing", "direct_num_workers": workers}
+    )
 
 
 def prepare_user_tasks(work: Path, users: int, seed: int, log: Log, beam_workers: int = 1) -> tuple[str, Path]:
@@ -122,11 +143,15 @@ def prepare_user_tasks(work: Path, users: int, seed: int, log: Log, beam_workers
     if not (stamp.exists() and json.loads(stamp.read_text())["config"] == json.loads(json.dumps(cfg.__dict__))):
         log(f"generating synthetic data: {users} users (seed {seed}) in {data}")
         synthetic.generate(data, cfg, progress=None)
-    config = load_config(overrides={
-        "name": "interpret-users", "data": str(data), "setting": "user",
-        "taskgen": {"num_shards": 2, "test_fraction": 0.2, "valid_fraction": 0.1},
-        "beam": _beam(beam_workers),
-    })  # fmt: skip
+    config = load_config(
+        overrides={
+            "name": "interpret-users",
+            "data": str(data),
+            "setting": "user",
+            "taskgen": {"num_shards": 2, "test_fraction": 0.2, "valid_fraction": 0.1},
+            "beam": _beam(beam_workers),
+        }
+    )
     log("data path (user setting): LogExampleGen → validation → Transform → TaskGen")
     return run_data_path(config, work / "users", log), data
 
@@ -135,12 +160,23 @@ def prepare_scenario_tasks(work: Path, data: str, log: Log, beam_workers: int = 
     """MovieLens themes (``genre=…``, ``genre=…|decade=…``) → scenario-setting task records."""
     from cmml.pipeline.config import load_config
 
-    config = load_config(overrides={
-        "name": "interpret-scenario", "data": str(data), "setting": "scenario",
-        "taskgen": {"num_shards": 2, "test_fraction": 0.3, "valid_fraction": 0.1, "scenario_source": "themes",
-                    "themes": ["genre", "genre_decade"], "min_items": min_items, "eval_users_per_scenario": 20},
-        "beam": _beam(beam_workers),
-    })  # fmt: skip
+    config = load_config(
+        overrides={
+            "name": "interpret-scenario",
+            "data": str(data),
+            "setting": "scenario",
+            "taskgen": {
+                "num_shards": 2,
+                "test_fraction": 0.3,
+                "valid_fraction": 0.1,
+                "scenario_source": "themes",
+                "themes": ["genre", "genre_decade"],
+                "min_items": min_items,
+                "eval_users_per_scenario": 20,
+            },
+            "beam": _beam(beam_workers),
+        }
+    )
     log(f"data path (scenario setting, themes of {data}): LogExampleGen → validation → Transform → TaskGen")
     return run_data_path(config, work / ("scenario-" + Path(str(data)).name), log)
 
@@ -155,7 +191,7 @@ def build(root: str, setting: str, model: Mapping[str, Any], seed: int = 0):
     """A compiled CMML model for the records under ``root`` (weights initialised with ``seed``); returns (model, specs)."""
     import tensorflow as tf
 
-    from cmml.components.trainer import build_model
+    from cmml.models.training import build_model
     from cmml.schemas.episodes import load_feature_specs
 
     specs = load_feature_specs(root)
@@ -164,40 +200,59 @@ def build(root: str, setting: str, model: Mapping[str, Any], seed: int = 0):
 
 
 def train(root: str, setting: str, model: Mapping[str, Any], training: Mapping[str, Any], log: Log, seed: int = 0):
-    """Episodic training with early stopping on the meta-valid tasks (the Trainer's own pieces)."""
-    from cmml.components.trainer import EPISODE_KEYS, episode_sources, validator
-    from cmml.models.training import TrainingConfig, fit_episodic
+    """Episodic training with early stopping on the meta-valid tasks (the one training API)."""
+    from cmml.models import training as T
 
-    net, specs = build(root, setting, model, seed)
-    fit = TrainingConfig.from_dict({"seed": seed, **{k: v for k, v in training.items() if k not in EPISODE_KEYS}})
-    episodes, valid = episode_sources(root, specs, setting, training, fit.seed)
-    summary = fit_episodic(net, episodes, validator(setting, valid, (1, 5) if setting == "user" else None), fit, log=log)
-    log(f"trained: best epoch {summary['best_epoch']} of {summary['epochs_run']}, validation {summary['best_validation']:.4f} "
-        f"({'MAE' if setting == 'user' else '-Recall@20'}), {summary['seconds']:.0f} s")  # fmt: skip
-    return net, specs, summary
+    data = T.TaskData(root, setting)
+    trained = T.train(
+        data,
+        "cmml",
+        model_config(data.specs, model),
+        {**training, "seed": seed},
+        rating_range=(1, 5) if setting == "user" else None,
+        log=log,
+    )
+    summary = trained.summary
+    log(
+        f"trained: best epoch {summary['best_epoch']} of {summary['epochs_run']}, validation {summary['best_validation']:.4f} "
+        f"({'MAE' if setting == 'user' else '-Recall@20'}), {summary['seconds']:.0f} s"
+    )
+    return trained.model, data.specs, summary
 
 
 # --- episodes with task keys ---------------------------------------------------------------------------------------
 def user_batches(root: str, specs, split: str = "meta_test", batch_size: int = 128):
     """Fixed user episodes (stored support / query rows) with ``task_key``."""
-    from cmml.components import episodes_data
+    from cmml.models import episodes
 
-    return episodes_data.evaluation_episodes(root, specs, setting="user", split=split, batch_size=batch_size, include_task_key=True)
+    return episodes.evaluation_episodes(
+        root, specs, setting="user", split=split, batch_size=batch_size, include_task_key=True
+    )
 
 
 def scenario_batches(root: str, specs, split: str, seed: int = 0, batch_size: int = 64, support_positives: int = 64):
     """Scenario episodes with ``task_key``: meta-test — the fixed support set (one row per evaluation
     user, all with the same support set); meta-train / meta-valid — one seeded support draw per scenario."""
-    from cmml.components import episodes_data
+    from cmml.models import episodes
     from cmml.schemas import tasks as T
 
     if split == "meta_test":
-        return episodes_data.evaluation_episodes(root, specs, setting="scenario", split=split, batch_size=batch_size, include_task_key=True)
-    files = episodes_data.task_files(T.split_pattern(root, split))
-    return episodes_data.training_episodes(
-        files, specs, setting="scenario", batch_size=batch_size, seed=seed, shuffle_buffer=0, repeat=False,
-        include_task_key=True, support_positives=support_positives, query_positives=1,
-    )  # fmt: skip
+        return episodes.evaluation_episodes(
+            root, specs, setting="scenario", split=split, batch_size=batch_size, include_task_key=True
+        )
+    files = episodes.task_files(T.split_pattern(root, split))
+    return episodes.training_episodes(
+        files,
+        specs,
+        setting="scenario",
+        batch_size=batch_size,
+        seed=seed,
+        shuffle_buffer=0,
+        repeat=False,
+        include_task_key=True,
+        support_positives=support_positives,
+        query_positives=1,
+    )
 
 
 def _key(value) -> str:
@@ -261,7 +316,11 @@ def task_routes(model, batches: Iterable[Mapping[str, Any]]) -> tuple[list[str],
                 all_routes.append(r)
                 all_final.append(f)
     k_1, m = model.config.soft_layers - 1, model.config.soft_modules
-    return keys, np.asarray(all_routes, np.float32).reshape(-1, k_1, m, m), np.asarray(all_final, np.float32).reshape(-1, m)
+    return (
+        keys,
+        np.asarray(all_routes, np.float32).reshape(-1, k_1, m, m),
+        np.asarray(all_final, np.float32).reshape(-1, m),
+    )
 
 
 # --- analysis ---------------------------------------------------------------------------------------------------------
@@ -274,7 +333,9 @@ def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarra
     if n < 3:
         raise ValueError(f"t-SNE needs at least 3 points, got {n}")
     perplexity = float(min(perplexity, max(1.0, (n - 1) / 3.0)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed).fit_transform(x)
+    return TSNE(
+        n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed
+    ).fit_transform(x)
 
 
 def knn_accuracy(x: np.ndarray, labels: Sequence, k: int = 10) -> float:
@@ -304,7 +365,12 @@ def separation(x: np.ndarray, labels: Sequence, k: int, seed: int = 0, permutati
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     chance = float(np.mean([knn_accuracy(x, rng.permutation(labels), k) for _ in range(permutations)]))
-    out = {"knn_k": k, "knn_accuracy": knn_accuracy(x, labels, k), "knn_chance": chance, "classes": int(len(set(labels.tolist())))}
+    out = {
+        "knn_k": k,
+        "knn_accuracy": knn_accuracy(x, labels, k),
+        "knn_chance": chance,
+        "classes": int(len(set(labels.tolist()))),
+    }
     out["silhouette"] = float(silhouette_score(x, labels)) if 2 <= out["classes"] < len(labels) else float("nan")
     return out
 
@@ -333,7 +399,7 @@ def route_differences(routes: np.ndarray, final: np.ndarray, groups: Sequence[in
     means = {g: vec[groups == g].mean(0) for g in uniq}
     best = (-1.0, uniq[0], uniq[-1])
     for i, a in enumerate(uniq):
-        for b in uniq[i + 1:]:
+        for b in uniq[i + 1 :]:
             d = float(total_variation(means[a], means[b]))
             best = max(best, (d, a, b))
     picks = []
@@ -368,7 +434,9 @@ def plot_tsne(path: str | Path, panels: Sequence[Mapping[str, Any]], title: str,
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    classes = sorted({str(l) for p in panels for l in p["labels"]}, key=lambda s: (len(s), s) if s.isdigit() else (0, s))
+    classes = sorted(
+        {str(l) for p in panels for l in p["labels"]}, key=lambda s: (len(s), s) if s.isdigit() else (0, s)
+    )
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     colour = {c: cmap(i % cmap.N) for i, c in enumerate(classes)}
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 2.2, 6.0), squeeze=False)
@@ -378,8 +446,16 @@ def plot_tsne(path: str | Path, panels: Sequence[Mapping[str, Any]], title: str,
         markers = list(panel.get("markers") or ["o"] * len(labels))
         for marker in dict.fromkeys(markers):
             sel = np.array([m == marker for m in markers])
-            ax.scatter(pts[sel, 0], pts[sel, 1], c=[colour[l] for l, s in zip(labels, sel) if s], marker=marker,
-                       s=22 if len(labels) > 100 else 60, alpha=0.85, edgecolors="black" if len(labels) <= 100 else "none", linewidths=0.4)  # fmt: skip
+            ax.scatter(
+                pts[sel, 0],
+                pts[sel, 1],
+                c=[colour[l] for l, s in zip(labels, sel) if s],
+                marker=marker,
+                s=22 if len(labels) > 100 else 60,
+                alpha=0.85,
+                edgecolors="black" if len(labels) <= 100 else "none",
+                linewidths=0.4,
+            )
         for text, (px, py) in zip(panel.get("annotations") or [], pts):
             ax.annotate(text, (px, py), xytext=(3, 3), textcoords="offset points", fontsize=6, color="0.25")
         marker_names.update(panel.get("marker_names") or {})
@@ -389,10 +465,17 @@ def plot_tsne(path: str | Path, panels: Sequence[Mapping[str, Any]], title: str,
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [Line2D([], [], marker="o", linestyle="", color=colour[c], markersize=7, label=c) for c in classes]
-    fig.legend(handles=handles, title=legend_title, loc="upper right", bbox_to_anchor=(1.0, 0.93), fontsize=8, title_fontsize=9)
+    fig.legend(
+        handles=handles, title=legend_title, loc="upper right", bbox_to_anchor=(1.0, 0.93), fontsize=8, title_fontsize=9
+    )
     if marker_names:
-        mh = [Line2D([], [], marker=m, linestyle="", color="grey", markeredgecolor="black", markersize=7, label=name) for m, name in marker_names.items()]
-        fig.legend(handles=mh, title="tasks", loc="lower right", bbox_to_anchor=(1.0, 0.06), fontsize=8, title_fontsize=9)
+        mh = [
+            Line2D([], [], marker=m, linestyle="", color="grey", markeredgecolor="black", markersize=7, label=name)
+            for m, name in marker_names.items()
+        ]
+        fig.legend(
+            handles=mh, title="tasks", loc="lower right", bbox_to_anchor=(1.0, 0.06), fontsize=8, title_fontsize=9
+        )
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 0.95))
     fig.savefig(path, dpi=110)
@@ -406,8 +489,14 @@ def plot_routes(path: str | Path, tasks: Sequence[Mapping[str, Any]], title: str
 
     steps, m = tasks[0]["routes"].shape[0], tasks[0]["routes"].shape[-1]
     cols = steps + 1
-    fig, axes = plt.subplots(len(tasks), cols, figsize=(3.0 * steps + 3.2, 3.4 * len(tasks) + 0.9), squeeze=False, layout="constrained",
-                             gridspec_kw={"width_ratios": [1] * steps + [0.3]})  # fmt: skip
+    fig, axes = plt.subplots(
+        len(tasks),
+        cols,
+        figsize=(3.0 * steps + 3.2, 3.4 * len(tasks) + 0.9),
+        squeeze=False,
+        layout="constrained",
+        gridspec_kw={"width_ratios": [1] * steps + [0.3]},
+    )
     image = None
     for r, task in enumerate(tasks):
         panels = [task["routes"][l] for l in range(steps)] + [np.asarray(task["final"])[:, None]]
@@ -425,8 +514,16 @@ def plot_routes(path: str | Path, tasks: Sequence[Mapping[str, Any]], title: str
                 ax.set_xticks([])
                 ax.set_title("final\naggregation", fontsize=9)
                 ax.set_ylabel(f"module (layer {steps + 1})", fontsize=8)
-        axes[r][0].annotate(task.get("title", ""), xy=(-0.38, 0.5), xycoords="axes fraction", rotation=90, ha="center", va="center",
-                            fontsize=10, fontweight="bold")  # fmt: skip
+        axes[r][0].annotate(
+            task.get("title", ""),
+            xy=(-0.38, 0.5),
+            xycoords="axes fraction",
+            rotation=90,
+            ha="center",
+            va="center",
+            fontsize=10,
+            fontweight="bold",
+        )
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="routing probability")
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)
@@ -449,7 +546,9 @@ def _short(task_key: str) -> str:
 
 
 def _fmt(s: Mapping[str, Any]) -> str:
-    return f"{s['knn_k']}-NN acc. {s['knn_accuracy']:.2f} (chance {s['knn_chance']:.2f}), silhouette {s['silhouette']:.2f}"
+    return (
+        f"{s['knn_k']}-NN acc. {s['knn_accuracy']:.2f} (chance {s['knn_chance']:.2f}), silhouette {s['silhouette']:.2f}"
+    )
 
 
 def study_user_contexts(root: str, groups: Mapping[str, int], out: Path, args, log: Log) -> dict:
@@ -469,16 +568,23 @@ def study_user_contexts(root: str, groups: Mapping[str, int], out: Path, args, l
     log(f"user contexts, untrained: {_fmt(untrained_sep)}")
     plot_tsne(
         out / USER_PNG,
-        [{"points": pts, "labels": labels, "title": f"trained CMML (mean encoder, FiLM)\n{_fmt(trained_sep)}"},
-         {"points": upts, "labels": labels, "title": f"same architecture, untrained\n{_fmt(untrained_sep)}"}],
+        [
+            {"points": pts, "labels": labels, "title": f"trained CMML (mean encoder, FiLM)\n{_fmt(trained_sep)}"},
+            {"points": upts, "labels": labels, "title": f"same architecture, untrained\n{_fmt(untrained_sep)}"},
+        ],
         f"t-SNE of the context vectors C of {len(keys)} meta-test users (synthetic data), coloured by planted latent group",
         "latent group",
-    )  # fmt: skip
+    )
     log(f"wrote {out / USER_PNG}")
     return {
-        "figure": USER_PNG, "tasks": len(keys), "context_dim": int(ctx.shape[1]), "model": model_config(specs, USER_MODEL),
-        "training": _brief(summary), "trained": trained_sep, "untrained": untrained_sep,
-    }  # fmt: skip
+        "figure": USER_PNG,
+        "tasks": len(keys),
+        "context_dim": int(ctx.shape[1]),
+        "model": model_config(specs, USER_MODEL),
+        "training": _brief(summary),
+        "trained": trained_sep,
+        "untrained": untrained_sep,
+    }
 
 
 def _silhouette(x, labels) -> float:
@@ -496,8 +602,14 @@ def _user_training(args) -> dict:
 
 
 def study_scenario_contexts(root: str, out: Path, args, log: Log) -> dict:
-    training = {"epochs": args.scenario_epochs, "patience": args.patience + 2, "batch_tasks": 4, "support_positives": 32,
-                "query_positives": 64, "ema_decay": 0.9}  # fmt: skip
+    training = {
+        "epochs": args.scenario_epochs,
+        "patience": args.patience + 2,
+        "batch_tasks": 4,
+        "support_positives": 32,
+        "query_positives": 64,
+        "ema_decay": 0.9,
+    }
     model, specs, summary = train(root, "scenario", SCENARIO_MODEL, training, log, args.seed)
     untrained, _ = build(root, "scenario", SCENARIO_MODEL, args.seed + 1)
     rows = {}
@@ -517,26 +629,49 @@ def study_scenario_contexts(root: str, out: Path, args, log: Log) -> dict:
     genres = [scenario_genre(k) or "other" for k in keys]
     log(f"encoded {len(keys)} scenarios ({splits.count('meta_test')} meta-test) → contexts {ctx.shape}; t-SNE ...")
     seps, panels = {}, []
-    for name, label in (("trained", "trained CMML (CTR head, mean encoder, FiLM)"), ("untrained", "same architecture, untrained")):
+    for name, label in (
+        ("trained", "trained CMML (CTR head, mean encoder, FiLM)"),
+        ("untrained", "same architecture, untrained"),
+    ):
         sep = separation(rows[name][1], genres, k=1, seed=args.seed)
         pts = tsne_2d(rows[name][1], args.seed, perplexity=10.0)
         sep["silhouette_tsne"] = float(_silhouette(pts, genres))
         seps[name] = sep
         log(f"scenario contexts, {name}: {_fmt(sep)}")
-        panels.append({"points": pts, "labels": genres, "markers": [SPLIT_MARKERS[s] for s in splits], "title": f"{label}\n{_fmt(sep)}",
-                       "annotations": [_short(k) for k in keys],
-                       "marker_names": {SPLIT_MARKERS[s]: s.replace("_", "-") for s in ("meta_test", "meta_valid", "meta_train") if s in splits}})  # fmt: skip
+        panels.append(
+            {
+                "points": pts,
+                "labels": genres,
+                "markers": [SPLIT_MARKERS[s] for s in splits],
+                "title": f"{label}\n{_fmt(sep)}",
+                "annotations": [_short(k) for k in keys],
+                "marker_names": {
+                    SPLIT_MARKERS[s]: s.replace("_", "-")
+                    for s in ("meta_test", "meta_valid", "meta_train")
+                    if s in splits
+                },
+            }
+        )
     plot_tsne(
-        out / SCENARIO_PNG, panels,
+        out / SCENARIO_PNG,
+        panels,
         f"t-SNE of the context vectors C of {len(keys)} scenarios (themes of {Path(str(args.scenario_data)).name}: genre, genre × decade), "
-        "coloured by the theme's genre", "genre",
-    )  # fmt: skip
+        "coloured by the theme's genre",
+        "genre",
+    )
     log(f"wrote {out / SCENARIO_PNG}")
     return {
-        "figure": SCENARIO_PNG, "data": str(args.scenario_data), "tasks": len(keys), "tasks_by_split": {s: splits.count(s) for s in set(splits)},
-        "context_dim": int(ctx.shape[1]), "model": model_config(specs, SCENARIO_MODEL), "training": _brief(summary),
-        "trained": seps["trained"], "untrained": seps["untrained"], "keys": keys,
-    }  # fmt: skip
+        "figure": SCENARIO_PNG,
+        "data": str(args.scenario_data),
+        "tasks": len(keys),
+        "tasks_by_split": {s: splits.count(s) for s in set(splits)},
+        "context_dim": int(ctx.shape[1]),
+        "model": model_config(specs, SCENARIO_MODEL),
+        "training": _brief(summary),
+        "trained": seps["trained"],
+        "untrained": seps["untrained"],
+        "keys": keys,
+    }
 
 
 def study_routes(root: str, groups: Mapping[str, int], out: Path, args, log: Log) -> dict:
@@ -548,46 +683,75 @@ def study_routes(root: str, groups: Mapping[str, int], out: Path, args, log: Log
     vec = route_vector(routes, final).reshape(len(keys), -1)
     sep = separation(vec, labels, k=10, seed=args.seed)
     a, b = diff["task_indices"]
-    log(f"routes of {len(keys)} meta-test users: TV within groups {diff['tv_within_groups']:.3f}, between groups "
-        f"{diff['tv_between_groups']:.3f}, from uniform {diff['tv_from_uniform']:.3f}; group from routes: {_fmt(sep)}")  # fmt: skip
-    shown = [{"routes": routes[i], "final": final[i], "title": f"user {keys[i]} (latent group {labels[i]})"} for i in (a, b)]
+    log(
+        f"routes of {len(keys)} meta-test users: TV within groups {diff['tv_within_groups']:.3f}, between groups "
+        f"{diff['tv_between_groups']:.3f}, from uniform {diff['tv_from_uniform']:.3f}; group from routes: {_fmt(sep)}"
+    )
+    shown = [
+        {"routes": routes[i], "final": final[i], "title": f"user {keys[i]} (latent group {labels[i]})"} for i in (a, b)
+    ]
     plot_routes(
-        out / ROUTES_PNG, shown,
+        out / ROUTES_PNG,
+        shown,
         f"Soft-M routing probabilities of two meta-test users from two latent groups (synthetic data)\n"
-        f"hybrid '{args.soft_hybrid}'" + (": routes averaged over each user's query pairs" if args.soft_hybrid != "none" else ": one route per user")
+        f"hybrid '{args.soft_hybrid}'"
+        + (": routes averaged over each user's query pairs" if args.soft_hybrid != "none" else ": one route per user")
         + "; every column sums to 1\n"
         f"TV distance between the two users {diff['tv_shown_tasks']:.3f}; mean TV within groups "
         f"{diff['tv_within_groups']:.3f}, between groups {diff['tv_between_groups']:.3f} ({len(keys)} users)",
-    )  # fmt: skip
+    )
     log(f"wrote {out / ROUTES_PNG}")
     return {
-        "figure": ROUTES_PNG, "tasks": len(keys), "model": model_config(specs, config), "training": _brief(summary),
-        "shown_users": [keys[a], keys[b]], "shown_groups": [labels[a], labels[b]], **diff, "group_from_routes": sep,
-    }  # fmt: skip
+        "figure": ROUTES_PNG,
+        "tasks": len(keys),
+        "model": model_config(specs, config),
+        "training": _brief(summary),
+        "shown_users": [keys[a], keys[b]],
+        "shown_groups": [labels[a], labels[b]],
+        **diff,
+        "group_from_routes": sep,
+    }
 
 
 # --- command line ------------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="docs", help="folder for the PNGs and interpret.json (default: docs)")
-    parser.add_argument("--work", default=DEFAULT_WORK, help=f"folder for generated data and pipeline outputs (default: {DEFAULT_WORK})")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
+    parser.add_argument(
+        "--work", default=DEFAULT_WORK, help=f"folder for generated data and pipeline outputs (default: {DEFAULT_WORK})"
+    )
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)} (default: all)"
+    )
     parser.add_argument("--users", type=int, default=3000, help="synthetic users (default 3000)")
-    parser.add_argument("--scenario-data", default=DEFAULT_SCENARIO_DATA, help=f"MovieLens folder for the scenario figure (default: {DEFAULT_SCENARIO_DATA})")
+    parser.add_argument(
+        "--scenario-data",
+        default=DEFAULT_SCENARIO_DATA,
+        help=f"MovieLens folder for the scenario figure (default: {DEFAULT_SCENARIO_DATA})",
+    )
     parser.add_argument("--epochs", type=int, default=12, help="user setting: maximum training epochs (default 12)")
-    parser.add_argument("--scenario-epochs", type=int, default=20, help="scenario setting: maximum training epochs (default 20)")
+    parser.add_argument(
+        "--scenario-epochs", type=int, default=20, help="scenario setting: maximum training epochs (default 20)"
+    )
     parser.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (default 3)")
-    parser.add_argument("--soft-hybrid", choices=("none", "dot", "mlp"), default="dot",
-                        help="hybrid context of the Soft-M model (default dot: routes per query pair, averaged over a task's query rows; "
-                        "none: one route per task)")  # fmt: skip
-    parser.add_argument("--beam-workers", type=int, default=1, help="DirectRunner workers of the data path (default 1: in-memory)")
+    parser.add_argument(
+        "--soft-hybrid",
+        choices=("none", "dot", "mlp"),
+        default="dot",
+        help="hybrid context of the Soft-M model (default dot: routes per query pair, averaged over a task's query rows; "
+        "none: one route per task)",
+    )
+    parser.add_argument(
+        "--beam-workers", type=int, default=1, help="DirectRunner workers of the data path (default 1: in-memory)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import cmml  # noqa: F401  (Keras 2 before TensorFlow)
     import tensorflow as tf
+
+    import cmml  # noqa: F401  (Keras 2 before TensorFlow)
 
     tf.get_logger().setLevel(logging.ERROR)  # retracing notices of the per-batch shapes
 
@@ -604,8 +768,11 @@ def run(args: argparse.Namespace) -> int:
     path = out / JSON_FILE
     report = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}  # parts not re-run are kept
     command = " ".join(sys.argv[1:]) if sys.argv[0].endswith("interpret.py") else " ".join(sys.argv[2:])
-    report["run"] = {"command": f"python -m cmml.bench.interpret {command}".strip(), "parts": parts,
-                     "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool))}}  # fmt: skip
+    report["run"] = {
+        "command": f"python -m cmml.experiments.interpret {command}".strip(),
+        "parts": parts,
+        "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool))},
+    }
     report.pop("command", None)
 
     def save(name: str | None = None, part: dict | None = None, since: float = 0.0):
@@ -631,7 +798,10 @@ def run(args: argparse.Namespace) -> int:
             save("soft_routes", study_routes(root, groups, out, args, log), since)
     if "scenario" in parts:
         if not Path(args.scenario_data).is_dir():
-            print(f"interpret: scenario data not found at {args.scenario_data}; skipping the scenario figure", file=sys.stderr)
+            print(
+                f"interpret: scenario data not found at {args.scenario_data}; skipping the scenario figure",
+                file=sys.stderr,
+            )
         else:
             since = time.time()
             root = prepare_scenario_tasks(work, args.scenario_data, log, args.beam_workers)
@@ -643,7 +813,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m cmml.bench.interpret", description=__doc__.split("\n\n")[0]))
+    parser = add_arguments(
+        argparse.ArgumentParser(prog="python -m cmml.experiments.interpret", description=__doc__.split("\n\n")[0])
+    )
     return run(parser.parse_args(argv))
 
 

@@ -5,6 +5,7 @@ reading is not a Python loop per row. Every line is accounted for: it becomes a 
 or a :class:`RejectedRow` naming the file, line and reason. The same block parser serves the
 in-process readers and the Beam ExampleGen.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from cmml.errors import DataFormatError
 from cmml.data.records import RejectedRow
+from cmml.errors import DataFormatError
 
 # Arrow's parser takes one-byte delimiters; multi-byte ones ('::') are mapped to this byte first.
 _UNIT_SEPARATOR = "\x1f"
@@ -79,7 +80,9 @@ def _guess_separator(text: str, expected: str) -> str:
     return ""
 
 
-def parse_block(data: bytes, fmt: DelimitedFormat, path: str, first_line: int, columns: Sequence[str] | None = None) -> ParsedBlock:
+def parse_block(
+    data: bytes, fmt: DelimitedFormat, path: str, first_line: int, columns: Sequence[str] | None = None
+) -> ParsedBlock:
     """Parses whole lines in ``data`` (which must end at a line end or at the end of file)."""
     names = list(columns or fmt.columns)
     if not data:
@@ -100,7 +103,9 @@ def parse_block(data: bytes, fmt: DelimitedFormat, path: str, first_line: int, c
     try:
         table = pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=names, use_threads=False, block_size=max(len(data) + 1, 1 << 20)),
+            read_options=pacsv.ReadOptions(
+                column_names=names, use_threads=False, block_size=max(len(data) + 1, 1 << 20)
+            ),
             parse_options=pacsv.ParseOptions(
                 delimiter=delimiter,
                 quote_char='"' if fmt.quoted else False,
@@ -110,7 +115,9 @@ def parse_block(data: bytes, fmt: DelimitedFormat, path: str, first_line: int, c
                 invalid_row_handler=on_invalid,
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
+                column_types={c: pa.string() for c in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
             ),
         )
     except pa.ArrowInvalid as exc:  # e.g. an unterminated quote
@@ -123,7 +130,9 @@ def parse_block(data: bytes, fmt: DelimitedFormat, path: str, first_line: int, c
         if actual <= 1 and text.strip() == "":
             rejects.append(RejectedRow(path, line, text, "blank line"))
             continue
-        reason = f"wrong field count: expected {len(names)} fields separated by {fmt.describe_separator()}, found {actual}"
+        reason = (
+            f"wrong field count: expected {len(names)} fields separated by {fmt.describe_separator()}, found {actual}"
+        )
         rejects.append(RejectedRow(path, line, text, reason + _guess_separator(text, fmt.delimiter)))
 
     # Arrow turns a blank line into a row of empty strings; drop those rows and count them.
@@ -138,7 +147,8 @@ def parse_block(data: bytes, fmt: DelimitedFormat, path: str, first_line: int, c
     blank_lines = len(blank_rejects)
     if len(row_idx) != table.num_rows:
         raise DataFormatError(
-            path, f"line accounting failed in block at line {first_line}: {n_lines} lines, {table.num_rows} rows, {len(invalid)} rejected"
+            path,
+            f"line accounting failed in block at line {first_line}: {n_lines} lines, {table.num_rows} rows, {len(invalid)} rejected",
         )
     if blank_mask is not None and table.num_rows:
         blank = np.asarray(blank_mask.to_numpy(), dtype=bool)
@@ -164,7 +174,9 @@ def _to_utf8(data: bytes, fmt: DelimitedFormat, path: str, first_line: int) -> b
             return data.decode("latin-1").encode("utf-8")
         line = first_line + data.count(b"\n", 0, exc.start)
         raise DataFormatError(
-            path, f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); if the file is latin-1, read it with encoding 'latin-1'", line=line
+            path,
+            f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); if the file is latin-1, read it with encoding 'latin-1'",
+            line=line,
         ) from exc
 
 
@@ -195,7 +207,9 @@ def read_header(path: str, fmt: DelimitedFormat) -> tuple[list[str], int]:
     return names, len(raw)
 
 
-def iter_blocks(path: str | os.PathLike, fmt: DelimitedFormat, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[ParsedBlock]:
+def iter_blocks(
+    path: str | os.PathLike, fmt: DelimitedFormat, block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> Iterator[ParsedBlock]:
     """Yields the parsed blocks of a file, in order. Raises DataFormatError for an empty file."""
     path = os.fspath(path)
     if not os.path.isfile(path):

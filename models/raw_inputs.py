@@ -7,14 +7,15 @@ with ``""`` — shaped ``[B, R]`` / ``[B, R, L]``. The export flattens them to `
 ``TransformFeaturesLayer`` (pruned to the features the model uses), exactly as TaskGen's ids were
 made. ``example_spec`` parses serialized raw tf.Examples (the ``serve_tf_examples`` signature).
 """
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Mapping
 
-import cmml  # noqa: F401
 import tensorflow as tf
 
+import cmml  # noqa: F401
 from cmml.data import records as R
 
 

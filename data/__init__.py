@@ -3,9 +3,11 @@
 ``open_dataset`` is the one entry point from a name or path to a :class:`Dataset`::
 
     ds = open_dataset("../shared/data/ml-100k")
-    result = ds.read_interactions()          # canonical Arrow table + row accounting
-    users, _ = ds.read_users(); items, _ = ds.read_items()
+    result = ds.read_interactions()  # canonical Arrow table + row accounting
+    users, _ = ds.read_users()
+    items, _ = ds.read_items()
 """
+
 from __future__ import annotations
 
 import os
@@ -69,7 +71,11 @@ def open_dataset(
         target = data_home() / text
         if target.is_dir():
             return LAYOUTS[text](target)
-        hint = f"run `cmml data fetch {text} --dest {data_home()}`" if text in ("ml-100k", "ml-1m", "ml-20m") else "pass its folder"
+        hint = (
+            f"run `cmml data fetch {text} --dest {data_home()}`"
+            if text in ("ml-100k", "ml-1m", "ml-20m")
+            else "pass its folder"
+        )
         raise DatasetNotFoundError(f"dataset {text!r} is not in {data_home()}: {hint}, or pass a path to the files")
     raise DatasetNotFoundError(
         f"unknown dataset {text!r}: not a file or folder, and not one of {', '.join(KNOWN_NAMES)}"

@@ -1,0 +1,1 @@
+"""Experiments: the paper's tables on real data (RESULTS.md), validation sweeps and interpretability studies."""
