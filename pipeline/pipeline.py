@@ -33,7 +33,7 @@ def beam_pipeline_args(config: PipelineConfig) -> list[str]:
 
 
 def _sources(config: PipelineConfig):
-    from cmml.components.example_gen import Source
+    from cmml.components.example_gen.sources import Source
 
     if len(config.data) == 1:
         return Source(str(config.data[0]), columns=config.columns)
@@ -53,12 +53,12 @@ def serving_base(config: PipelineConfig, output_dir: str) -> str:
 
 
 def create_components(config: PipelineConfig, output_dir: str, data_only: bool = False) -> list:
-    from cmml.components.evaluator import TaskEvaluator
-    from cmml.components.example_gen import LogExampleGen
-    from cmml.components.serving_validator import ServingValidator
-    from cmml.components.task_gen import TaskGen
+    from cmml.components.evaluator.component import TaskEvaluator
+    from cmml.components.example_gen.component import LogExampleGen
+    from cmml.components.serving_validator.component import ServingValidator
+    from cmml.components.task_gen.component import TaskGen
     from cmml.components.transform import make_transform
-    from cmml.components.validation import validation_components
+    from cmml.components.validation.component import validation_components
 
     example_gen = LogExampleGen(_sources(config))
     statistics, schema, validator, gate = validation_components(example_gen.outputs["examples"])

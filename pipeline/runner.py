@@ -83,7 +83,7 @@ class RunSummary:
                 f"filtered {self.tasks.get('rows_filtered', 0):,}, quarantined {self.tasks.get('rows_quarantined', 0):,}"
             )
         if self.evaluation:
-            from cmml.components.evaluator import report_markdown
+            from cmml.components.evaluator.blessing import report_markdown
 
             ev = self.evaluation
             lines += ["", report_markdown(ev["metrics"], ev["setting"], ev["blessed"], ev["reasons"]).strip()]
