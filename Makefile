@@ -10,31 +10,41 @@ STAMP := $(VENV)/.cmml-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test venv lock clean help
+.PHONY: run test lint format venv lock clean help
 
 help:
 	@echo "make run     - install if needed, run the main job (cmml run $(ARGS))"
-	@echo "make test    - install if needed, run the test suite"
+	@echo "make test    - install if needed, check formatting and lint, run the test suite"
+	@echo "make lint    - ruff format --check and ruff check (configured in pyproject.toml)"
+	@echo "make format  - ruff format and ruff check --fix"
 	@echo "make venv    - create/refresh .venv only"
 	@echo "make lock    - rewrite constraints.txt from the current .venv"
 
 venv: $(STAMP)
 
-$(STAMP): setup.py constraints.txt
+$(STAMP): setup.py constraints.txt pyproject.toml
 	@py310=$$(tools/find_python310.sh) || exit 1; \
 	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
 	  echo "creating $(VENV) with $$py310"; rm -rf $(VENV); "$$py310" -m venv $(VENV) || exit 1; \
 	fi
-	$(PY) -m pip install --quiet --upgrade "pip>=23" 2>&1 | grep -v '^WARNING: Location' || true
-	@echo "installing the pinned environment (about 2 minutes the first time)"
-	set -o pipefail; $(PY) -m pip install --quiet -c constraints.txt -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	@echo "installing the pinned environment into $(VENV) (about 2-3 minutes the first time; log: $(VENV)/install.log)"
+	@{ $(PY) -m pip install --upgrade "pip>=23" && $(PY) -m pip install -c constraints.txt -e '.[dev]'; } \
+	  > $(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/cmml run $(ARGS)
+	@$(VENV)/bin/cmml run $(ARGS)
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check --quiet . || { echo "formatting differs: run 'make format'"; exit 1; }
+	$(VENV)/bin/ruff check --quiet .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format --quiet .
+	$(VENV)/bin/ruff check --quiet --fix .
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^cmml-tfx' > constraints.txt

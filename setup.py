@@ -7,6 +7,8 @@ Nothing with a generic top-level name (``models``, ``pipeline``) lands in site-p
 See BUILD.md, "Package layout".
 """
 
+from pathlib import Path
+
 from setuptools import setup
 
 # folder in the repository -> import name
@@ -20,6 +22,17 @@ PACKAGE_DIRS = {
     "cmml.serving": "serving",
     "cmml.experiments": "experiments",
 }
+
+
+def _packages() -> dict[str, str]:
+    """PACKAGE_DIRS plus every sub-package folder (one with an ``__init__.py``) below them."""
+    out = dict(PACKAGE_DIRS)
+    for name, folder in PACKAGE_DIRS.items():
+        for init in sorted(Path(folder).glob("*/**/__init__.py")):
+            sub = init.parent.relative_to(folder)
+            out[".".join([name, *sub.parts])] = str(Path(folder, sub))
+    return out
+
 
 # Direct requirements; the exact, resolved set is pinned in constraints.txt.
 INSTALL_REQUIRES = [
@@ -40,16 +53,16 @@ setup(
     version="0.1.0",
     description="Contextual Modulation Meta Learning (CMML) for cold-start recommendation, "
     "as a TensorFlow Extended pipeline",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.11",
-    packages=list(PACKAGE_DIRS),
-    package_dir=PACKAGE_DIRS,
+    packages=list(_packages()),
+    package_dir=_packages(),
     package_data={"cmml.schemas": ["*.pbtxt", "*.md"], "cmml.pipeline": ["configs/*.yaml"]},
     include_package_data=False,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest>=7", "pytest-timeout"]},
+    extras_require={"dev": ["pytest>=7", "pytest-timeout", "ruff"]},
     entry_points={"console_scripts": ["cmml = cmml.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3.10",

@@ -16,10 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 import cmml  # noqa: F401
-from cmml.models.cmml import CMMLModel
 from cmml.models.config import CMMLConfig
 from cmml.models.export import export_saved_model
 from cmml.models.testing import random_episodes
+from cmml.models.training import build_model
 from cmml.schemas.episodes import FeatureSpec
 
 # vocabulary sizes of the ML-1M protocol's features
@@ -62,7 +62,7 @@ def run(support: int = 64, query: int = 100, repeats: int = 200, batches=(1, 32)
     rows = []
     for name, cfg in CONFIGS.items():
         tf.keras.utils.set_random_seed(0)
-        model = CMMLModel(BENCH_SPECS, cfg)
+        model = build_model("cmml", BENCH_SPECS, "user", cfg.to_dict())
         with tempfile.TemporaryDirectory() as tmp:
             for b in batches:
                 episodes = random_episodes(BENCH_SPECS, tasks=b, support=support, query=query, ragged=False, seed=b)
@@ -71,8 +71,12 @@ def run(support: int = 64, query: int = 100, repeats: int = 200, batches=(1, 32)
                     model(feats)
                     export_saved_model(model, f"{tmp}/m")
                     serving = tf.saved_model.load(f"{tmp}/m").signatures["serving_default"]
-                compiled = tf.function(lambda f: model(f, training=False))
-                for where, fn in (("in process", lambda: compiled(feats)), ("SavedModel", lambda: serving(**feats))):
+                compiled = tf.function(lambda f, m=model: m(f, training=False))
+                calls = (
+                    ("in process", lambda c=compiled, f=feats: c(f)),
+                    ("SavedModel", lambda s=serving, f=feats: s(**f)),
+                )
+                for where, fn in calls:
                     ms = _timeit(fn, repeats if b == 1 else max(20, repeats // 4))
                     rows.append(
                         {
@@ -85,7 +89,8 @@ def run(support: int = 64, query: int = 100, repeats: int = 200, batches=(1, 32)
                         }
                     )
                     print(
-                        f"{name:38s} {where:11s} B={b:3d}: median {np.median(ms):7.3f} ms, p99 {np.percentile(ms, 99):7.3f} ms, per task {np.median(ms) / b:7.3f} ms",
+                        f"{name:38s} {where:11s} B={b:3d}: median {np.median(ms):7.3f} ms, "
+                        f"p99 {np.percentile(ms, 99):7.3f} ms, per task {np.median(ms) / b:7.3f} ms",
                         flush=True,
                     )
     return rows
@@ -93,14 +98,16 @@ def run(support: int = 64, query: int = 100, repeats: int = 200, batches=(1, 32)
 
 def markdown(rows: list[dict], support: int, query: int) -> str:
     lines = [
-        f"Support {support}, query {query} per task; median and p99 per call over repeated calls; per task = median / tasks.",
+        f"Support {support}, query {query} per task; median and p99 per call over repeated calls; "
+        "per task = median / tasks.",
         "",
         "| configuration | where | tasks per call | median per call (ms) | p99 per call (ms) | per task (ms) |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['config']} | {r['where']} | {r['tasks']} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | {r['per_task_ms']:.3f} |"
+            f"| {r['config']} | {r['where']} | {r['tasks']} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} "
+            f"| {r['per_task_ms']:.3f} |"
         )
     return "\n".join(lines)
 

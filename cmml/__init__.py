@@ -13,8 +13,11 @@ import warnings
 __version__ = "0.1.0"
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-# TensorFlow's C++ start-up chatter (CPU feature notices) buries the pipeline's own progress.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter (CPU feature notices, CUDA plugin registration errors on a
+# machine without a GPU, oneDNN fallbacks) buries the pipeline's own progress; failures still reach
+# Python as exceptions. `cmml ... --verbose` (or an explicit TF_CPP_MIN_LOG_LEVEL) shows it again.
+TF_LOG_LEVEL_CHOSEN_BY_USER = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # google-api-core warns once per Google client module on Python 3.10 (TFX pulls dozens of them)
 warnings.filterwarnings("ignore", message="You are using a non-supported Python version", category=FutureWarning)
 

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
+import cmml
 from cmml.errors import CmmlError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -224,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
+    if getattr(args, "verbose", False) and not cmml.TF_LOG_LEVEL_CHOSEN_BY_USER:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # before TensorFlow is imported: its C++ logs too
     if handler is None:
         parser.print_help()
         return 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import sys
 import time
@@ -15,43 +14,6 @@ from typing import Any, TextIO
 import cmml  # noqa: F401
 from cmml.pipeline.config import PipelineConfig
 from cmml.pipeline.pipeline import create_pipeline, metadata_path
-
-# TFX / TF warnings that every run emits and that need no action; hidden unless --verbose
-_BENIGN = (
-    "ArtifactQuery.property_predicate is not supported",
-    "does not have payload_format custom property",
-    "Tables initialized inside a tf.function",
-    "triggered tf.function retracing",
-)
-_EPOCH = "  epoch "  # cmml.models.training.fit_episodic's per-epoch log line
-_RUNNING, _FINISHED, _CACHED = "Component %s is running.", "Component %s is finished.", "A cached execution %d is used."
-
-
-class _Progress(logging.Handler):
-    """Turns the local runner's log records into one line per component, with its wall time."""
-
-    def __init__(self, total: int, out: TextIO):
-        super().__init__(level=logging.INFO)
-        self.total, self.out, self.done = total, out, 0
-        self.started: dict[str, float] = {}
-        self.current: str | None = None
-        self.cached: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == _RUNNING and record.args:
-            self.current = str(record.args[0])
-            self.started[self.current] = time.time()
-            print(f"[{self.done + 1:2d}/{self.total}] {self.current} ...", file=self.out, flush=True)
-        elif record.msg == _CACHED and self.current:
-            self.cached.add(self.current)
-        elif isinstance(record.msg, str) and record.msg.startswith(_EPOCH):  # the Trainers' per-epoch line
-            print(f"        {self.current}: {record.getMessage().strip()}", file=self.out, flush=True)
-        elif record.msg == _FINISHED and record.args:
-            name = str(record.args[0])
-            self.done += 1
-            took = time.time() - self.started.get(name, time.time())
-            note = "reused cached outputs" if name in self.cached else f"done in {took:.1f} s"
-            print(f"        {name}: {note}", file=self.out, flush=True)
 
 
 @dataclasses.dataclass
@@ -77,10 +39,11 @@ class RunSummary:
                 f"(dead letters under the ExampleGen output)"
             )
         if self.tasks:
+            t = self.tasks
             lines.append(
-                f"tasks: {self.tasks.get('tasks_meta_train', 0):,} meta-train, {self.tasks.get('tasks_meta_valid', 0):,} "
-                f"meta-valid, {self.tasks.get('tasks_meta_test', 0):,} meta-test; rows in tasks {self.tasks.get('rows_written', 0):,}, "
-                f"filtered {self.tasks.get('rows_filtered', 0):,}, quarantined {self.tasks.get('rows_quarantined', 0):,}"
+                f"tasks: {t.get('tasks_meta_train', 0):,} meta-train, {t.get('tasks_meta_valid', 0):,} meta-valid, "
+                f"{t.get('tasks_meta_test', 0):,} meta-test; rows in tasks {t.get('rows_written', 0):,}, "
+                f"filtered {t.get('rows_filtered', 0):,}, quarantined {t.get('rows_quarantined', 0):,}"
             )
         if self.evaluation:
             from cmml.components.evaluator.blessing import report_markdown
@@ -88,12 +51,15 @@ class RunSummary:
             ev = self.evaluation
             lines += ["", report_markdown(ev["metrics"], ev["setting"], ev["blessed"], ev["reasons"]).strip()]
         if self.pushed:
+            name = os.path.basename(self.serving_base)
             lines += [
                 "",
                 f"pushed to {self.pushed} (TF Serving layout: --model_base_path={self.serving_base})",
                 "query it with the test double (or tensorflow_model_server with the same flags):",
-                f"  cmml serve --model_base_path {self.serving_base} --model_name {os.path.basename(self.serving_base)} --port 8500 --rest_api_port 8501",
-                f"  cmml predict --server localhost:8500 --model_name {os.path.basename(self.serving_base)} --data <dataset> --user <user id> --candidates <item ids>",
+                f"  cmml serve --model_base_path {self.serving_base} --model_name {name} "
+                "--port 8500 --rest_api_port 8501",
+                f"  cmml predict --server localhost:8500 --model_name {name} --data <dataset> --user <user id> "
+                "--candidates <item ids>",
             ]
         if self.serving_check is not None and not self.serving_check.get("blessed"):
             lines += [
@@ -232,52 +198,17 @@ def run_local(
 ) -> RunSummary:
     """Runs the pipeline with the LocalDagRunner (SQLite ML-Metadata, Beam DirectRunner).
 
-    With ``progress``, one line per component goes there; TFX's own INFO logs are shown only when
-    ``verbose`` (warnings and errors always are).
+    With ``progress``, one line per component goes there (:mod:`cmml.pipeline.console`); TFX's own
+    INFO logs are shown only when ``verbose`` (warnings and errors always are).
     """
-    from absl import logging as absl_logging
     from tfx import v1 as tfx
 
+    from cmml.pipeline.console import run_output
+
     pipeline = create_pipeline(config, output_dir, local=True, enable_cache=enable_cache, data_only=data_only)
-    absl_logger = logging.getLogger("absl")
-    handlers: list[logging.Handler] = []
-    if progress is not None:
-        handlers.append(_Progress(len(pipeline.components), progress))
-        if not verbose:
-            warnings_only = logging.StreamHandler(progress)
-            warnings_only.setLevel(logging.WARNING)
-            warnings_only.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-            warnings_only.addFilter(lambda record: not any(b in record.getMessage() for b in _BENIGN))
-            handlers.append(warnings_only)
-    beam_logger = logging.getLogger("apache_beam")
-    saved_env = {k: os.environ.get(k) for k in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
-    saved = absl_logging.get_verbosity(), absl_logger.propagate, beam_logger.level
-    for handler in handlers:
-        absl_logger.addHandler(handler)
-    # absl's verbosity, not just the logger level: TensorFlow's checkpointing silences absl and then
-    # restores its *verbosity*, which would otherwise put the logger back to WARNING mid-run
-    absl_logging.set_verbosity(absl_logging.INFO)
-    if progress is not None and not verbose:
-        absl_logger.propagate = False  # the root handler would print every INFO record
-        beam_logger.setLevel(logging.ERROR)  # Beam workers' start-up warnings, relayed per worker
-        # Beam workers are fresh interpreters: their TensorFlow start-up (CUDA plugin) chatter and
-        # google-api-core's per-module Python 3.10 notices
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        os.environ["PYTHONWARNINGS"] = "ignore:You are using a non-supported Python version:FutureWarning"
     start = time.time()
-    try:
+    with run_output(len(pipeline.components), progress, verbose):
         tfx.orchestration.LocalDagRunner().run(pipeline)
-    finally:
-        absl_logging.set_verbosity(saved[0])
-        absl_logger.propagate = saved[1]
-        beam_logger.setLevel(saved[2])
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        for handler in handlers:
-            absl_logger.removeHandler(handler)
     return summarize_run(output_dir, pipeline.pipeline_info.pipeline_name, seconds=time.time() - start)
 
 

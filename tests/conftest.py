@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import cmml  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+# Before anything imports TensorFlow: the efficiency study reads CPU allocator statistics, which
+# TensorFlow keeps only with its BFC allocator; oneDNN turns that on by default on some Intel CPUs only,
+# so the suite asks for it and behaves the same on any x86 machine (bench/efficiency.py, ALLOCATOR).
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+import cmml  # noqa: E402, F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CMML_SHARED_DATA", REPO.parent / "shared" / "data"))
