@@ -70,7 +70,8 @@ class TrainingConfig(ConfigMixin):
             raise ValueError("TrainingConfig: epochs and patience must be at least 1")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"TrainingConfig.ema_decay = {self.ema_decay} must be in [0, 1)")
-        if min(self.batch_tasks, self.episodes_per_task, self.query_size) < 1 or (self.steps_per_epoch or 1) < 1:
+        sizes = [self.batch_tasks, self.episodes_per_task, self.query_size]
+        if min(sizes + ([] if self.steps_per_epoch is None else [self.steps_per_epoch])) < 1:
             raise ValueError(
                 "TrainingConfig: batch_tasks, episodes_per_task, steps_per_epoch and query_size must be >= 1"
             )

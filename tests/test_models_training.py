@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,7 +12,7 @@ import cmml  # noqa: F401
 from cmml.models.cmml import build_cmml
 from cmml.models.config import CMMLConfig
 from cmml.models.testing import DEFAULT_SPECS, random_episodes
-from cmml.models.training import TrainingConfig, WeightAverage, fit_episodic, validation_score
+from cmml.models.training import EPOCH_LINE, TrainingConfig, WeightAverage, fit_episodic, validation_score
 
 
 def test_weight_average_is_an_exponential_moving_average_and_swaps_back():
@@ -52,6 +54,23 @@ def test_fit_episodic_keeps_the_best_validation_weights(ema):
     assert best < before
 
 
+def test_epoch_lines_give_elapsed_time_and_the_most_the_rest_can_take():
+    model = build_cmml(DEFAULT_SPECS, CMMLConfig(encoder="mean", embedding_dim=8, learning_rate=1e-2))
+    train = _data(0)
+    scores = iter([0.9, 0.8, 0.85, 0.86])  # improves, then two epochs without improvement: patience 2 stops
+    lines = []
+    fit_episodic(
+        model, lambda epoch: train, lambda m: next(scores), TrainingConfig(epochs=10, patience=2), log=lines.append
+    )
+    assert len(lines) == 4 and all(line.startswith(EPOCH_LINE) for line in lines)
+    assert re.search(
+        r"epoch +1/10: train loss [\d.]+, validation 0\.9000 \* \(\d+ s elapsed, at most [\d.]+ (s|min) left\)$",
+        lines[0],
+    )
+    assert "validation 0.8000 *" in lines[1] and "validation 0.8500   (" in lines[2]
+    assert lines[3].endswith(", done)")  # patience exhausted: nothing left
+
+
 def test_fit_episodic_accepts_a_validation_callable():
     model = build_cmml(DEFAULT_SPECS, CMMLConfig(encoder="mean", embedding_dim=8, learning_rate=1e-2))
     train, valid = _data(0), _data(100, n=1)
@@ -71,3 +90,7 @@ def test_training_config_errors():
         TrainingConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="unknown training config key"):
         TrainingConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="batch_tasks"):
+        TrainingConfig(batch_tasks=0)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        TrainingConfig(steps_per_epoch=0)
