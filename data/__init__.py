@@ -2,10 +2,17 @@
 
 ``open_dataset`` is the one entry point from a name or path to a :class:`Dataset`::
 
-    ds = open_dataset("../shared/data/ml-100k")
+    ds = open_dataset("ml-100k")  # or a folder, or a log file with its column mapping
     result = ds.read_interactions()  # canonical Arrow table + row accounting
     users, _ = ds.read_users()
     items, _ = ds.read_items()
+
+Modules: :mod:`~cmml.data.dataset` (the ``Dataset`` interface), :mod:`~cmml.data.movielens`
+(the MovieLens and synthetic layouts, layout detection), :mod:`~cmml.data.generic_csv` (logs with
+a column mapping), :mod:`~cmml.data.side_files` (user and item files), :mod:`~cmml.data.delimited`
+and :mod:`~cmml.data.interactions` (block parsing of delimited logs), :mod:`~cmml.data.records`
+(the canonical tables), :mod:`~cmml.data.fetch` (archive download), :mod:`~cmml.data.synthetic`
+(the generator) and :mod:`~cmml.data.inspect` (a dataset report).
 """
 
 from __future__ import annotations
@@ -14,15 +21,9 @@ import os
 import sys
 from pathlib import Path
 
-from cmml.data.datasets import (  # noqa: F401  (re-exported)
-    LAYOUTS,
-    Dataset,
-    GenericCsv,
-    ReadResult,
-    Synthetic,
-    detect_layout,
-    parse_column_mapping,
-)
+from cmml.data.dataset import Dataset
+from cmml.data.generic_csv import GenericCsv, parse_column_mapping
+from cmml.data.movielens import LAYOUTS, Synthetic, detect_layout
 from cmml.errors import DatasetNotFoundError
 
 KNOWN_NAMES = ("synthetic", "ml-100k", "ml-1m", "ml-1m-partial", "ml-20m", "ml-latest", "ml-latest-small")

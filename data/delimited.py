@@ -148,7 +148,8 @@ def parse_block(
     if len(row_idx) != table.num_rows:
         raise DataFormatError(
             path,
-            f"line accounting failed in block at line {first_line}: {n_lines} lines, {table.num_rows} rows, {len(invalid)} rejected",
+            f"line accounting failed in block at line {first_line}: {n_lines} lines, {table.num_rows} rows, "
+            f"{len(invalid)} rejected",
         )
     if blank_mask is not None and table.num_rows:
         blank = np.asarray(blank_mask.to_numpy(), dtype=bool)

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cmml.data import records as R
-from cmml.data.datasets import Dataset
+from cmml.data.dataset import Dataset
 
 
 def _ids(table: pa.Table, column: str) -> pa.Array:

@@ -16,7 +16,7 @@ import tensorflow_recommenders as tfrs
 
 import cmml  # noqa: F401  (Keras 2 before TensorFlow)
 from cmml.models import losses
-from cmml.models.layers import FeatureEmbedding
+from cmml.models.layers.embeddings import FeatureEmbedding
 from cmml.schemas.episodes import FeatureSpec, key
 
 keras = tf.keras
@@ -154,7 +154,7 @@ class DenseStack(keras.layers.Layer):
         for j, (kernel, bias) in enumerate(params, start=start):
             x = dense(x, kernel, bias)
             if j < self.depth - 1:
-                x = tf.maximum(x, 0.0)  # ReLU (see layers.SigmoidModulatedMLP on tf.nn.relu fusion)
+                x = tf.maximum(x, 0.0)  # ReLU (see layers.modulation.SigmoidModulatedMLP on tf.nn.relu fusion)
         return tf.squeeze(x, -1)
 
     def hidden(self, x: tf.Tensor, stop: int) -> tf.Tensor:

@@ -18,9 +18,13 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 import cmml  # noqa: F401
-from cmml.models import layers as L
 from cmml.models import losses
 from cmml.models.config import CMMLConfig
+from cmml.models.layers.embeddings import FeatureEmbedding, LabelEmbedding
+from cmml.models.layers.encoders import PoolingContextEncoder, SequentialContextEncoder
+from cmml.models.layers.hybrid import HybridContext
+from cmml.models.layers.modulation import FiLMModulatedMLP, PlainMLP, SigmoidModulatedMLP, WeightModulatedMLP
+from cmml.models.layers.routing import SoftModularNetwork
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, FeatureSpec, key
 
 Features = Mapping[str, tf.Tensor]
@@ -85,31 +89,31 @@ class CMMLModel(tfrs.models.Model):
             raise ValueError("CMML needs at least one item-side feature")
         dim = config.embedding_dim
         self.user_embedding = (
-            L.FeatureEmbedding(self.user_specs, dim, config.l2, name="user_embedding") if self.user_specs else None
+            FeatureEmbedding(self.user_specs, dim, config.l2, name="user_embedding") if self.user_specs else None
         )
-        self.item_embedding = L.FeatureEmbedding(self.item_specs, dim, config.l2, name="item_embedding")
+        self.item_embedding = FeatureEmbedding(self.item_specs, dim, config.l2, name="item_embedding")
         self.x_dim = (len(self.user_specs) + len(self.item_specs)) * dim
-        self.label_embedding = L.LabelEmbedding(config.label_hidden, name="label_embedding")
+        self.label_embedding = LabelEmbedding(config.label_hidden, name="label_embedding")
 
         if config.encoder == "gru":
-            self.encoder = L.SequentialContextEncoder(
+            self.encoder = SequentialContextEncoder(
                 config.gru_units, config.encoder_mlp, self.x_dim, name="context_encoder"
             )
         else:
-            self.encoder = L.PoolingContextEncoder(
+            self.encoder = PoolingContextEncoder(
                 config.encoder_hidden, self.x_dim, pooling=config.encoder, name="context_encoder"
             )
-        self.hybrid = L.HybridContext(config.hybrid, config.hybrid_mlp, name="hybrid_context")
+        self.hybrid = HybridContext(config.hybrid, config.hybrid_mlp, name="hybrid_context")
         if config.modulation == "weight":
-            self.scorer = L.WeightModulatedMLP(config.hidden, config.hyper_hidden, config.dropout, name="scorer")
+            self.scorer = WeightModulatedMLP(config.hidden, config.hyper_hidden, config.dropout, name="scorer")
         elif config.modulation == "sigmoid":
-            self.scorer = L.SigmoidModulatedMLP(config.hidden, config.hyper_hidden, config.dropout, name="scorer")
+            self.scorer = SigmoidModulatedMLP(config.hidden, config.hyper_hidden, config.dropout, name="scorer")
         elif config.modulation == "film":
-            self.scorer = L.FiLMModulatedMLP(config.hidden, config.hyper_hidden, config.dropout, name="scorer")
+            self.scorer = FiLMModulatedMLP(config.hidden, config.hyper_hidden, config.dropout, name="scorer")
         elif config.modulation == "none":
-            self.scorer = L.PlainMLP(config.hidden, config.dropout, name="scorer")
+            self.scorer = PlainMLP(config.hidden, config.dropout, name="scorer")
         else:
-            self.scorer = L.SoftModularNetwork(
+            self.scorer = SoftModularNetwork(
                 config.soft_layers, config.soft_modules, config.soft_width, config.hyper_hidden, name="scorer"
             )
 

@@ -30,7 +30,7 @@ from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
 
 
-# --- input ---------------------------------------------------------------------------------------------------------------
+# --- input --------------------------------------------------------------------------------------------------
 def task_files(source: str | os.PathLike | Sequence[str], split: str | None = None) -> list[str]:
     """Record files from a TaskGen output folder (+ split), a glob pattern, or a list of files."""
     if isinstance(source, (list, tuple)):
@@ -51,7 +51,7 @@ def _records(files: Sequence[str]) -> tf.data.Dataset:
     return tf.data.TFRecordDataset(list(files), compression_type="GZIP" if gz else "", buffer_size=4 << 20)
 
 
-# --- ragged helpers -----------------------------------------------------------------------------------------------------
+# --- ragged helpers -----------------------------------------------------------------------------------------
 def _take_rows(rt: tf.RaggedTensor, local: tf.RaggedTensor) -> tf.RaggedTensor:
     """Per task b, ``rt[b][local[b]]`` (``rt``: [B, (n)] or [B, (n), (L)]; ``local``: [B, (r)])."""
     base = tf.gather(rt.row_starts(), local.value_rowids())
@@ -120,7 +120,7 @@ def _check_setting(parsed: dict, setting: str) -> None:
     )
 
 
-# --- user setting -----------------------------------------------------------------------------------------------------------
+# --- user setting -------------------------------------------------------------------------------------------
 def _user_training(parsed, specs, seed, query_size: int, max_support: int | None):
     local, pos, rowids, n = _shuffled_positions(parsed[T.ROW_ROLE], seed)
     q = tf.minimum(tf.constant(query_size, tf.int64), tf.maximum(n - 1, 0))
@@ -154,7 +154,7 @@ def _fixed_user(parsed, specs, pool_query_size: int | None):
     return out
 
 
-# --- scenario setting -----------------------------------------------------------------------------------------------------------
+# --- scenario setting ---------------------------------------------------------------------------------------
 def _sample_negatives(parsed, user: tf.RaggedTensor, seed) -> tf.RaggedTensor:
     """For each (task, local user) of ``user``: a uniformly drawn candidate item of the task that
     the user did not interact with.
@@ -256,7 +256,7 @@ def _ranking_rows(parsed, specs, include_task_key: bool) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(out)
 
 
-# --- public builders ----------------------------------------------------------------------------------------------------------
+# --- public builders ----------------------------------------------------------------------------------------
 def training_episodes(
     source: str | os.PathLike | Sequence[str],
     feature_specs: Sequence[E.FeatureSpec],

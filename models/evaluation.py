@@ -58,9 +58,9 @@ def evaluate_episodes(
     if setting not in PRIMARY:
         raise ValueError(f"setting must be 'user' or 'scenario', not {setting!r}")
     kwargs = (
-        dict(rating=True, ndcg_ks=(1, 3, 5))
+        {"rating": True, "ndcg_ks": (1, 3, 5)}
         if setting == "user"
-        else dict(rating=False, ndcg_ks=(10,), recall_ns=(10, 20, 50))
+        else {"rating": False, "ndcg_ks": (10,), "recall_ns": (10, 20, 50)}
     )
     per_task = M.concat(M.per_task_metrics(s, y, m, **kwargs) for s, y, m, _ in score_episodes(score, batches, clip))
     if not per_task:

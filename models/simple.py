@@ -1,4 +1,4 @@
-"""Simple predictors: the floor every results table shows (``../shared/TARGETS.md``).
+"""Simple predictors: the floor every results table shows.
 
 All are batched predictors over the episodes of ``schemas/episodes.md``: ``fit(episodes)``
 learns from meta-training interactions, ``predictor(features) → scores [B, Q]`` scores the query

@@ -101,7 +101,7 @@ class UserTasks:
         self.query = query
 
         def vocab(values):
-            uniq = sorted(set(v for v in values if v is not None and v != ""))
+            uniq = sorted({v for v in values if v is not None and v != ""})
             return {v: i + 1 for i, v in enumerate(uniq)}
 
         train_names = set(names[self.train_users])

@@ -7,7 +7,18 @@ import pytest
 import tensorflow as tf
 
 import cmml  # noqa: F401
-from cmml.models import layers as L
+from cmml.models.layers.core import MLP
+from cmml.models.layers.embeddings import FeatureEmbedding, LabelEmbedding
+from cmml.models.layers.encoders import PoolingContextEncoder, SequentialContextEncoder
+from cmml.models.layers.hybrid import HybridContext
+from cmml.models.layers.modulation import (
+    FiLM,
+    FiLMModulatedMLP,
+    PlainMLP,
+    SigmoidModulatedMLP,
+    WeightModulatedMLP,
+)
+from cmml.models.layers.routing import SoftModularNetwork
 from cmml.schemas.episodes import FeatureSpec
 
 B, S, D = 3, 7, 10
@@ -20,26 +31,26 @@ def _rows(seed=0, b=B, s=S, d=D):
 
 def _encoders():
     return {
-        "mean": L.PoolingContextEncoder([16], 12, pooling="mean"),
-        "max": L.PoolingContextEncoder([16], 12, pooling="max"),
-        "gru": L.SequentialContextEncoder(16, [16], 12),
+        "mean": PoolingContextEncoder([16], 12, pooling="mean"),
+        "max": PoolingContextEncoder([16], 12, pooling="max"),
+        "gru": SequentialContextEncoder(16, [16], 12),
     }
 
 
 @pytest.mark.parametrize(
     "layer, inputs, expected",
     [
-        (L.MLP([8, 4]), [tf.zeros([2, 5, 3])], {"": (2, 5, 4)}),
-        (L.LabelEmbedding([8, 6]), [tf.zeros([2, 5])], {"": (2, 5, 6)}),
-        (L.HybridContext("dot"), [[tf.zeros([2, 6]), tf.zeros([2, 5, 6])]], {"": (2, 5, 6)}),
-        (L.HybridContext("none"), [[tf.zeros([2, 4]), tf.zeros([2, 5, 6])]], {"": (2, 5, 4)}),
-        (L.HybridContext("mlp", [8]), [[tf.zeros([2, 4]), tf.zeros([2, 5, 6])]], {"": (2, 5, 6)}),
-        (L.PlainMLP([8, 8]), [[tf.zeros([9, 6]), tf.zeros([9, 6])]], {"score": (9,)}),
-        (L.WeightModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
-        (L.SigmoidModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
-        (L.FiLMModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
+        (MLP([8, 4]), [tf.zeros([2, 5, 3])], {"": (2, 5, 4)}),
+        (LabelEmbedding([8, 6]), [tf.zeros([2, 5])], {"": (2, 5, 6)}),
+        (HybridContext("dot"), [[tf.zeros([2, 6]), tf.zeros([2, 5, 6])]], {"": (2, 5, 6)}),
+        (HybridContext("none"), [[tf.zeros([2, 4]), tf.zeros([2, 5, 6])]], {"": (2, 5, 4)}),
+        (HybridContext("mlp", [8]), [[tf.zeros([2, 4]), tf.zeros([2, 5, 6])]], {"": (2, 5, 6)}),
+        (PlainMLP([8, 8]), [[tf.zeros([9, 6]), tf.zeros([9, 6])]], {"score": (9,)}),
+        (WeightModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
+        (SigmoidModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
+        (FiLMModulatedMLP([8, 8], [8]), [[tf.zeros([9, 6]), tf.zeros([9, 4])]], {"score": (9,)}),
         (
-            L.SoftModularNetwork(3, 4, 5, [8]),
+            SoftModularNetwork(3, 4, 5, [8]),
             [[tf.zeros([9, 6]), tf.zeros([9, 4])]],
             {"score": (9,), "routes": (9, 2, 4, 4), "final_route": (9, 4)},
         ),
@@ -53,7 +64,7 @@ def test_output_shapes(layer, inputs, expected):
 
 def test_feature_embedding_shapes_and_multi_hot_mean():
     specs = [FeatureSpec("item_id", "item", "categorical", 10), FeatureSpec("genres", "item", "multi", 6, max_len=3)]
-    emb = L.FeatureEmbedding(specs, 4)
+    emb = FeatureEmbedding(specs, 4)
     ids = {"item_id": tf.constant([[1, 2]]), "genres": tf.constant([[[1, 2, 0], [0, 0, 0]]])}
     out = emb(ids)
     assert out.shape == (1, 2, 8) and emb.output_dim == 8
@@ -64,7 +75,7 @@ def test_feature_embedding_shapes_and_multi_hot_mean():
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])
 def test_pooling_encoder_is_permutation_invariant(pooling):
-    enc = L.PoolingContextEncoder([16], 12, pooling=pooling)
+    enc = PoolingContextEncoder([16], 12, pooling=pooling)
     rows, mask = _rows(), tf.ones([B, S])
     perm = np.random.default_rng(1).permutation(S)
     a = enc(rows, mask)
@@ -74,7 +85,7 @@ def test_pooling_encoder_is_permutation_invariant(pooling):
 
 def test_mean_pooling_equals_the_mean_of_per_row_codes():
     """The last layer runs after pooling (it is linear): same C as pooling every row's full MLP output."""
-    enc = L.PoolingContextEncoder([16, 8], 12, pooling="mean")
+    enc = PoolingContextEncoder([16, 8], 12, pooling="mean")
     rows = _rows(seed=4)
     mask = tf.constant([[1, 1, 1, 0, 1, 0, 0], [1] * 7, [0] * 7], tf.float32)  # the last task has no support rows
     got = enc(rows, mask).numpy()
@@ -112,12 +123,12 @@ def test_incremental_state_equals_full_encoding(name):
 def test_gru_context_depends_on_order_pooling_does_not():
     rows, mask = _rows(4), tf.ones([B, S])
     rev = rows[:, ::-1]
-    gru = L.SequentialContextEncoder(16, [16], 12)
+    gru = SequentialContextEncoder(16, [16], 12)
     assert np.abs(gru(rows, mask).numpy() - gru(rev, mask).numpy()).max() > 1e-4
 
 
 def test_soft_routes_are_distributions():
-    net = L.SoftModularNetwork(3, 4, 5, [8])
+    net = SoftModularNetwork(3, 4, 5, [8])
     rng = np.random.default_rng(5)
     out = net(
         [tf.constant(rng.normal(size=(11, 6)), tf.float32), tf.constant(rng.normal(size=(11, 4)) * 3, tf.float32)]
@@ -131,13 +142,13 @@ def test_soft_routes_are_distributions():
 
 def test_film_identity():
     z = tf.constant(np.random.default_rng(6).normal(size=(4, 5)), tf.float32)
-    out = L.FiLM()([z, tf.ones_like(z), tf.zeros_like(z)])
+    out = FiLM()([z, tf.ones_like(z), tf.zeros_like(z)])
     np.testing.assert_array_equal(out.numpy(), z.numpy())
 
 
 def test_film_mlp_starts_as_plain_mlp():
     """Zero-initialised FiLM heads: the context has no effect before training."""
-    net = L.FiLMModulatedMLP([8, 8], [8])
+    net = FiLMModulatedMLP([8, 8], [8])
     x = tf.constant(np.random.default_rng(7).normal(size=(5, 6)), tf.float32)
     a = net([x, tf.zeros([5, 4])])["score"]
     b = net([x, tf.constant(np.random.default_rng(8).normal(size=(5, 4)), tf.float32)])["score"]
@@ -146,23 +157,24 @@ def test_film_mlp_starts_as_plain_mlp():
 
 def test_dot_hybrid_needs_matching_width():
     with pytest.raises(ValueError, match="dot hybrid needs the context width"):
-        L.HybridContext("dot")([tf.zeros([2, 4]), tf.zeros([2, 5, 6])])
+        HybridContext("dot")([tf.zeros([2, 4]), tf.zeros([2, 5, 6])])
 
 
 @pytest.mark.parametrize(
     "layer",
     [
-        L.MLP([8, 4], activate_last=False, dropout=0.1),
-        L.FeatureEmbedding([FeatureSpec("genres", "item", "multi", 6, max_len=3)], 4),
-        L.LabelEmbedding([8]),
-        L.PoolingContextEncoder([16], 12, pooling="max"),
-        L.SequentialContextEncoder(16, [16], 12),
-        L.HybridContext("mlp", [8]),
-        L.PlainMLP([8]),
-        L.WeightModulatedMLP([8], [4]),
-        L.SigmoidModulatedMLP([8], [4]),
-        L.FiLMModulatedMLP([8], [4]),
-        L.SoftModularNetwork(2, 3, 4, [8]),
+        MLP([8, 4], activate_last=False, dropout=0.1),
+        FeatureEmbedding([FeatureSpec("genres", "item", "multi", 6, max_len=3)], 4),
+        LabelEmbedding([8]),
+        PoolingContextEncoder([16], 12, pooling="max"),
+        SequentialContextEncoder(16, [16], 12),
+        HybridContext("mlp", [8]),
+        PlainMLP([8]),
+        WeightModulatedMLP([8], [4]),
+        SigmoidModulatedMLP([8], [4]),
+        FiLMModulatedMLP([8], [4]),
+        SoftModularNetwork(2, 3, 4, [8]),
+        FiLM(),
     ],
 )
 def test_get_config_round_trip(layer):
@@ -174,10 +186,10 @@ def test_get_config_round_trip(layer):
 @pytest.mark.parametrize(
     "layer",
     [
-        L.WeightModulatedMLP([8], [4]),
-        L.SigmoidModulatedMLP([8], [4]),
-        L.FiLMModulatedMLP([8], [4]),
-        L.SoftModularNetwork(3, 3, 4, [8]),
+        WeightModulatedMLP([8], [4]),
+        SigmoidModulatedMLP([8], [4]),
+        FiLMModulatedMLP([8], [4]),
+        SoftModularNetwork(3, 3, 4, [8]),
     ],
 )
 def test_per_task_context_equals_per_row_context(layer):
@@ -185,7 +197,7 @@ def test_per_task_context_equals_per_row_context(layer):
     rng = np.random.default_rng(9)
     x = tf.constant(rng.normal(size=(6, 5)), tf.float32)  # B=2 tasks x Q=3 rows
     ctx = tf.constant(rng.normal(size=(2, 4)), tf.float32)
-    if isinstance(layer, L.FiLMModulatedMLP):
+    if isinstance(layer, FiLMModulatedMLP):
         layer([x, tf.repeat(ctx, 3, axis=0)])
         for heads in layer.heads:  # leave the zero initialisation so the context matters
             for head in heads:

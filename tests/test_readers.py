@@ -10,7 +10,7 @@ import pytest
 
 from cmml.data import open_dataset
 from cmml.data import records as R
-from cmml.data.datasets import MovieLens1M, MovieLens20M, Synthetic
+from cmml.data.movielens import MovieLens1M, MovieLens20M, Synthetic
 from cmml.errors import DataFormatError, DatasetNotFoundError
 
 
