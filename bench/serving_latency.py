@@ -114,8 +114,9 @@ def run(
     from bench.model_latency import BENCH_SPECS, USERS_V1
     from cmml.models.config import CMMLConfig
     from cmml.models.testing import random_episodes
-    from cmml.serving.client import GrpcClient, RestClient
+    from cmml.serving.grpc_client import GrpcClient
     from cmml.serving.layout import install_version
+    from cmml.serving.rest_client import RestClient
     from cmml.serving.testing import DoubleProcess, export_cmml_model, serving_inputs
     from cmml.serving.warmup import canned_requests, write_warmup_requests
 
@@ -152,7 +153,7 @@ def run(
                             f"{support} support + {query} candidates, one call",
                             transport,
                             1,
-                            *_timeit(lambda: client.predict(full), requests),
+                            *_timeit(lambda c=client: c.predict(full), requests),
                         )
                     )
                 rows.append(
@@ -182,7 +183,7 @@ def run(
                             f"cached context + {query} candidates",
                             transport,
                             1,
-                            *_timeit(lambda: client.predict(scored, "score"), requests),
+                            *_timeit(lambda c=client: c.predict(scored, "score"), requests),
                         )
                     )
                 rows.append(
@@ -227,14 +228,16 @@ def markdown(
     lines = [
         f"Command: `{command}`",
         f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}; "
-        f"load average (1/5/15 min) {'/'.join(f'{x:.2f}' for x in load[0])} at the start, {'/'.join(f'{x:.2f}' for x in load[1])} at the end.",
+        f"load average (1/5/15 min) {'/'.join(f'{x:.2f}' for x in load[0])} at the start, "
+        f"{'/'.join(f'{x:.2f}' for x in load[1])} at the end.",
         "",
         "| path | what one request does | transport | clients | p50 (ms) | p99 (ms) | requests/s |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['path']} | {r['how']} | {r['transport']} | {r['concurrency']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rate']:.0f} |"
+            f"| {r['path']} | {r['how']} | {r['transport']} | {r['concurrency']} "
+            f"| {r['p50']:.2f} | {r['p99']:.2f} | {r['rate']:.0f} |"
         )
     lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines)

@@ -1,15 +1,14 @@
-"""Custom TFX components and their building blocks (installed as ``cmml.components``).
+"""The pipeline's custom TFX components (installed as ``cmml.components``), one package each in the
+TFX manner (``component.py``: spec and component; ``executor.py``; helpers split by job):
 
-Data components (issue #4), one module each:
+* ``example_gen/`` — :class:`LogExampleGen`: logs -> joined raw tf.Examples, dead letters, row counts;
+* ``validation/`` — StatisticsGen + ImportSchemaGen + ExampleValidator + :class:`ValidationGate`;
+* ``transform`` — the stock Transform component running :mod:`cmml.models.preprocessing`;
+* ``task_gen/`` — :class:`TaskGen`: transformed interactions -> per-task TFRecords (Beam);
+* ``trainer`` — ``run_fn`` of the stock Trainer (a caller of :mod:`cmml.models.training`);
+* ``evaluator/`` — :class:`TaskEvaluator`: per-task metrics on meta-test tasks, blessing;
+* ``serving_validator/`` — :class:`ServingValidator`: the exported model served in a fresh process;
+* ``common`` — Beam options, stable hashing and file helpers the data components share.
 
-* ``example_gen`` — :class:`LogExampleGen`: logs -> joined tf.Examples, dead letters, row counts;
-* ``validation`` — StatisticsGen + ImportSchemaGen + ExampleValidator + :class:`ValidationGate`;
-* ``transform_module`` — the tf.Transform ``preprocessing_fn`` (vocabularies, OOV buckets);
-* ``task_gen`` — :class:`TaskGen`: transformed interactions -> per-task TFRecords (Beam);
-  its vectorised core is ``task_logic``;
-* ``episodes_data`` — tf.data builders from task records to the episode tensors of
-  ``schemas/episodes.md``.
-
-Modules are imported on demand (``from cmml.components.task_gen import TaskGen``): importing
-this package does not pull in TFX or TensorFlow.
+Importing this package does not pull in TFX or TensorFlow; import the modules you need.
 """

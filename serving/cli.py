@@ -102,7 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     import tensorflow as tf  # cmml, imported as this module's package, has selected Keras 2
 
-    from cmml.serving.protocol import Limits
+    from cmml.serving.errors import Limits
     from cmml.serving.server import ServingDouble
 
     if args.tensorflow_intra_op_parallelism:
@@ -145,7 +145,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 # --- predict ----------------------------------------------------------------------------------------------------
 def _client(args: argparse.Namespace):
-    from cmml.serving.client import GrpcClient, RestClient
+    from cmml.serving.grpc_client import GrpcClient
+    from cmml.serving.rest_client import RestClient
 
     if args.server:
         return GrpcClient(args.server, args.model_name, timeout=args.timeout)
@@ -153,7 +154,7 @@ def _client(args: argparse.Namespace):
 
 
 def _inputs_from_file(path: str, signatures: dict, signature_name: str | None):
-    from cmml.serving.protocol import parse_predict_body
+    from cmml.serving.json_codec import parse_predict_body
     from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_or_error
 
     with open(path, encoding="utf-8") as f:
@@ -209,17 +210,17 @@ class _UsageError(Exception):
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from cmml.serving.client import GrpcClient, rank_items
-    from cmml.serving.protocol import ServingError
+    from cmml.serving.errors import ServingError
+    from cmml.serving.grpc_client import GrpcClient
+    from cmml.serving.results import rank_items
     from cmml.serving.task_inputs import item_labels
 
     try:
         with _client(args) as client:
             if args.status:
                 for s in client.status(args.version):
-                    print(
-                        f"version {s.version}: {s.state} ({s.error_code}{': ' + s.error_message if s.error_message else ''})"
-                    )
+                    detail = f": {s.error_message}" if s.error_message else ""
+                    print(f"version {s.version}: {s.state} ({s.error_code}{detail})")
                 return 0
             version, signatures = client.metadata(args.version)
             if args.metadata:
@@ -287,7 +288,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _print_outputs(outputs: dict, fmt: str, version: Any, signature: str) -> None:
-    from cmml.serving.protocol import ndarray_to_json
+    from cmml.serving.json_codec import ndarray_to_json
 
     payload = {
         "model_version": version,

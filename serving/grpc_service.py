@@ -19,9 +19,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from cmml.serving.errors import Limits, ServingError, invalid
 from cmml.serving.model_store import ModelManager
-from cmml.serving.protocol import Limits, ServingError, invalid, ndarray_to_tensor_proto, tensor_proto_to_ndarray
 from cmml.serving.signatures import DEFAULT_SIGNATURE
+from cmml.serving.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
 
 log = logging.getLogger("cmml.serving.double")
 SIGNATURE_DEF_FIELD = "signature_def"

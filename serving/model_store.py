@@ -23,7 +23,7 @@ import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from cmml.serving import layout, warmup
-from cmml.serving.protocol import Limits, ServingError, code_from_int, invalid
+from cmml.serving.errors import Limits, ServingError, code_from_int, invalid
 from cmml.serving.signatures import (
     DEFAULT_SIGNATURE,
     SignatureInfo,

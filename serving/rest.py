@@ -21,9 +21,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from cmml.serving.errors import Limits, ServingError, invalid
 from cmml.serving.grpc_service import metadata_response, status_response
+from cmml.serving.json_codec import format_predict_response, parse_predict_body
 from cmml.serving.model_store import ModelManager
-from cmml.serving.protocol import Limits, ServingError, format_predict_response, invalid, parse_predict_body
 from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_or_error
 
 log = logging.getLogger("cmml.serving.double")

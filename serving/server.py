@@ -25,9 +25,9 @@ from pathlib import Path
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from cmml.serving.errors import Limits
 from cmml.serving.grpc_service import ModelServicer, PredictionServicer
 from cmml.serving.model_store import ModelManager
-from cmml.serving.protocol import Limits
 from cmml.serving.rest import RestServer
 
 log = logging.getLogger("cmml.serving.double")

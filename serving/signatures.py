@@ -17,7 +17,8 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from cmml.serving.protocol import Limits, dtype_enum, dtype_name, invalid
+from cmml.serving.errors import Limits, invalid
+from cmml.serving.tensors import dtype_enum, dtype_name
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"

@@ -1,5 +1,5 @@
 """Helpers for tests and benchmarks of the serving path: the test double in its own process,
-free loopback ports, resident memory, and small exported CMML models.
+resident memory, and small exported CMML models.
 
 The double runs in a child process (``python -m cmml.serving.cli serve``) so that a crash is seen
 as a dead process and its memory can be measured on its own.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,14 +19,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from cmml.serving.ports import free_port
+
 READY_MARK = "TEST DOUBLE (not TensorFlow Serving)"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def rss_bytes(pid: int) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from cmml.serving.protocol import Limits, ServingError, ndarray_to_tensor_proto, numpy_dtype, tensor_proto_to_ndarray
+from cmml.serving.errors import Limits, ServingError
 from cmml.serving.signatures import (
     DEFAULT_SIGNATURE,
     signature_def_map,
@@ -24,6 +24,7 @@ from cmml.serving.signatures import (
     signatures_from_map,
     validate_inputs,
 )
+from cmml.serving.tensors import ndarray_to_tensor_proto, numpy_dtype, tensor_proto_to_ndarray
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"

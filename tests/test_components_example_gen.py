@@ -10,7 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmml.components import example_gen as EG
+from cmml.components.example_gen.component import INPUT_SPLIT_NAME, default_output_config
+from cmml.components.example_gen.dead_letters import STATS_FILE, read_dead_letters
+from cmml.components.example_gen.executor import Executor
+from cmml.components.example_gen.join import Partitioner
+from cmml.components.example_gen.sources import Source, make_query
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
@@ -25,18 +29,18 @@ def run_example_gen(sources, out, output_config=None, beam_args=IN_MEMORY):
 
     examples = standard_artifacts.Examples()
     examples.uri = str(out)
-    query = EG.make_query(sources)
+    query = make_query(sources)
     props = {
         specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(
-            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name=EG.INPUT_SPLIT_NAME, pattern=query)])
+            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name=INPUT_SPLIT_NAME, pattern=query)])
         ),
-        specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(output_config or EG.default_output_config()),
+        specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(output_config or default_output_config()),
         specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
         specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
     }
     # a pipeline factory rather than beam args: TFX would otherwise build an sdist of itself per executor
     context = BaseBeamExecutor.Context(make_beam_pipeline_fn=lambda: beam.Pipeline(argv=beam_args))
-    EG.Executor(context).Do({}, {"examples": [examples]}, props)
+    Executor(context).Do({}, {"examples": [examples]}, props)
     return examples
 
 
@@ -87,14 +91,14 @@ def corrupted(tmp_path):
 
 
 def test_corrupted_log_goes_to_dead_letter(corrupted, tmp_path):
-    examples = run_example_gen([EG.Source(str(corrupted))], tmp_path / "out")
-    letters = EG.read_dead_letters(examples.uri)
+    examples = run_example_gen([Source(str(corrupted))], tmp_path / "out")
+    letters = read_dead_letters(examples.uri)
     assert [d["line"] for d in letters] == [6, 7, 8, 9, 10]
     for d in letters[:4]:
         raw, kind = BAD[d["line"]]
         assert d["kind"] == kind and d["text"] == raw and d["file"].endswith("ratings.dat")
     assert letters[4]["text"].startswith("1::30::") and letters[4]["kind"] in ("wrong field count", "non-numeric label")
-    stats = json.loads((tmp_path / "out" / EG.STATS_FILE).read_text())
+    stats = json.loads((tmp_path / "out" / STATS_FILE).read_text())
     assert stats["rows_in"] == 10 and stats["rows_ok"] == 5 and stats["rows_rejected"] == 5
     assert sum(stats["rejected_by_kind"].values()) == 5 and stats["rejected_by_kind"]["label out of range"] == 1
     props = examples.mlmd_artifact.custom_properties
@@ -124,13 +128,13 @@ def test_ml100k_joined_examples_and_user_splits(ml100k_dir, tmp_path):
     import tensorflow as tf
     from tfx.components.example_gen.base_example_gen_executor import _PartitionFn
 
-    examples = run_example_gen([EG.Source(str(ml100k_dir))], tmp_path / "out")
+    examples = run_example_gen([Source(str(ml100k_dir))], tmp_path / "out")
     (train, train_raw), (evals, eval_raw) = read_columns(examples.uri, "train"), read_columns(examples.uri, "eval")
-    assert len(train_raw) + len(eval_raw) == 100_000 and EG.read_dead_letters(examples.uri) == []
+    assert len(train_raw) + len(eval_raw) == 100_000 and read_dead_letters(examples.uri) == []
     train_users, eval_users = set(train["user_id"]), set(evals["user_id"])
     assert not train_users & eval_users and len(train_users | eval_users) == 943
     assert 0.55 < len(train_raw) / 100_000 < 0.78
-    config = EG.default_output_config().split_config
+    config = default_output_config().split_config
     for raw in train_raw[:100] + eval_raw[:100]:
         e = tf.train.Example.FromString(raw)
         expected = "train" if _PartitionFn(e, 2, [2, 3], config) == 0 else "eval"
@@ -157,18 +161,18 @@ def test_multi_domain_and_csv_mapping(tmp_path):
     (a / "ratings.dat").write_text("1::10::5::1\n2::10::3::2\n")
     log = tmp_path / "clicks.csv"
     log.write_text("uid,sku,clicked,theme\nu1,i9,1,toys\nu2,i9,1,\nu1,i8,,toys\n")
-    src_b = EG.Source(str(log), name="shop", columns="user=uid,item=sku,label=clicked,scenario=theme")
-    examples = run_example_gen([EG.Source(str(a), name="ml"), src_b], tmp_path / "out", output_config=_single_split())
+    src_b = Source(str(log), name="shop", columns="user=uid,item=sku,label=clicked,scenario=theme")
+    examples = run_example_gen([Source(str(a), name="ml"), src_b], tmp_path / "out", output_config=_single_split())
     rows = read_examples(examples.uri, "train")
     users = sorted(value(r, "user_id")[0] for r in rows)
     assert users == ["ml:1", "ml:2", "shop:u1", "shop:u2"]
     assert {value(r, "domain")[0] for r in rows} == {"ml", "shop"}
     toys = [r for r in rows if value(r, "scenario") == ["shop:toys"]]
     assert len(toys) == 1 and value(toys[0], "item_id") == ["shop:i9"]
-    letters = EG.read_dead_letters(examples.uri)
+    letters = read_dead_letters(examples.uri)
     assert len(letters) == 1 and letters[0]["source"] == "shop" and letters[0]["line"] == 4
     with pytest.raises(ValueError, match="distinct names"):
-        EG.make_query([EG.Source(str(a)), EG.Source(str(a))])
+        make_query([Source(str(a)), Source(str(a))])
 
 
 def _single_split():
@@ -185,7 +189,7 @@ def test_partitioner_matches_tfx_and_is_vectorised():
 
     users = [f"u{i}" for i in range(300)]
     batch = pa.RecordBatch.from_arrays([pa.array([[u.encode()] for u in users], pa.list_(pa.binary()))], ["user_id"])
-    part = EG.Partitioner(["a", "b", "c"], [3, 5, 2], "user_id")
+    part = Partitioner(["a", "b", "c"], [3, 5, 2], "user_id")
     got = part.assign(batch, [])
     config = example_gen_pb2.SplitConfig(
         splits=[example_gen_pb2.SplitConfig.Split(name=n, hash_buckets=b) for n, b in (("a", 3), ("b", 5), ("c", 2))],

@@ -8,9 +8,10 @@ import re
 import apache_beam as beam
 import pytest
 
-from cmml.components import validation as V
+from cmml.components.validation.component import ValidationReport, validation_components
+from cmml.components.validation.executor import REPORT_TEXT, DataValidationError, GateExecutor
 from cmml.data import records as R
-from cmml.schemas import load_schema
+from cmml.schemas import load_schema, schema_path
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
@@ -28,7 +29,7 @@ def test_example_schema_covers_the_canonical_records():
     schema = load_schema("example")
     names = [f.name for f in schema.feature]
     expected = (
-        [n for n in R.INTERACTION_SCHEMA.names]
+        list(R.INTERACTION_SCHEMA.names)
         + ["domain"]
         + list(R.USER_FEATURES)
         + [n for n in R.ITEM_FEATURES if n != "title"]
@@ -77,7 +78,7 @@ def _validate(tmp_path, rows):
     schema = standard_artifacts.Schema()
     schema.uri = str(tmp_path / "schema")
     os.makedirs(schema.uri)
-    shutil.copy(V.schema_path("example"), os.path.join(schema.uri, "schema.pbtxt"))
+    shutil.copy(schema_path("example"), os.path.join(schema.uri, "schema.pbtxt"))
     anomalies = standard_artifacts.ExampleAnomalies()
     anomalies.uri = str(tmp_path / "anomalies")
     validator_executor.Executor().Do({"statistics": [stats], "schema": [schema]}, {"anomalies": [anomalies]}, {})
@@ -87,9 +88,9 @@ def _validate(tmp_path, rows):
 def _gate(tmp_path, examples, anomalies, examples_props=None):
     for k, v in (examples_props or {}).items():
         examples.set_string_custom_property(k, v) if isinstance(v, str) else examples.set_int_custom_property(k, v)
-    report = V.ValidationReport()
+    report = ValidationReport()
     report.uri = str(tmp_path / "report")
-    V.GateExecutor().Do(
+    GateExecutor().Do(
         {"anomalies": [anomalies], "examples": [examples]},
         {"report": [report]},
         {"max_rejected_fraction": 0.1, "ignore_features": "[]"},
@@ -104,7 +105,7 @@ def test_gate_reports_type_change_missing_feature_and_range(tmp_path):
         {"user_id": 9, "item_id": b"12"},
     ]
     examples, anomalies = _validate(tmp_path, rows)
-    with pytest.raises(V.DataValidationError) as err:
+    with pytest.raises(DataValidationError) as err:
         _gate(tmp_path, examples, anomalies)
     text = str(err.value)
     lines = text.splitlines()
@@ -118,7 +119,7 @@ def test_gate_reports_type_change_missing_feature_and_range(tmp_path):
     assert any(
         l.startswith("  split 'train', feature 'label': Column dropped.") and "actual = 0.666667" in l for l in lines
     )
-    report = (tmp_path / "report" / V.REPORT_TEXT).read_text()
+    report = (tmp_path / "report" / REPORT_TEXT).read_text()
     assert report.strip() == text
 
 
@@ -129,9 +130,9 @@ def test_gate_passes_clean_data_and_checks_dead_letter_rate(tmp_path):
     ]
     examples, anomalies = _validate(tmp_path, rows)
     report = _gate(tmp_path / "clean", examples, anomalies, {"rows_in": 100, "rows_rejected": 5})
-    assert (tmp_path / "clean" / "report" / V.REPORT_TEXT).read_text().startswith("Data validation passed")
+    assert (tmp_path / "clean" / "report" / REPORT_TEXT).read_text().startswith("Data validation passed")
     assert report.mlmd_artifact.custom_properties["passed"].int_value == 1
-    with pytest.raises(V.DataValidationError, match=r"30 of 100 rows \(30.0%\) were malformed"):
+    with pytest.raises(DataValidationError, match=r"30 of 100 rows \(30.0%\) were malformed"):
         _gate(
             tmp_path / "dirty",
             examples,
@@ -146,13 +147,14 @@ def test_schema_violation_stops_the_pipeline(tmp_path):
     from tfx.orchestration import pipeline as tfx_pipeline
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-    from cmml.components.example_gen import LogExampleGen, Source
+    from cmml.components.example_gen.component import LogExampleGen
+    from cmml.components.example_gen.sources import Source
     from cmml.components.transform import make_transform
 
     log = tmp_path / "ratings.csv"
     log.write_text("uid,iid,stars\n" + "".join(f"u{i % 7},i{i % 11},{1 + i % 5}\n" for i in range(60)) + "u1,i3,9\n")
     gen = LogExampleGen(Source(str(log), columns="user=uid,item=iid,label=stars"))
-    stats, schema, validator, gate = V.validation_components(gen.outputs["examples"])
+    stats, schema, validator, gate = validation_components(gen.outputs["examples"])
     transform = make_transform(gen.outputs["examples"], schema.outputs["schema"])
     transform.add_upstream_node(gate)
     p = tfx_pipeline.Pipeline(
@@ -162,7 +164,7 @@ def test_schema_violation_stops_the_pipeline(tmp_path):
         metadata_connection_config=metadata.sqlite_metadata_connection_config(str(tmp_path / "mlmd.sqlite")),
         beam_pipeline_args=IN_MEMORY,
     )
-    with pytest.raises(V.DataValidationError) as err:
+    with pytest.raises(DataValidationError) as err:
         LocalDagRunner().run(p)
     lines = str(err.value).splitlines()
     assert lines[0] == "Data validation failed: 1 problem." and len(lines) == 2

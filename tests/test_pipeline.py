@@ -97,8 +97,10 @@ def test_evaluation_has_all_metrics_and_blessing_follows_them(run):
 def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_path):
     import tensorflow as tf
 
-    from cmml.components.serving_validator import _npz_safe, canned_episodes
+    from cmml.components.serving_validator.canned import canned_episodes
+    from cmml.components.serving_validator.checks import npz_safe
     from cmml.pipeline.pipeline import serving_base
+    from cmml.serving.signatures import signature_def_map, signatures_from_map
 
     config, output, summary = run
     base = Path(serving_base(config, str(output)))
@@ -110,12 +112,14 @@ def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_
     trainer_model = sorted((output / "pipeline" / "Trainer" / "model").glob("*/Format-Serving"))[-1]
     serve = tf.saved_model.load(str(trainer_model)).signatures["serving_default"]
     examples = sorted((output / "pipeline" / "LogExampleGen" / "examples").glob("*"))[-1]
-    inputs = canned_episodes(str(examples), serve.structured_input_signature[1])
+    inputs = canned_episodes(
+        str(examples), signatures_from_map(signature_def_map(trainer_model))["serving_default"].inputs
+    )
     feed = {k: v for k, v in inputs.items() if not k.endswith("_examples")}
     spec = serve.structured_input_signature[1]
     want = serve(**{k: tf.constant(v, spec[k].dtype) for k, v in feed.items()})["scores"].numpy()
 
-    np.savez(tmp_path / "inputs.npz", **_npz_safe(feed))
+    np.savez(tmp_path / "inputs.npz", **npz_safe(feed))
     script = textwrap.dedent(
         """
         import sys

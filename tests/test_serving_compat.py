@@ -20,12 +20,14 @@ from tensorflow_serving.apis.get_model_status_pb2 import ModelVersionStatus
 import cmml  # noqa: F401
 from cmml.models.export import non_stock_ops
 from cmml.models.testing import random_episodes
-from cmml.serving.client import GrpcClient, RestClient
+from cmml.serving.errors import ServingError
+from cmml.serving.grpc_client import GrpcClient
 from cmml.serving.layout import install_version, list_versions
 from cmml.serving.model_store import ModelManager
-from cmml.serving.protocol import ServingError
+from cmml.serving.ports import free_port
+from cmml.serving.rest_client import RestClient
 from cmml.serving.server import ServingDouble
-from cmml.serving.testing import export_cmml_model, free_port, serving_inputs
+from cmml.serving.testing import export_cmml_model, serving_inputs
 from cmml.serving.warmup import (
     WARMUP_FILE,
     canned_requests,
@@ -173,15 +175,15 @@ def test_the_double_serves_any_saved_model(tmp_path):
     install_version(tmp_path / "export", tmp_path / "models" / "generic")
     x = np.array([[1, 2, 3], [4, 5, 6]], np.float32)
     names = np.array([b"a", "é".encode()], dtype=object)
-    with ServingDouble(tmp_path / "models" / "generic", "generic", poll_seconds=0) as double:
-        with (
-            GrpcClient(f"127.0.0.1:{double.grpc_port}", "generic") as g,
-            RestClient(f"http://127.0.0.1:{double.rest_port}", "generic") as r,
-        ):
-            for client in (g, r):
-                out = client.predict({"x": x, "names": names}).outputs
-                np.testing.assert_allclose(out["y"], [12.0, 30.0])
-                assert out["tag_bytes"].tolist() == [b"a\xc3\xbf", "é".encode() + b"\xc3\xbf"]
+    with (
+        ServingDouble(tmp_path / "models" / "generic", "generic", poll_seconds=0) as double,
+        GrpcClient(f"127.0.0.1:{double.grpc_port}", "generic") as g,
+        RestClient(f"http://127.0.0.1:{double.rest_port}", "generic") as r,
+    ):
+        for client in (g, r):
+            out = client.predict({"x": x, "names": names}).outputs
+            np.testing.assert_allclose(out["y"], [12.0, 30.0])
+            assert out["tag_bytes"].tolist() == [b"a\xc3\xbf", "é".encode() + b"\xc3\xbf"]
             raw = r.request("POST", "/v1/models/generic:predict", b'{"instances": [{"x": [1, 1, 1], "names": "z"}]}')
             assert raw == {
                 "predictions": [{"tag_bytes": {"b64": "esO/"}, "y": 6.0}]

@@ -10,19 +10,17 @@ import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 import cmml  # noqa: F401
-from cmml.serving.client import rank_items
-from cmml.serving.protocol import (
-    Limits,
-    ServingError,
+from cmml.serving.errors import Limits, ServingError
+from cmml.serving.json_codec import (
     format_predict_response,
     inputs_to_json,
     json_to_ndarray,
-    ndarray_to_tensor_proto,
     parse_predict_body,
     parse_predict_response,
-    tensor_proto_to_ndarray,
 )
+from cmml.serving.results import rank_items
 from cmml.serving.signatures import SignatureInfo, TensorSpecInfo, validate_inputs
+from cmml.serving.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
 
 F, I64, S = types_pb2.DT_FLOAT, types_pb2.DT_INT64, types_pb2.DT_STRING
 

@@ -28,9 +28,12 @@ from tensorflow_serving.apis import (
 
 import cmml  # noqa: F401
 from cmml.models.testing import random_episodes
-from cmml.serving.client import GrpcClient, RestClient
+from cmml.serving.errors import ServingError
+from cmml.serving.grpc_client import GrpcClient
+from cmml.serving.json_codec import inputs_to_json
 from cmml.serving.layout import install_version
-from cmml.serving.protocol import ServingError, inputs_to_json, ndarray_to_tensor_proto
+from cmml.serving.rest_client import RestClient
+from cmml.serving.tensors import ndarray_to_tensor_proto
 from cmml.serving.testing import DoubleProcess, export_cmml_model, serving_inputs
 from cmml.serving.warmup import canned_requests, write_warmup_requests
 
@@ -367,8 +370,9 @@ def test_fuzzing_never_crashes_and_every_reply_is_an_error_or_a_result(setup, do
     growth = rss[-1] - rss[0]
     report(
         capsys,
-        f"[fuzz] {total} requests in {elapsed:.1f} s ({total / elapsed:.0f}/s) over gRPC and REST; double RSS {rss_before / 2**20:.0f} MiB "
-        f"before, after each fifth: {' / '.join(f'{r / 2**20:.0f}' for r in rss)} MiB ({growth / 2**20:+.1f} MiB after the first fifth)\n"
+        f"[fuzz] {total} requests in {elapsed:.1f} s ({total / elapsed:.0f}/s) over gRPC and REST; "
+        f"double RSS {rss_before / 2**20:.0f} MiB before, after each fifth: "
+        f"{' / '.join(f'{r / 2**20:.0f}' for r in rss)} MiB ({growth / 2**20:+.1f} MiB after the first fifth)\n"
         f"[fuzz] cases: {summary}",
     )
     assert not failures, f"{len(failures)} bad replies, e.g.:\n" + "\n".join(failures[:15])
@@ -419,7 +423,8 @@ def test_concurrent_load_latency_and_throughput(setup, double, capsys):
     report(
         capsys,
         f"[load] {len(times)} requests from {LOAD_THREADS} threads (gRPC + REST) in {elapsed:.1f} s: "
-        f"{len(times) / elapsed:.0f} req/s; p50 {np.percentile(times, 50):.2f} ms, p99 {np.percentile(times, 99):.2f} ms "
+        f"{len(times) / elapsed:.0f} req/s; p50 {np.percentile(times, 50):.2f} ms, "
+        f"p99 {np.percentile(times, 99):.2f} ms "
         f"(gRPC p50 {np.percentile(grpc_ms, 50):.2f} / p99 {np.percentile(grpc_ms, 99):.2f} ms, "
         f"REST p50 {np.percentile(rest_ms, 50):.2f} / p99 {np.percentile(rest_ms, 99):.2f} ms)",
     )

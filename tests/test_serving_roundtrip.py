@@ -19,9 +19,12 @@ from cmml.models.cmml import CMMLModel
 from cmml.models.config import CMMLConfig
 from cmml.models.testing import DEFAULT_SPECS, random_episodes
 from cmml.serving import cli
-from cmml.serving.client import ContextCache, GrpcClient, RestClient, StaleContextError
+from cmml.serving.context_cache import ContextCache, StaleContextError
+from cmml.serving.errors import ServingError
+from cmml.serving.grpc_client import GrpcClient
+from cmml.serving.json_codec import inputs_to_json
 from cmml.serving.layout import install_version
-from cmml.serving.protocol import ServingError, inputs_to_json
+from cmml.serving.rest_client import RestClient
 from cmml.serving.server import ServingDouble
 from cmml.serving.signatures import read_meta_graph, signatures_from_map
 from cmml.serving.testing import export_cmml_model, serving_inputs

@@ -1,0 +1,222 @@
+"""LogExampleGen's Beam executor: read blocks -> join -> encode -> split, plus dead letters and stats.
+
+Work is done per block of the log (an Arrow table of ~100k rows): tf.Examples are serialised by
+tfx_bsl's C++ encoder from Arrow record batches, and ``Do`` writes each (block, split) to its own
+file, so there is no Beam element per example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Iterator, List, Sequence
+
+import apache_beam as beam
+import numpy as np
+from tfx.components.example_gen import base_example_gen_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+from tfx.types import standard_component_specs as specs
+from tfx.utils import proto_utils
+
+from cmml.components import common
+from cmml.components.example_gen.dead_letters import (
+    DEAD_LETTER_DIR,
+    DEAD_LETTER_PREFIX,
+    STATS_FILE,
+    finalize_stats,
+    reject_record,
+)
+from cmml.components.example_gen.join import Partitioner, SideTables, join_block, load_side_tables
+from cmml.components.example_gen.sources import Source, parse_query
+from cmml.data import records as R
+
+
+class _ReadBlocks(beam.DoFn):
+    """Source index -> (source index, block number, canonical table, rejects, blank lines) per block."""
+
+    def __init__(self, sources: Sequence[Source], block_bytes: int):
+        self._sources = list(sources)
+        self._block_bytes = block_bytes
+
+    def process(self, index: int) -> Iterator[tuple]:
+        ds = self._sources[index].open()
+        for k, batch in enumerate(ds.iter_interactions(on_error="collect", block_bytes=self._block_bytes)):
+            yield index, k, batch.table, batch.rejects, batch.blank_lines
+
+
+class _EncodeBlock(beam.DoFn):
+    """One block -> serialised tf.Examples per output split, dead letters and counters.
+
+    With ``split_dirs`` the DoFn writes each (block, split) to its own gzipped TFRecord file
+    (deterministic name, written to a temp file and renamed, so a retried bundle overwrites
+    instead of duplicating) and emits only counters: no Beam element per example. Without it,
+    it emits ``(split name, [serialised examples])`` for the standard GenerateExamplesByBeam API.
+    """
+
+    REJECTS = "rejects"
+    STATS = "stats"
+
+    def __init__(self, sources: Sequence[Source], partitioner: Partitioner, split_dirs: Dict[str, str] | None = None):
+        self._sources = list(sources)
+        self._partitioner = partitioner
+        self._split_dirs = split_dirs
+
+    def setup(self):
+        from tfx_bsl.coders import example_coder
+
+        self._encode = example_coder.RecordBatchToExamples
+
+    def _write(self, split: str, name: str, records: List[bytes]) -> None:
+        common.write_tfrecords(os.path.join(self._split_dirs[split], f"data_tfrecord-{name}.gz"), records)
+
+    def process(self, element: tuple, side: Dict[int, SideTables]):
+        index, block, table, rejects, blank_lines = element
+        source = self._sources[index]
+        for r in rejects:
+            yield beam.pvalue.TaggedOutput(self.REJECTS, reject_record(source, r))
+        stats: dict = {"rows_ok": table.num_rows, "blank_lines": blank_lines, "rejected_by_kind": {}}
+        for r in rejects:
+            kind = R.reason_kind(r.reason)
+            stats["rejected_by_kind"][kind] = stats["rejected_by_kind"].get(kind, 0) + 1
+        if table.num_rows:
+            batch, join_counts = join_block(table, side[index], source.name)
+            stats.update(join_counts)
+            serialized = self._encode(batch)
+            splits = self._partitioner.assign(batch, serialized)
+            by_split = {}
+            for s, split in enumerate(self._partitioner.split_names):
+                rows = np.flatnonzero(splits == s)
+                by_split[split] = int(len(rows))
+                if not len(rows):
+                    continue
+                records = [serialized[i] for i in rows]
+                if self._split_dirs is None:
+                    yield split, records
+                else:
+                    self._write(split, f"{index:03d}-{block:06d}", records)
+            stats["examples_by_split"] = by_split
+        yield beam.pvalue.TaggedOutput(self.STATS, stats)
+
+
+def _split_plan(exec_properties: Dict[str, Any]) -> tuple[list[Source], int, Partitioner]:
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(exec_properties[specs.INPUT_CONFIG_KEY], input_config)
+    output_config = example_gen_pb2.Output()
+    proto_utils.json_to_proto(exec_properties[specs.OUTPUT_CONFIG_KEY], output_config)
+    if len(input_config.splits) != 1:
+        raise ValueError("LogExampleGen takes exactly one input split (its query); use output_config to split")
+    sources, block_bytes = parse_query(input_config.splits[0].pattern)
+    split_config = output_config.split_config
+    if split_config.splits:
+        names = [s.name for s in split_config.splits]
+        buckets = [s.hash_buckets for s in split_config.splits]
+        feature = split_config.partition_feature_name or None
+    else:
+        names, buckets, feature = [input_config.splits[0].name], [], None
+    return sources, block_bytes, Partitioner(names, buckets, feature)
+
+
+def _encode_graph(
+    pipeline: beam.Pipeline, exec_properties: Dict[str, Any], uri: str, split_dirs: Dict[str, str] | None
+):
+    """Read -> join -> encode, plus dead letters and stats under ``uri``. Returns the encoded output."""
+    sources, block_bytes, partitioner = _split_plan(exec_properties)
+    side, side_rejects, side_stats = {}, [], {}
+    for i, source in enumerate(sources):
+        side[i], rejects, side_stats[source.label()] = load_side_tables(source)
+        side_rejects += [reject_record(source, r) for r in rejects]
+
+    blocks = (
+        pipeline
+        | "Sources" >> beam.Create(list(range(len(sources))))
+        | "ReadBlocks" >> beam.ParDo(_ReadBlocks(sources, block_bytes))
+        | "SpreadBlocks" >> beam.Reshuffle()
+    )
+    side_input = beam.pvalue.AsSingleton(pipeline | "SideTables" >> beam.Create([side]))
+    encoded = blocks | "JoinAndEncode" >> beam.ParDo(
+        _EncodeBlock(sources, partitioner, split_dirs), side_input
+    ).with_outputs(_EncodeBlock.REJECTS, _EncodeBlock.STATS, main="examples")
+    (
+        (encoded[_EncodeBlock.REJECTS], pipeline | "SideRejects" >> beam.Create(side_rejects))
+        | "AllRejects" >> beam.Flatten()
+        | "WriteDeadLetters"
+        >> beam.io.WriteToText(
+            os.path.join(uri, DEAD_LETTER_DIR, DEAD_LETTER_PREFIX),
+            file_name_suffix=".jsonl",
+            num_shards=1,
+            shard_name_template="-SSSSS-of-NNNNN",
+        )
+    )
+    extra = {
+        "side_features": side_stats,
+        "sources": [dataclasses.asdict(s) for s in sources],
+        "splits": partitioner.split_names,
+        "partition_feature": partitioner.feature,
+    }
+    (
+        encoded[_EncodeBlock.STATS]
+        | "SumStats" >> beam.CombineGlobally(common.sum_counters)
+        | "AddInfo" >> beam.Map(lambda s: {**s, **extra})
+        | "WriteStats" >> beam.Map(lambda stats, path: common.write_json(path, stats), os.path.join(uri, STATS_FILE))
+    )
+    return encoded, partitioner
+
+
+class Executor(base_example_gen_executor.BaseExampleGenExecutor):
+    """Beam executor of LogExampleGen (see the package docstring)."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+        raise NotImplementedError("LogExampleGen builds its whole Beam graph in GenerateExamplesByBeam")
+
+    def _make_beam_pipeline(self):
+        if self._make_beam_pipeline_fn is None:
+            self._beam_pipeline_args = common.default_beam_args(self._beam_pipeline_args)
+        return super()._make_beam_pipeline()
+
+    def GenerateExamplesByBeam(
+        self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
+    ) -> Dict[str, beam.pvalue.PCollection]:
+        """Standard ExampleGen API: split name -> PCollection of serialised tf.Examples.
+
+        Dead letters and stats go under ``exec_properties['_output_uri']`` (default: a temp folder).
+        ``Do`` does not use this per-example form: it writes whole blocks (see _EncodeBlock).
+        """
+        uri = exec_properties.get("_output_uri") or os.path.join(
+            os.environ.get("TMPDIR", "/tmp"), "cmml-log-example-gen"
+        )
+        encoded, partitioner = _encode_graph(pipeline, exec_properties, uri, None)
+        result = {}
+        for name in partitioner.split_names:
+            result[name] = (
+                encoded["examples"]
+                | f"Select[{name}]" >> beam.Filter(lambda kv, n=name: kv[0] == n)
+                | f"Unpack[{name}]" >> beam.FlatMap(lambda kv: kv[1])
+            )
+        return result
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        from tfx.components.util import examples_utils
+
+        self._log_startup(input_dict, output_dict, exec_properties)
+        examples = artifact_utils.get_single_instance(output_dict[specs.EXAMPLES_KEY])
+        _, _, partitioner = _split_plan(exec_properties)
+        examples.split_names = artifact_utils.encode_split_names(partitioner.split_names)
+        split_dirs = {name: artifact_utils.get_split_uri([examples], name) for name in partitioner.split_names}
+        with self._make_beam_pipeline() as pipeline:
+            _encode_graph(pipeline, exec_properties, examples.uri, split_dirs)
+        for folder in split_dirs.values():  # a split may legitimately be empty; consumers still expect its folder
+            os.makedirs(folder, exist_ok=True)
+        examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
+        examples_utils.set_file_format(examples, "tfrecords_gzip")
+
+        stats = finalize_stats(examples.uri)
+        examples.set_int_custom_property("rows_in", stats["rows_in"])
+        examples.set_int_custom_property("rows_ok", stats["rows_ok"])
+        examples.set_int_custom_property("rows_rejected", stats["rows_rejected"])
+        for kind, count in stats["rejected_by_kind"].items():
+            examples.set_int_custom_property(f"rejected_{common.mlmd_key(kind)}", count)
+        for split, count in stats["examples_by_split"].items():
+            examples.set_int_custom_property(f"examples_{split}", count)
+        examples.set_string_custom_property("dead_letter_uri", os.path.join(examples.uri, DEAD_LETTER_DIR))
+        examples.set_string_custom_property("ingest_stats_uri", os.path.join(examples.uri, STATS_FILE))
