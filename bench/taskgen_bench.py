@@ -5,14 +5,14 @@ ratings, split users 80/20 by the stable hash of their id, order each user's rat
 and ``default_rng(user id).permutation``, mark the last 10 of meta-test users as query, and write
 per-split output with every model feature of every row.
 
-* TaskGen: ``cmml.components.task_gen.run_task_gen`` on gzipped transformed-example TFRecords,
+* TaskGen: ``cmml.components.task_gen.beam_graph.run_task_gen`` on gzipped transformed-example TFRecords,
   DirectRunner in multi-processing mode with 2 workers (the component's default).
 * pandas: reads the same rows from a Parquet file of the same columns (pandas' fastest input,
   no tf.Example decoding), groups with ``groupby``, writes one Parquet file per split.
 
 Inputs (``prepare*``) are built once and are not part of the timings::
 
-    python -m bench.taskgen_bench prepare-tfx --data ../shared/data/ml-1m-partial --out /tmp/tg-ml1m
+    python -m bench.taskgen_bench prepare-tfx --data /path/to/ml-1m-partial --out /tmp/tg-ml1m
     cmml data synth --dest /tmp/syn20m --ratings 20000000
     python -m bench.taskgen_bench prepare --data /tmp/syn20m --out /tmp/tg-syn20m
     python -m bench.taskgen_bench compare --input /tmp/tg-ml1m
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import glob
 import json
@@ -59,7 +60,7 @@ class DirectTransform:
     """Transformed columns of a dataset without tf.Transform (vocabularies from the side tables)."""
 
     def __init__(self, ds):
-        from cmml.components.task_gen import FeatureInfo
+        from cmml.components.task_gen.columns import FeatureInfo
         from cmml.data import records as R
         from cmml.models import preprocessing as TM
 
@@ -100,7 +101,7 @@ class DirectTransform:
                 out.pop(f.name)
 
     def columns(self, table: pa.Table) -> dict:
-        from cmml.components import task_logic as L
+        from cmml.components.task_gen.tables import offsets_from_lengths, ragged_take
         from cmml.data import records as R
         from cmml.models import preprocessing as TM
 
@@ -119,8 +120,8 @@ class DirectTransform:
             src, rows = (self.user_cols, u) if f.side == "user" else (self.item_cols, i)
             if f.kind == "multi":
                 values, offsets = src[f.name]
-                v, lengths = L.ragged_take(values, offsets, rows)
-                cols[f.name] = (v, L.offsets_from_lengths(lengths))
+                v, lengths = ragged_take(values, offsets, rows)
+                cols[f.name] = (v, offsets_from_lengths(lengths))
             else:
                 cols[f.name] = src[f.name][rows]
         return cols
@@ -128,7 +129,7 @@ class DirectTransform:
 
 def _write_block(args) -> int:
     cols, path = args
-    from cmml.components.task_gen import write_column_batches
+    from cmml.components.task_gen.columns import write_column_batches
 
     return write_column_batches([cols], path, "GZIP")
 
@@ -194,8 +195,9 @@ def prepare_tfx(data: str, out: str) -> None:
     from tfx.orchestration import pipeline as tfx_pipeline
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-    from cmml.components.example_gen import LogExampleGen
-    from cmml.components.task_gen import columns_from_parsed, features_from_transform, parse_spec
+    from cmml.components.example_gen.component import LogExampleGen
+    from cmml.components.task_gen.columns import columns_from_parsed, parse_spec
+    from cmml.components.task_gen.executor import features_from_transform
     from cmml.components.transform import make_transform
     from cmml.schemas import schema_path
 
@@ -232,7 +234,7 @@ def prepare_tfx(data: str, out: str) -> None:
 
 # --- the two implementations ------------------------------------------------------------------------------------
 def _load_input(input_dir: str):
-    from cmml.components.task_gen import FeatureInfo
+    from cmml.components.task_gen.columns import FeatureInfo
 
     info = json.loads(Path(input_dir, "input.json").read_text())
     return info, [FeatureInfo(**f) for f in info["features"]]
@@ -241,12 +243,12 @@ def _load_input(input_dir: str):
 def run_taskgen(
     input_dir: str, out: str, shards: int, beam_args: list[str] | None, in_memory_below: int | None = None
 ) -> dict:
-    from cmml.components import task_gen as TG
-    from cmml.components import task_logic as L
+    from cmml.components.task_gen.beam_graph import run_task_gen
+    from cmml.components.task_gen.config import TaskGenConfig
 
     info, features = _load_input(input_dir)
     files = sorted(glob.glob(os.path.join(input_dir, "examples", "*.tfrecord*")))
-    config = L.TaskGenConfig(
+    config = TaskGenConfig(
         min_ratings=MIN_RATINGS,
         max_ratings=MAX_RATINGS,
         test_fraction=TEST_FRACTION,
@@ -257,7 +259,7 @@ def run_taskgen(
     if in_memory_below is not None:
         config = dataclasses.replace(config, in_memory_below_bytes=in_memory_below)
     t0 = time.time()
-    stats = TG.run_task_gen(files, out, config, features, beam_args=beam_args)
+    stats = run_task_gen(files, out, config, features, beam_args=beam_args)
     seconds = time.time() - t0
     mode = "auto" if in_memory_below is None else f"in_memory_below={in_memory_below}"
     return {
@@ -330,10 +332,8 @@ def _tree_rss(proc) -> int:
     total = 0
     try:
         for p in [proc] + proc.children(recursive=True):
-            try:
+            with contextlib.suppress(psutil.Error):
                 total += p.memory_info().rss
-            except psutil.Error:
-                pass
     except psutil.Error:
         pass
     return total

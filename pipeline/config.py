@@ -35,7 +35,7 @@ class PipelineConfig:
     setting: str
     columns: str | None  # CSV logs: field=column mapping
     transform: dict  # Transform custom_config (feature overrides)
-    taskgen: dict  # cmml.components.task_logic.TaskGenConfig fields
+    taskgen: dict  # cmml.components.task_gen.config.TaskGenConfig fields
     model: dict  # cmml.models.config.CMMLConfig fields
     training: dict  # cmml.models.training.TrainingConfig fields + episode sizes
     baseline: dict  # the blessing baseline: kind + its config + training

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmml.components import task_gen as TG
-from cmml.components import task_logic as L
+from cmml.components.task_gen.columns import FeatureInfo, write_column_batches
+from cmml.components.task_gen.themes import ThemeVocab
 from cmml.data import open_dataset
 from cmml.data import records as R
 from cmml.models import preprocessing as TM
@@ -42,7 +42,7 @@ class Columns:
 
     cols: dict
     features: list
-    vocab: L.ThemeVocab
+    vocab: ThemeVocab
     table: pa.Table  # canonical interactions (ids prefixed when a domain is given)
 
     def batches(self, rows: int = 50_000) -> list[dict]:
@@ -68,7 +68,7 @@ class Columns:
         paths = []
         for k in range(files):
             path = str(Path(folder) / (f"part-{k}.tfrecord" + (".gz" if compression else "")))
-            TG.write_column_batches(batches[k::files], path, compression)
+            write_column_batches(batches[k::files], path, compression)
             paths.append(path)
         return paths
 
@@ -124,13 +124,13 @@ def reader_columns(data: str | Path, prefix: str | None = None, more: tuple = ()
         codes, vocab[name] = _codes(pc.list_flatten(lists))
         cols[name] = (codes, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
     features = [
-        TG.FeatureInfo(R.USER_ID, "user", "categorical", int(cols[R.USER_ID].max()) + 2),
-        TG.FeatureInfo("gender", "user", "categorical", int(cols["gender"].max()) + 2),
-        TG.FeatureInfo(R.ITEM_ID, "item", "categorical", int(cols[R.ITEM_ID].max()) + 2),
-        TG.FeatureInfo("year", "item", "categorical", len(TM.YEAR_BOUNDARIES) + 2),
-        TG.FeatureInfo("genres", "item", "multi", len(vocab["genres"]) + 2),
+        FeatureInfo(R.USER_ID, "user", "categorical", int(cols[R.USER_ID].max()) + 2),
+        FeatureInfo("gender", "user", "categorical", int(cols["gender"].max()) + 2),
+        FeatureInfo(R.ITEM_ID, "item", "categorical", int(cols[R.ITEM_ID].max()) + 2),
+        FeatureInfo("year", "item", "categorical", len(TM.YEAR_BOUNDARIES) + 2),
+        FeatureInfo("genres", "item", "multi", len(vocab["genres"]) + 2),
     ]
-    theme_vocab = L.ThemeVocab(
+    theme_vocab = ThemeVocab(
         genres=tuple(vocab["genres"]),
         year=tuple(TM.bucket_names(TM.YEAR_BOUNDARIES, "year")),
         directors=tuple(vocab["directors"]),

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from cmml.components import common
-from cmml.components import task_logic as L
+from cmml.components.task_gen.config import TaskGenConfig
+from cmml.components.task_gen.keys import to_binary
+from cmml.components.task_gen.rows import ShardRows
+from cmml.components.task_gen.scenario_tasks import build_scenario_tasks
+from cmml.components.task_gen.splits import make_plan
+from cmml.components.task_gen.tables import FeatureTable, offsets_from_lengths
+from cmml.components.task_gen.user_tasks import build_user_tasks
 from cmml.models import episodes as ED
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
@@ -25,22 +31,22 @@ def _genres(i: int) -> list[int]:
 
 
 def _tables(n_users: int):
-    users = L.FeatureTable(
+    users = FeatureTable(
         np.arange(1, n_users + 1, dtype=np.uint64) * np.uint64(1000),
-        L.to_binary([str(u) for u in range(1, n_users + 1)]),
+        to_binary([str(u) for u in range(1, n_users + 1)]),
         {"user_id": np.arange(1, n_users + 1, dtype=np.int64)},
         {},
         np.zeros(n_users, np.int64),
     )
     lists = [_genres(i) for i in range(1, N_ITEMS + 1)]
-    items = L.FeatureTable(
+    items = FeatureTable(
         np.arange(1, N_ITEMS + 1, dtype=np.uint64),
-        L.to_binary([str(i) for i in range(1, N_ITEMS + 1)]),
+        to_binary([str(i) for i in range(1, N_ITEMS + 1)]),
         {"item_id": np.arange(1, N_ITEMS + 1, dtype=np.int64)},
         {
             "genres": (
                 np.array([g for l in lists for g in l], np.int64),
-                L.offsets_from_lengths(np.array([len(l) for l in lists])),
+                offsets_from_lengths(np.array([len(l) for l in lists])),
             )
         },
         np.zeros(N_ITEMS, np.int64),
@@ -68,16 +74,16 @@ def user_records(tmp_path_factory):
         for i in range(1, 11 + 2 * u + 1):
             rows.append((u, i))
     task = np.array([users.hashes[u - 1] for u, _ in rows])
-    shard = L.ShardRows(
+    shard = ShardRows(
         task,
         task.copy(),
         np.array([items.hashes[i - 1] for _, i in rows]),
         np.array([i / 10 for _, i in rows], np.float32),
     )
     counts = np.array([11 + 2 * u for u in range(1, 7)])
-    config = L.TaskGenConfig(split_mode="list", test_keys=("5", "6"), min_ratings=12, max_ratings=100)
-    plan = L.make_plan(users.hashes, users.keys, counts, counts, config)
-    blocks, counters, _ = L.build_user_tasks(shard, plan, users, items, config)
+    config = TaskGenConfig(split_mode="list", test_keys=("5", "6"), min_ratings=12, max_ratings=100)
+    plan = make_plan(users.hashes, users.keys, counts, counts, config)
+    blocks, counters, _ = build_user_tasks(shard, plan, users, items, config)
     folder = tmp_path_factory.mktemp("user_records")
     _write(blocks, "user", users, items, folder)
     return folder, counts
@@ -182,14 +188,14 @@ def scenario_records(tmp_path_factory):
         for u in range(1, 7):
             for i in rng.choice(list(item_range), size=8 + u, replace=False):
                 rows.append((key, u, int(i)))
-    scen_hash = {k: h for k, h in zip("ab", common.stable_hash64(["a", "b"]))}
-    shard = L.ShardRows(
+    scen_hash = dict(zip("ab", common.stable_hash64(["a", "b"])))
+    shard = ShardRows(
         np.array([scen_hash[k] for k, _, _ in rows]),
         np.array([users.hashes[u - 1] for _, u, _ in rows]),
         np.array([items.hashes[i - 1] for _, _, i in rows]),
         np.ones(len(rows), np.float32),
     )
-    config = L.TaskGenConfig(
+    config = TaskGenConfig(
         setting="scenario",
         split_mode="list",
         test_keys=("b",),
@@ -199,8 +205,8 @@ def scenario_records(tmp_path_factory):
         eval_users_per_scenario=3,
     )
     n_rows = np.array([sum(1 for k, _, _ in rows if k == s) for s in "ab"])
-    plan = L.make_plan(np.array(list(scen_hash.values())), L.to_binary(["a", "b"]), n_rows, np.array([20, 20]), config)
-    blocks, _, _ = L.build_scenario_tasks(shard, plan, users, items, config)
+    plan = make_plan(np.array(list(scen_hash.values())), to_binary(["a", "b"]), n_rows, np.array([20, 20]), config)
+    blocks, _, _ = build_scenario_tasks(shard, plan, users, items, config)
     folder = tmp_path_factory.mktemp("scenario_records")
     _write(blocks, "scenario", users, items, folder)
     positives = {(k, u, i) for k, u, i in rows}

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cmml.components import task_gen as TG
-from cmml.components import task_logic as L
+from cmml.components.task_gen.accounting import STATS_FILE
+from cmml.components.task_gen.config import TaskGenConfig
+from cmml.components.task_gen.executor import Executor
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
 
@@ -85,16 +86,16 @@ def test_scenario_tasks_from_the_same_transform(data_pipeline, tmp_path):
     tg.set_mlmd_artifact(graph)
     tasks = standard_artifacts.Examples()
     tasks.uri = str(tmp_path / "tasks")
-    config = L.TaskGenConfig(
+    config = TaskGenConfig(
         setting="scenario", min_items=5, max_items=1000, test_fraction=0.3, eval_support_positives=8, num_shards=2
     )
     context = BaseBeamExecutor.Context(make_beam_pipeline_fn=lambda: beam.Pipeline(argv=IN_MEMORY))
-    TG.Executor(context).Do(
+    Executor(context).Do(
         {"examples": [ex], "transform_graph": [tg]},
         {"tasks": [tasks]},
         {"config": config.to_json(), "transform_config": json.dumps(transform_config)},
     )
-    stats = json.loads((tmp_path / "tasks" / TG.STATS_FILE).read_text())
+    stats = json.loads((tmp_path / "tasks" / STATS_FILE).read_text())
     assert stats["scenario_source"] == "column" and stats["conservation_ok"]
     themes = pd.read_csv(data / "item_themes.dat", sep="::", engine="python", names=["item", "theme"])
     ratings = pd.read_csv(data / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "ts"])

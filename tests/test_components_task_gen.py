@@ -15,8 +15,19 @@ import pytest
 from components_fixtures import reader_columns
 
 from cmml.components import common
-from cmml.components import task_gen as TG
-from cmml.components import task_logic as L
+from cmml.components.task_gen.accounting import STATS_FILE, ConservationError, finalize
+from cmml.components.task_gen.beam_graph import QUARANTINE_DIR, run_task_gen
+from cmml.components.task_gen.columns import write_column_batches
+from cmml.components.task_gen.config import TaskGenConfig
+from cmml.components.task_gen.extract import BAD_LABEL, MISSING_USER, ExtractContext
+from cmml.components.task_gen.keys import to_binary
+from cmml.components.task_gen.records import INDEX_FILE, TaskBlock
+from cmml.components.task_gen.rows import ShardRows
+from cmml.components.task_gen.scenario_tasks import sample_negatives
+from cmml.components.task_gen.splits import META_TEST, META_TRAIN, assign_splits, make_plan
+from cmml.components.task_gen.tables import offsets_from_lengths
+from cmml.components.task_gen.user_tasks import task_seeds
+from cmml.models import preprocessing as TM
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
 
@@ -29,11 +40,11 @@ USER_3333_QUERY_RATINGS = [4, 3, 4, 5, 2, 2, 4, 2, 4, 2]
 
 def run(cols, files, out, config, **kw):
     kw.setdefault("beam_args", IN_MEMORY)
-    return TG.run_task_gen(files, str(out), config, cols.features, cols.vocab, **kw)
+    return run_task_gen(files, str(out), config, cols.features, cols.vocab, **kw)
 
 
 def read_index(out) -> pd.DataFrame:
-    return pd.read_csv(Path(out) / TG.INDEX_FILE, sep="\t", dtype={"task_key": str}, keep_default_na=False)
+    return pd.read_csv(Path(out) / INDEX_FILE, sep="\t", dtype={"task_key": str}, keep_default_na=False)
 
 
 def read_records(out, split: str, limit: int | None = None) -> dict:
@@ -88,7 +99,7 @@ def ml1m_ratings(ml1m_partial_dir) -> pd.DataFrame:
 def users_v1(ml1m, tmp_path_factory):
     cols, files = ml1m
     out = tmp_path_factory.mktemp("users_v1")
-    stats = run(cols, files, out, L.TaskGenConfig.users_v1(num_shards=4))
+    stats = run(cols, files, out, TaskGenConfig.users_v1(num_shards=4))
     return out, stats
 
 
@@ -160,7 +171,7 @@ def test_splits_stable_across_runs_and_runners(ml100k, tmp_path):
     (Record bytes may differ: the C++ encoder writes a tf.Example's feature map in hash order.)
     """
     cols, files = ml100k
-    config = L.TaskGenConfig(
+    config = TaskGenConfig(
         split_mode="hash", test_fraction=0.25, valid_fraction=0.1, salt="s1", num_shards=3, in_memory_below_bytes=0
     )
     a = run(cols, files, tmp_path / "a", config)
@@ -176,7 +187,7 @@ def test_splits_stable_across_runs_and_runners(ml100k, tmp_path):
     assert len(rel) == 9 and rel == sorted(
         os.path.relpath(p, tmp_path / "b") for p in glob.glob(str(tmp_path / "b" / "Split-meta_*" / "*"))
     )
-    for r in (TG.INDEX_FILE, E.FEATURE_SPECS_FILE):
+    for r in (INDEX_FILE, E.FEATURE_SPECS_FILE):
         assert filecmp.cmp(tmp_path / "a" / r, tmp_path / "b" / r, shallow=False), r
     for split in ("meta_valid", "meta_test"):
         ra, rb = read_records(tmp_path / "a", split), read_records(tmp_path / "b", split)
@@ -201,7 +212,7 @@ def test_splits_stable_across_runs_and_runners(ml100k, tmp_path):
 
 def test_ml100k_trim_and_counts(ml100k, ml100k_dir, tmp_path):
     cols, files = ml100k
-    config = L.TaskGenConfig(min_ratings=20, max_ratings=300, trim_to=50, test_fraction=0.3, num_shards=2)
+    config = TaskGenConfig(min_ratings=20, max_ratings=300, trim_to=50, test_fraction=0.3, num_shards=2)
     stats = run(cols, files, tmp_path / "out", config)
     df = pd.read_csv(ml100k_dir / "u.data", sep="\t", names=["user", "item", "rating", "ts"])
     counts = df.groupby("user").size()
@@ -239,7 +250,7 @@ def _theme_frame(data_dir) -> pd.DataFrame:
 
 def test_scenario_themes_respect_item_bounds(ml100k, ml100k_dir, tmp_path):
     cols, files = ml100k
-    config = L.TaskGenConfig(
+    config = TaskGenConfig(
         setting="scenario", themes=("genre", "genre_decade"), min_items=20, max_items=400, num_shards=2
     )
     stats = run(cols, files, tmp_path / "out", config, scenario_source="themes")
@@ -261,7 +272,7 @@ def test_scenario_themes_respect_item_bounds(ml100k, ml100k_dir, tmp_path):
 def test_scenario_column_fixed_evaluation_episodes(synthetic_small, tmp_path):
     cols = reader_columns(synthetic_small)
     files = cols.write(tmp_path / "cols", files=2, rows=20_000)
-    config = L.TaskGenConfig(
+    config = TaskGenConfig(
         setting="scenario",
         min_items=10,
         max_items=1000,
@@ -303,7 +314,7 @@ def test_scenario_column_fixed_evaluation_episodes(synthetic_small, tmp_path):
 def test_multi_domain_themes_keep_domains_apart(ml100k_dir, ml1m_partial_dir, tmp_path):
     cols = reader_columns(ml100k_dir, "ml100k", more=((ml1m_partial_dir, "ml1m"),))
     files = cols.write(tmp_path / "cols", files=2)
-    config = L.TaskGenConfig(setting="scenario", themes=("genre",), min_items=20, max_items=1000, num_shards=2)
+    config = TaskGenConfig(setting="scenario", themes=("genre",), min_items=20, max_items=1000, num_shards=2)
     stats = run(cols, files, tmp_path / "out", config, scenario_source="themes", with_domain=True)
     index = read_index(tmp_path / "out")
     domains = index.task_key.str.split("/").str[0]
@@ -330,60 +341,61 @@ def test_quarantine_and_conservation(synthetic_small, tmp_path):
     cols = reader_columns(synthetic_small)
     batches = cols.batches(rows=10_000)
     first = dict(batches[0])
-    users = first[TG.TM.RAW_USER_ID].to_pylist()
+    users = first[TM.RAW_USER_ID].to_pylist()
     users[3] = b""
-    label = first[TG.TM.LABEL].copy()
+    label = first[TM.LABEL].copy()
     label[5] = np.nan
     import pyarrow as pa
 
-    first[TG.TM.RAW_USER_ID] = pa.array(users, pa.large_binary())
-    first[TG.TM.LABEL] = label
+    first[TM.RAW_USER_ID] = pa.array(users, pa.large_binary())
+    first[TM.LABEL] = label
     path = tmp_path / "cols.gz"
-    TG.write_column_batches([first] + batches[1:], str(path))
-    stats = run(cols, [str(path)], tmp_path / "out", L.TaskGenConfig(num_shards=2))
-    assert stats["rows_quarantined_by_reason"] == {TG.MISSING_USER: 1, TG.BAD_LABEL: 1}
-    lines = [json.loads(x) for p in glob.glob(str(tmp_path / "out" / TG.QUARANTINE_DIR / "*.jsonl")) for x in open(p)]
-    assert sorted(x["reason"] for x in lines) == sorted([TG.MISSING_USER, TG.BAD_LABEL])
+    write_column_batches([first] + batches[1:], str(path))
+    stats = run(cols, [str(path)], tmp_path / "out", TaskGenConfig(num_shards=2))
+    assert stats["rows_quarantined_by_reason"] == {MISSING_USER: 1, BAD_LABEL: 1}
+    lines = []
+    for p in glob.glob(str(tmp_path / "out" / QUARANTINE_DIR / "*.jsonl")):
+        with open(p, encoding="utf-8") as f:
+            lines += [json.loads(x) for x in f]
+    assert sorted(x["reason"] for x in lines) == sorted([MISSING_USER, BAD_LABEL])
     assert stats["rows_in"] == cols.table.num_rows
     assert stats["rows_in"] == stats["rows_written"] + stats["rows_filtered"] + stats["rows_quarantined"]
 
 
 def test_conservation_failure_stops_the_run(tmp_path):
-    config = L.TaskGenConfig()
-    ctx = TG.ExtractContext(config, (), None, None)
-    plan = L.make_plan(np.zeros(0, np.uint64), L.to_binary([]), np.zeros(0, np.int64), np.zeros(0, np.int64), config)
+    config = TaskGenConfig()
+    ctx = ExtractContext(config, (), None, None)
+    plan = make_plan(np.zeros(0, np.uint64), to_binary([]), np.zeros(0, np.int64), np.zeros(0, np.int64), config)
     summary = {"counters": {"rows_written": {"meta_train": 90}, "filtered": {"user_too_few_ratings": 5}}, "index": []}
-    with pytest.raises(TG.ConservationError, match="does not add up"):
-        TG.finalize(summary, ctx, str(tmp_path), {"rows_in": 100, "quarantined": {}}, plan, None, None)
-    assert json.loads((tmp_path / TG.STATS_FILE).read_text())["conservation_ok"] is False
+    with pytest.raises(ConservationError, match="does not add up"):
+        finalize(summary, ctx, str(tmp_path), {"rows_in": 100, "quarantined": {}}, plan, None, None)
+    assert json.loads((tmp_path / STATS_FILE).read_text())["conservation_ok"] is False
 
 
 def test_split_rules_unit():
-    keys = L.to_binary(["10", "9", "100", "2"])
+    keys = to_binary(["10", "9", "100", "2"])
     # permutation over numerically sorted keys: [2, 9, 10, 100]
     perm = np.random.default_rng(7).permutation(np.array([2, 9, 10, 100]))
-    codes = L.assign_splits(
-        keys, L.TaskGenConfig(split_mode="permutation", permutation_seed=7, n_train=3, min_ratings=11)
-    )
-    test_key = [k for k, c in zip(["10", "9", "100", "2"], codes) if c == L.META_TEST]
+    codes = assign_splits(keys, TaskGenConfig(split_mode="permutation", permutation_seed=7, n_train=3, min_ratings=11))
+    test_key = [k for k, c in zip(["10", "9", "100", "2"], codes) if c == META_TEST]
     assert test_key == [str(perm[3])]
-    codes = L.assign_splits(keys, L.TaskGenConfig(split_mode="list", test_keys=("9", "2")))
-    assert codes.tolist() == [L.META_TRAIN, L.META_TEST, L.META_TRAIN, L.META_TEST]
+    codes = assign_splits(keys, TaskGenConfig(split_mode="list", test_keys=("9", "2")))
+    assert codes.tolist() == [META_TRAIN, META_TEST, META_TRAIN, META_TEST]
     with pytest.raises(ValueError, match="needs test_keys"):
-        L.TaskGenConfig(split_mode="list")
-    assert [int(h) for h in L.common.stable_hash64(["", "a", "user 3333"], salt="x")] == [
+        TaskGenConfig(split_mode="list")
+    assert [int(h) for h in common.stable_hash64(["", "a", "user 3333"], salt="x")] == [
         hash_py("x"),
         hash_py("xa"),
         hash_py("xuser 3333"),
     ]
-    assert L.task_seeds(L.to_binary(["3333", "u7"])) == [3333, hash_py("u7")]
+    assert task_seeds(to_binary(["3333", "u7"])) == [3333, hash_py("u7")]
 
 
 def test_packed_rows_and_record_chunks_round_trip():
     rng = np.random.default_rng(0)
     n = 5000
     task = rng.integers(0, 40, n).astype(np.uint64)
-    rows = L.ShardRows(
+    rows = ShardRows(
         task,
         task,
         rng.integers(0, 2**63, n, dtype=np.uint64) % np.uint64(300),
@@ -396,14 +408,14 @@ def test_packed_rows_and_record_chunks_round_trip():
     order = np.argsort(rows.task, kind="stable")
     for name in ("task", "user", "item", "label"):
         assert np.array_equal(getattr(back, name), getattr(rows, name)[order]), name
-    other = L.ShardRows(task, rng.integers(0, 2**63, n, dtype=np.uint64), rows.item, rows.label)
+    other = ShardRows(task, rng.integers(0, 2**63, n, dtype=np.uint64), rows.item, rows.label)
     back = other.pack().unpack()
     order = np.lexsort((other.user, other.task))
     assert np.array_equal(back.user, other.user[order]) and np.array_equal(back.item, other.item[order])
     # chunks of a block: whole tasks, every row once, offsets rebased
     lengths = rng.integers(1, 30, 50)
-    off = L.offsets_from_lengths(lengths)
-    block = L.TaskBlock(
+    off = offsets_from_lengths(lengths)
+    block = TaskBlock(
         [str(k).encode() for k in range(50)],
         "meta_train",
         off,
@@ -440,7 +452,7 @@ def test_negative_sampling_is_uniform_over_the_complement():
     interacted = {0: [1, 2, 5], 1: list(range(10)), 2: [0, 9]}
     keys = np.unique([u * m + i for u, items in interacted.items() for i in items])
     users = np.repeat([0, 2], 7000)
-    neg = L._sample_negatives(rng, users, m, keys)
+    neg = sample_negatives(rng, users, m, keys)
     for u in (0, 2):
         values, counts = np.unique(neg[users == u], return_counts=True)
         assert values.tolist() == sorted(set(range(m)) - set(interacted[u]))

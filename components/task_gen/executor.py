@@ -1,21 +1,10 @@
-"""TaskGen: the custom TFX component that turns transformed interactions into per-task TFRecords.
+"""TaskGen's TFX executor: reads the Transform output, resolves the scenario source, runs the Beam pipeline.
 
-Inputs: Transform's ``transformed_examples`` and ``transform_graph``. Output: an ``Examples``
-artifact whose splits are ``meta_train``, ``meta_valid`` and ``meta_test`` and whose records are
-one tf.Example per task (layout and record format: ``schemas/task_records.md``), so the stock TFX
-Trainer consumes it with ``TrainArgs(splits=['meta_train'])``. The Beam pipeline itself is in
-:mod:`cmml.components.task_beam` (numpy core: :mod:`cmml.components.task_logic`); this module adds
-what TFX needs: reading vocabulary sizes and names from the transform graph, resolving
-``scenario_source='auto'``, the executor (DirectRunner in multi-processing mode with 2 workers
-unless ``beam_pipeline_args`` say otherwise; in-memory for inputs below
-``TaskGenConfig.in_memory_below_bytes``, where worker start-up would dominate) and MLMD custom properties with the row accounting.
-
-Wiring::
-
-    transform = make_transform(example_gen.outputs["examples"], schema_gen.outputs["schema"])
-    task_gen = TaskGen(
-        transform.outputs["transformed_examples"], transform.outputs["transform_graph"], config=TaskGenConfig.users_v1()
-    )
+Vocabulary sizes and names come from the transform graph; ``scenario_source='auto'`` becomes
+'column' when the data carries a scenario. The pipeline runs on the DirectRunner in
+multi-processing mode with 2 workers unless ``beam_pipeline_args`` say otherwise (in-memory for
+inputs below ``TaskGenConfig.in_memory_below_bytes``, where worker start-up would dominate). The
+row accounting is recorded as MLMD custom properties of the ``tasks`` artifact.
 """
 
 from __future__ import annotations
@@ -27,38 +16,20 @@ from typing import Any, Dict, Iterable, List, Sequence
 
 from absl import logging
 from tfx import types
-from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
-from tfx.types import artifact_utils, standard_artifacts
-from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils
 
 from cmml.components import common
-from cmml.components import task_logic as L
-from cmml.components.task_beam import (  # noqa: F401  (re-exported: the pipeline's public API)
-    BAD_LABEL,
-    INDEX_FILE,
-    MISSING_ITEM,
-    MISSING_USER,
-    QUARANTINE_DIR,
-    STATS_FILE,
-    ConservationError,
-    ExtractContext,
-    FeatureInfo,
-    build_pipeline,
-    columns_from_parsed,
-    extract_batch,
-    finalize,
-    parse_spec,
-    run_task_gen,
-    write_column_batches,
-)
-from cmml.components.task_logic import TaskGenConfig  # noqa: F401
+from cmml.components.task_gen.beam_graph import run_task_gen
+from cmml.components.task_gen.columns import FeatureInfo
+from cmml.components.task_gen.config import TaskGenConfig
+from cmml.components.task_gen.themes import ThemeVocab
 from cmml.models import preprocessing as TM
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
 
 
-# --- TFX component ---------------------------------------------------------------------------------------------------------------
-def features_from_transform(tft_output, transform_config: dict | None) -> tuple[list[FeatureInfo], L.ThemeVocab]:
+def features_from_transform(tft_output, transform_config: dict | None) -> tuple[list[FeatureInfo], ThemeVocab]:
     """Features to copy (non-empty vocabularies) with their vocab sizes, and the theme vocabularies."""
     sizes = TM.feature_vocab_sizes(tft_output.transformed_metadata.schema)
     features, names = [], {}
@@ -73,7 +44,7 @@ def features_from_transform(tft_output, transform_config: dict | None) -> tuple[
         if not words:  # nothing observed: the feature carries no information
             continue
         features.append(FeatureInfo(f.name, f.side, f.kind, sizes[f.name]))
-    vocab = L.ThemeVocab(
+    vocab = ThemeVocab(
         **{k: names.get(k, ()) for k in ("genres", "year", "directors", "actors", "writers", "rated", "tags")}
     )
     return features, vocab
@@ -123,7 +94,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         import tensorflow_transform as tft
 
         self._log_startup(input_dict, output_dict, exec_properties)
-        config = L.TaskGenConfig.from_dict(json.loads(exec_properties.get("config") or "{}"))
+        config = TaskGenConfig.from_dict(json.loads(exec_properties.get("config") or "{}"))
         transform_config = json.loads(exec_properties.get("transform_config") or "{}")
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         graph = artifact_utils.get_single_instance(input_dict["transform_graph"])
@@ -169,57 +140,3 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         tasks.split_names = artifact_utils.encode_split_names([s for s in T.SPLITS if stats["tasks_by_split"].get(s)])
         tasks.set_string_custom_property("setting", config.setting)
         tasks.set_string_custom_property("feature_specs_uri", os.path.join(tasks.uri, E.FEATURE_SPECS_FILE))
-
-
-class TaskGenSpec(ComponentSpec):
-    PARAMETERS = {
-        "config": ExecutionParameter(type=str),
-        "transform_config": ExecutionParameter(type=str, optional=True),
-    }
-    INPUTS = {
-        "examples": ChannelParameter(type=standard_artifacts.Examples),
-        "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph),
-    }
-    OUTPUTS = {"tasks": ChannelParameter(type=standard_artifacts.Examples)}
-
-
-class TaskGen(base_beam_component.BaseBeamComponent):
-    """Groups transformed interactions into per-task TFRecords (user or scenario tasks).
-
-    Example::
-
-        task_gen = TaskGen(
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
-            config=TaskGenConfig.users_v1(),
-        )
-    """
-
-    SPEC_CLASS = TaskGenSpec
-    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
-
-    def __init__(
-        self,
-        examples: types.BaseChannel,
-        transform_graph: types.BaseChannel,
-        config: L.TaskGenConfig | dict | None = None,
-        transform_config: dict | None = None,
-    ):
-        """
-        Args:
-          examples: Transform's ``transformed_examples``.
-          transform_graph: Transform's ``transform_graph`` (vocabulary sizes and names).
-          config: a :class:`TaskGenConfig` (or its fields as a dict); default TaskGenConfig().
-          transform_config: the ``custom_config`` given to Transform (feature overrides), if any.
-        """
-        if not isinstance(config, L.TaskGenConfig):
-            config = L.TaskGenConfig.from_dict(config)
-        super().__init__(
-            spec=TaskGenSpec(
-                examples=examples,
-                transform_graph=transform_graph,
-                config=config.to_json(),
-                transform_config=json.dumps(transform_config or {}, sort_keys=True),
-                tasks=types.Channel(type=standard_artifacts.Examples),
-            )
-        )
