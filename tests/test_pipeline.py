@@ -214,3 +214,35 @@ def test_summarize_run_names_a_missing_run_or_pipeline(run):
         summarize_run(str(output), config.name, run_id="nope")
     with pytest.raises(RuntimeError, match="no run of pipeline 'other'"):
         summarize_run(str(output), "other")
+
+
+def test_the_trainer_and_the_experiment_runner_train_the_same_model(run, monkeypatch):
+    """Same records, configuration and seed: the experiment runner's training gives the Trainer's weights,
+    validation curve and meta-test metrics (both go through cmml.models.training.train)."""
+    from cmml.experiments import run as experiment_run
+    from cmml.experiments.data import Data, taskgen_output
+    from cmml.experiments.suites import ModelSpec
+    from cmml.models.export import SUMMARY_FILE, load_ids_model
+    from cmml.models.training import EPISODE_FIELDS
+
+    config, output, summary = run
+    trained, train = [], experiment_run.train
+    monkeypatch.setattr(experiment_run, "train", lambda *a, **k: trained.append(train(*a, **k)) or trained[-1])
+    episode_sizes = {k: v for k, v in config.training.items() if k in EPISODE_FIELDS}
+    fit = {k: v for k, v in config.training.items() if k not in EPISODE_FIELDS and k != "seed"}
+    data = Data(taskgen_output(str(output), config.name), "user", episode_sizes, config.evaluation["rating_range"])
+    [result] = experiment_run.run_model(
+        ModelSpec("CMML", "cmml", dict(config.model), fit), data, config.training["seed"]
+    )
+
+    model_dir = sorted((output / "pipeline" / "Trainer" / "model").glob("*"))[-1]
+    trainer_summary = json.loads((model_dir / SUMMARY_FILE).read_text())
+    assert [h["valid"] for h in trained[0].summary["history"]] == [h["valid"] for h in trainer_summary["history"]]
+    assert result["best_validation"] == trainer_summary["best_validation"]
+    exported = {v.name: v.numpy() for v in load_ids_model(str(model_dir)).model.variables}
+    weights = {v.name: v.numpy() for v in trained[0].model.variables}
+    assert sorted(exported) == sorted(weights) and len(weights) > 10
+    for name, value in weights.items():
+        np.testing.assert_array_equal(value, exported[name], err_msg=name)
+    for metric, value in summary.evaluation["metrics"]["candidate"].items():
+        assert result["metrics"][metric] == pytest.approx(value, rel=1e-9, abs=1e-12), metric
