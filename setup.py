@@ -59,7 +59,10 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=list(_packages()),
     package_dir=_packages(),
-    package_data={"cmml.schemas": ["*.pbtxt", "*.md"], "cmml.pipeline": ["configs/*.yaml"]},
+    package_data={
+        "cmml.schemas": ["*.pbtxt", "*.md"],
+        "cmml.pipeline": ["configs/*.yaml", "configs/experiments/*.yaml"],
+    },
     include_package_data=False,
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": ["pytest>=7", "pytest-timeout", "ruff"]},

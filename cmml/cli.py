@@ -44,9 +44,10 @@ def _open(args: argparse.Namespace):
 
 # --- cmml data ... -------------------------------------------------------------------------------------
 def _data_fetch(args: argparse.Namespace) -> int:
+    from cmml.data import data_home
     from cmml.data.fetch import fetch
 
-    fetch(args.name, args.dest, timeout=args.timeout)
+    fetch(args.name, args.dest or data_home(), timeout=args.timeout)
     return 0
 
 
@@ -94,7 +95,8 @@ def _run(args: argparse.Namespace) -> int:
     from cmml.pipeline.runner import run_local
 
     print(
-        f"running pipeline {config.name!r} ({config.setting} setting) on {', '.join(map(str, config.data))}; outputs in {output}",
+        f"running pipeline {config.name!r} ({config.setting} setting) on {', '.join(map(str, config.data))}; "
+        f"outputs in {output}",
         file=sys.stderr,
     )
     summary = run_local(config, output, enable_cache=not args.no_cache, verbose=args.verbose)
@@ -115,7 +117,8 @@ def _runs(args: argparse.Namespace) -> int:
     print(f"{'started':19s}  {'pipeline':24s}  {'executions':>10s}  {'cached':>6s}  {'failed':>6s}  output")
     for r in sorted(rows, key=lambda r: r["started"], reverse=True):
         print(
-            f"{r['started']:19s}  {str(r['pipeline']):24s}  {r['executions']:10d}  {r['cached']:6d}  {r['failed']:6d}  {r['output']}"
+            f"{r['started']:19s}  {str(r['pipeline']):24s}  {r['executions']:10d}  {r['cached']:6d}  "
+            f"{r['failed']:6d}  {r['output']}"
         )
     return 0
 
@@ -178,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     fetch = data_sub.add_parser("fetch", help="download an official MovieLens archive and verify its checksum")
     fetch.add_argument("name", help="ml-100k | ml-1m | ml-20m")
-    fetch.add_argument("--dest", required=True, help="folder to unpack into")
+    fetch.add_argument(
+        "--dest",
+        help="folder to unpack into (default: $CMML_DATA_DIR or ~/.cache/cmml/data, where `--data NAME` looks)",
+    )
     fetch.add_argument("--timeout", type=float, default=20.0, help="network timeout in seconds")
     fetch.set_defaults(handler=_data_fetch)
     synth = data_sub.add_parser(
@@ -198,23 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=_data_inspect)
     data.set_defaults(handler=lambda a: (data.print_help(), 2)[1])
 
-    from cmml.bench import experiments, interpret, sweep
+    from cmml.experiments.cli import add_subcommands as add_experiments
 
-    experiment = sub.add_parser(
-        "experiment", help="the paper's tables on real data: 5 seeds, mean ± std, into RESULTS.md"
-    )
-    experiments.add_arguments(experiment)
-    experiment.set_defaults(handler=experiments.run)
-
-    around = sub.add_parser(
-        "sweep", help="variants of the best users-v1 row, several seeds, scored on meta_valid only, into RESULTS.md"
-    )
-    sweep.add_arguments(around)
-    around.set_defaults(handler=sweep.run)
-
-    explain = sub.add_parser("interpret", help="t-SNE of task contexts and Soft-M route heat maps (PNGs in docs/)")
-    interpret.add_arguments(explain)
-    explain.set_defaults(handler=interpret.run)
+    add_experiments(sub)  # experiment, sweep, interpret
 
     from cmml.serving.cli import add_subcommands as add_serving
 

@@ -9,26 +9,31 @@ import numpy as np
 import pytest
 
 import cmml  # noqa: F401
-from cmml.experiments import interpret as I
+from cmml.experiments.interpret.config import load_study_config
+from cmml.experiments.interpret.contexts import build, scenario_batches, task_contexts, task_routes, user_batches
+from cmml.experiments.interpret.plots import plot_routes, plot_tsne
+from cmml.experiments.interpret.statistics import knn_accuracy, route_differences, separation, tsne_2d
+from cmml.experiments.interpret.studies import scenario_genre
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 TINY = {"embedding_dim": 4, "hidden": [8, 8], "label_hidden": [4], "encoder_hidden": [8], "hyper_hidden": [8]}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MODELS = load_study_config().models  # the studies' CMML configs: user, soft, scenario
 
 
 def _task_records(tmp: Path, data: Path, **config) -> str:
     from components_fixtures import reader_columns
 
-    from cmml.components import task_gen as TG
-    from cmml.components import task_logic as L
+    from cmml.components.task_gen.beam_graph import run_task_gen
+    from cmml.components.task_gen.config import TaskGenConfig
 
     cols = reader_columns(data)
     files = cols.write(tmp / "columns", files=1)
     out = tmp / "tasks"
-    TG.run_task_gen(
+    run_task_gen(
         files,
         str(out),
-        L.TaskGenConfig(num_shards=1, **config),
+        TaskGenConfig(num_shards=1, **config),
         cols.features,
         cols.vocab,
         beam_args=IN_MEMORY,
@@ -45,7 +50,7 @@ def _keys(root: str, split: str) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from cmml.data import synthetic
-    from cmml.data.datasets import Synthetic
+    from cmml.data.movielens import Synthetic
 
     base = tmp_path_factory.mktemp("interpret")
     data = base / "data"
@@ -65,16 +70,16 @@ def tiny(tmp_path_factory):
 
 def test_user_contexts_one_per_meta_test_task_and_tsne(tiny, tmp_path):
     root, _, groups = tiny
-    model, specs = I.build(root, "user", {**I.USER_MODEL, **TINY})
-    keys, ctx = I.task_contexts(model, I.user_batches(root, specs, batch_size=256).as_numpy_iterator())
+    model, specs = build(root, "user", {**MODELS["user"], **TINY})
+    keys, ctx = task_contexts(model, user_batches(root, specs, batch_size=256).as_numpy_iterator())
     assert sorted(keys) == sorted(_keys(root, "meta_test")) and len(set(keys)) == len(keys)
     assert ctx.shape == (len(keys), model.context_dim) and np.isfinite(ctx).all()
     assert all(k in groups for k in keys)  # task keys are the raw user ids of the ground truth
 
-    points = I.tsne_2d(ctx, seed=0)
+    points = tsne_2d(ctx, seed=0)
     assert points.shape == (len(keys), 2) and np.isfinite(points).all()
     labels = [groups[k] for k in keys]
-    I.plot_tsne(
+    plot_tsne(
         tmp_path / "t.png",
         [{"points": points, "labels": labels, "title": "a"}, {"points": points[::-1], "labels": labels, "title": "b"}],
         "title",
@@ -86,10 +91,10 @@ def test_user_contexts_one_per_meta_test_task_and_tsne(tiny, tmp_path):
 @pytest.mark.parametrize("hybrid", ["dot", "none"])
 def test_soft_routes_are_distributions_over_source_modules(tiny, hybrid, tmp_path):
     root, _, groups = tiny
-    model, specs = I.build(
-        root, "user", {**I.SOFT_MODEL, **TINY, "hybrid": hybrid, "soft_layers": 3, "soft_modules": 4, "soft_width": 4}
+    model, specs = build(
+        root, "user", {**MODELS["soft"], **TINY, "hybrid": hybrid, "soft_layers": 3, "soft_modules": 4, "soft_width": 4}
     )
-    keys, routes, final = I.task_routes(model, I.user_batches(root, specs, batch_size=256).as_numpy_iterator())
+    keys, routes, final = task_routes(model, user_batches(root, specs, batch_size=256).as_numpy_iterator())
     n = len(_keys(root, "meta_test"))
     assert len(keys) == n and routes.shape == (n, 2, 4, 4) and final.shape == (n, 4)
     assert (routes >= 0).all() and (final >= 0).all()
@@ -98,10 +103,10 @@ def test_soft_routes_are_distributions_over_source_modules(tiny, hybrid, tmp_pat
 
     if hybrid != "dot":
         return
-    diff = I.route_differences(routes, final, [groups[k] for k in keys])
+    diff = route_differences(routes, final, [groups[k] for k in keys])
     a, b = diff["task_indices"]
     assert groups[keys[a]] != groups[keys[b]] and 0.0 <= diff["tv_shown_tasks"] <= 1.0
-    I.plot_routes(
+    plot_routes(
         tmp_path / "r.png", [{"routes": routes[i], "final": final[i], "title": keys[i]} for i in (a, b)], "routes"
     )
     assert (tmp_path / "r.png").read_bytes()[:8] == PNG_MAGIC and (tmp_path / "r.png").stat().st_size > 5000
@@ -109,17 +114,17 @@ def test_soft_routes_are_distributions_over_source_modules(tiny, hybrid, tmp_pat
 
 def test_routes_need_a_soft_model(tiny):
     root, _, _ = tiny
-    model, specs = I.build(root, "user", {**I.USER_MODEL, **TINY})
+    model, specs = build(root, "user", {**MODELS["user"], **TINY})
     with pytest.raises(ValueError, match="Soft-M"):
-        I.task_routes(model, I.user_batches(root, specs).as_numpy_iterator())
+        task_routes(model, user_batches(root, specs).as_numpy_iterator())
 
 
 def test_scenario_contexts_one_per_scenario_of_each_split(tiny):
     _, root, _ = tiny
-    model, specs = I.build(root, "scenario", {**I.SCENARIO_MODEL, **TINY})
+    model, specs = build(root, "scenario", {**MODELS["scenario"], **TINY})
     for split in ("meta_test", "meta_train"):
         # meta-test: ranking rows (one per scenario and evaluation user) share the scenario's support set
-        keys, ctx = I.task_contexts(model, I.scenario_batches(root, specs, split, batch_size=256).as_numpy_iterator())
+        keys, ctx = task_contexts(model, scenario_batches(root, specs, split, batch_size=256).as_numpy_iterator())
         assert sorted(keys) == sorted(_keys(root, split)) and ctx.shape == (len(keys), model.context_dim)
 
 
@@ -127,19 +132,19 @@ def test_separation_and_route_distances_on_known_structure():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], 20)
     x = rng.normal(size=(60, 5)) * 0.1 + np.eye(5)[labels] * 5
-    sep = I.separation(x, labels, k=5)
+    sep = separation(x, labels, k=5)
     assert sep["knn_accuracy"] == 1.0 and sep["knn_chance"] < 0.6 and sep["silhouette"] > 0.8
-    assert I.knn_accuracy(rng.normal(size=(60, 5)), labels, k=5) < 0.8
+    assert knn_accuracy(rng.normal(size=(60, 5)), labels, k=5) < 0.8
 
     routes = np.full((4, 2, 3, 3), 1 / 3)
     final = np.tile([[1.0, 0.0, 0.0]], (4, 1))
     final[2:] = [0.0, 1.0, 0.0]
-    diff = I.route_differences(routes, final, [0, 0, 1, 1])
+    diff = route_differences(routes, final, [0, 0, 1, 1])
     assert diff["tv_within_groups"] == 0.0 and diff["group_pair"] == [0, 1]
     assert diff["tv_between_groups"] == pytest.approx(1.0 / 7)  # one of 2·3 + 1 distributions differs completely
 
 
 def test_scenario_genre_of_theme_keys():
-    assert I.scenario_genre("genre=Drama|decade=1990s") == "Drama"
-    assert I.scenario_genre("ml100k/genre=Children's") == "Children's"
-    assert I.scenario_genre("director=Someone") is None
+    assert scenario_genre("genre=Drama|decade=1990s") == "Drama"
+    assert scenario_genre("ml100k/genre=Children's") == "Children's"
+    assert scenario_genre("director=Someone") is None
