@@ -243,10 +243,15 @@ class CMMLModel(tfrs.models.Model):
             out["score"] = out["score"] + context[:, self.x_dim][:, None]
         return out
 
+    # Entry points called from Keras' traced steps run unconverted: the model uses static Python control
+    # flow only, and autograph's conversion of it and of every layer below cost most of the first
+    # training step's tracing time (same graph either way).
+    @tf.autograph.experimental.do_not_convert
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         """Support set + query pairs → scores ``[B, Q]`` (adaptation and scoring in one pass)."""
         return self.score(self.encode_context(features), features, training=training)["score"]
 
+    @tf.autograph.experimental.do_not_convert
     def compute_loss(self, features: Features, training: bool = False) -> tf.Tensor:
         if isinstance(features, (tuple, list)):  # train_on_batch / evaluate(x=...) pack (x,)
             features = features[0]

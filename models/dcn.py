@@ -103,9 +103,14 @@ class DCNModel(tfrs.models.Model):
     def score_part(self, features: Features, part: str) -> tf.Tensor:
         return self.tower(self.crossed(features, part))
 
+    # Entry points called from Keras' traced steps run unconverted: the model uses static Python control
+    # flow only, and autograph's conversion of it and of every layer below cost most of the first
+    # training step's tracing time (same graph either way).
+    @tf.autograph.experimental.do_not_convert
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         return self.score_part(features, QUERY)
 
+    @tf.autograph.experimental.do_not_convert
     def compute_loss(self, features: Features, training: bool = False) -> tf.Tensor:
         if isinstance(features, (tuple, list)):
             features = features[0]
@@ -166,6 +171,7 @@ class FineTunedDCN(tf.keras.Model):
         super().__init__(**kwargs)
         self.dcn, self.steps, self.learning_rate = dcn, steps, learning_rate
 
+    @tf.autograph.experimental.do_not_convert
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         return self.dcn.adapt_and_score(features, self.steps, self.learning_rate)
 

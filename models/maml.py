@@ -180,9 +180,14 @@ class MAMLModel(tfrs.models.Model):
         """Inference: adapt to each task's support set, then score its query set → ``[B, Q]``."""
         return self.score(self.adapt(features, steps=steps, first_order=True), features)
 
+    # Entry points called from Keras' traced steps run unconverted: the model uses static Python control
+    # flow only, and autograph's conversion of it and of every layer below cost most of the first
+    # training step's tracing time (same graph either way).
+    @tf.autograph.experimental.do_not_convert
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         return self.adapt_and_score(features)
 
+    @tf.autograph.experimental.do_not_convert
     def compute_loss(self, features: Features, training: bool = False) -> tf.Tensor:
         """Outer loss: the query loss after ``inner_steps`` steps on the support set."""
         if isinstance(features, (tuple, list)):

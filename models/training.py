@@ -22,6 +22,7 @@ import os
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 import cmml  # noqa: F401  (Keras 2 before TensorFlow)
@@ -152,14 +153,25 @@ _SCORERS: dict[int, tuple[tf.keras.Model, Callable]] = {}
 def numpy_scorer(model: tf.keras.Model) -> Callable[[Mapping[str, Any]], Any]:
     """Episode batch -> numpy scores, through one traced function per model.
 
-    Only the latest model's function is kept (with the model itself, so that its id cannot be
-    reused by another model while cached): validation calls it once per epoch.
+    The function is traced once, for any batch and padding size (every dimension left open), at
+    the first call. Only the latest model's function is kept (with the model itself, so that its id
+    cannot be reused by another model while cached): validation calls it once per epoch.
     """
     if id(model) not in _SCORERS:
         _SCORERS.clear()
-        _SCORERS[id(model)] = (model, tf.function(lambda f: model(f, training=False), reduce_retracing=True))
-    predict = _SCORERS[id(model)][1]
-    return lambda features: predict(features).numpy()
+        _SCORERS[id(model)] = (model, None)
+
+    def score(features: Mapping[str, Any]):
+        predict = _SCORERS[id(model)][1]
+        if predict is None:
+            spec = {
+                k: tf.TensorSpec([None] * np.ndim(v), tf.as_dtype(np.asarray(v).dtype)) for k, v in features.items()
+            }
+            predict = tf.function(lambda f: model(f, training=False)).get_concrete_function(spec)
+            _SCORERS[id(model)] = (model, predict)
+        return predict(features).numpy()
+
+    return score
 
 
 def available_features(model: Mapping[str, Any], specs: Sequence[FeatureSpec], log: Log = _quiet) -> dict[str, Any]:
@@ -280,6 +292,19 @@ def validation_score(model: tf.keras.Model, valid: tf.data.Dataset) -> float:
     return float(logs["mae"] if "mae" in logs else logs["loss"])
 
 
+def build_variables(model: tf.keras.Model, episodes: tf.data.Dataset) -> None:
+    """Creates the model's and its optimizer's variables with one eager forward pass on a batch.
+
+    A ``tf.function`` that creates variables on its first call is traced twice; with the variables
+    in place, Keras traces the training step once (about half of the first epoch's time).
+    """
+    if not model.built:
+        model(next(iter(episodes)), training=False)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not getattr(optimizer, "_built", False):
+        optimizer.build(model.trainable_variables)
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
@@ -302,6 +327,7 @@ def fit_episodic(
     Returns a summary: best epoch, best validation score, epochs run, seconds, per-epoch history.
     """
     tf.keras.utils.set_random_seed(config.seed)
+    build_variables(model, train(0))
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     callbacks: list[tf.keras.callbacks.Callback] = [_AverageCallback(average)] if average else []
     writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
