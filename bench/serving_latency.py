@@ -3,10 +3,10 @@
     python -m bench.serving_latency [--support 64 --query 100 --requests 500 --concurrency 4]
 
 One task of ``--support`` interactions and ``--query`` candidates, the feature set of the ML-1M
-protocol (``bench.model_latency.BENCH_SPECS``), the default CMML model (GRU + dot + FiLM)
-with random weights, exported and pushed with warm-up records. The server is the in-repo test
-double in its own process (``python -m cmml.serving.cli serve``; NOT TensorFlow Serving), the
-client this process, over loopback. Rows:
+protocol (``bench.model_latency.BENCH_SPECS``), the shipped CMML model (``--model users-v1``, the default)
+or the paper's (``--model paper``: GRU + dot + FiLM) with random weights, exported and pushed with
+warm-up records. The server is the in-repo test double in its own process
+(``python -m cmml.serving.cli serve``; NOT TensorFlow Serving), the client this process, over loopback. Rows:
 
   (a) ``serving_default``: support set + candidates in one call (adapt + score);
   (b) ``score`` only, with the context cached by the caller (the two-stage path), plus the
@@ -106,7 +106,7 @@ def _melu(episodes: dict):
 
 
 def run(
-    support: int = 64, query: int = 100, requests: int = 500, concurrency: int = 4, model_name: str = "default"
+    support: int = 64, query: int = 100, requests: int = 500, concurrency: int = 4, model_name: str = "users-v1"
 ) -> tuple[list[dict], list[str]]:
     import tensorflow as tf
 
@@ -124,7 +124,7 @@ def run(
     notes: list[str] = []
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = {"default": CMMLConfig(), "users-v1": USERS_V1}[model_name]
+        config = {"paper": CMMLConfig(), "users-v1": USERS_V1}[model_name]
         notes.append(f"model: {model_name} ({config.encoder} encoder, {config.hybrid} hybrid, {config.modulation})")
         model, export_dir = export_cmml_model(Path(tmp) / "export", BENCH_SPECS, config, seed=0, episodes=episodes)
         write_warmup_requests(export_dir, canned_requests(export_dir, episodes))
@@ -251,9 +251,10 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=4, help="client threads for the concurrent serving_default row")
     p.add_argument(
         "--model",
-        choices=("default", "users-v1"),
-        default="default",
-        help="CMML configuration: the paper's default (GRU + dot + FiLM) or pipeline/configs/users-v1.yaml's model",
+        choices=("users-v1", "paper"),
+        default="users-v1",
+        help="CMML configuration: the shipped one (default.yaml's model, as users-v1.yaml trains it) or the paper's "
+        "(GRU + dot + FiLM)",
     )
     args = p.parse_args()
     start_load = os.getloadavg()

@@ -381,7 +381,7 @@ def _suite_file(tmp_path: Path, model: str, top: str = "") -> Path:
 def test_suite_file_errors_name_the_file_and_the_key(tmp_path):
     ok = load_suites("/data", _suite_file(tmp_path, "{name: CMML, kind: cmml, config: {from: 'default.yaml#model'}}"))
     assert ok["s"].overrides["data"] == [str(Path("/data") / "ml-100k")]
-    assert ok["s"].models[1].config["encoder"] == "gru"  # the pipeline default's model section
+    assert ok["s"].models[1].config["encoder"] == "mean"  # the pipeline default's model section
     path = _suite_file(tmp_path, "{name: CMML, kind: cmml, trainig: {epochs: 2}}")
     with pytest.raises(ExperimentError, match=r"suites\.yaml: suites\.s\.models\[1\]: unknown key\(s\) trainig"):
         load_suites("/data", path)

@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import pytest
 
-from cmml.pipeline.config import ConfigError, load_config
+from cmml.pipeline.config import CONFIG_DIR, ConfigError, load_config
 
 
-def test_defaults_are_the_papers():
+def test_defaults_are_the_best_measured_configuration_and_the_papers_is_a_file():
     config = load_config()
     assert config.setting == "user" and config.data == ["synthetic"]
-    assert (config.model["encoder"], config.model["hybrid"], config.model["modulation"]) == ("gru", "dot", "film")
-    assert config.model["learning_rate"] == pytest.approx(1e-4) and config.model["hidden"] == [64, 64, 64]
+    assert (config.model["encoder"], config.model["hybrid"], config.model["modulation"]) == ("mean", "mlp", "film")
+    assert config.model["item_bias"] and config.model["support_bias"] and config.model["residual_labels"]
+    assert config.model["learning_rate"] == pytest.approx(1e-3) and config.model["hidden"] == [64, 64, 64]
     assert config.training["episodes_per_task"] == 1
+    users_v1 = load_config(CONFIG_DIR / "users-v1.yaml")
+    assert {k: v for k, v in users_v1.model.items() if k != "features"} == {
+        k: v for k, v in config.model.items() if k != "features"
+    }
+    assert users_v1.model["features"] == [f for f in config.model["features"] if f != "year"]
+    paper = load_config(CONFIG_DIR / "paper.yaml")
+    assert (paper.model["encoder"], paper.model["hybrid"], paper.model["embedding_dim"]) == ("gru", "dot", 32)
+    assert paper.model["learning_rate"] == pytest.approx(1e-4) and not paper.model["support_bias"]
+    assert not paper.model["item_bias"] and not paper.model["residual_labels"]
 
 
 def test_scenario_section_applies_only_to_scenario_settings_and_files_still_win(tmp_path):
     scenario = load_config(overrides={"setting": "scenario"})
     assert scenario.model["learning_rate"] == pytest.approx(1e-3) and scenario.training["episodes_per_task"] == 8
     assert scenario.baseline["training"]["episodes_per_task"] == 8 and scenario.model["encoder"] == "gru"
+    assert not scenario.model["support_bias"]  # a rating offset has no meaning for clicks
     multi = load_config(overrides={"setting": "multi-domain", "data": ["a", "b"]})
     assert multi.model["learning_rate"] == pytest.approx(1e-3)
     path = tmp_path / "mine.yaml"
