@@ -22,14 +22,37 @@ from cmml.pipeline.config import PipelineConfig
 TRAINER_RUN_FN = "cmml.components.trainer.run_fn"
 
 
-def beam_pipeline_args(config: PipelineConfig) -> list[str]:
-    """DirectRunner settings from the config (or whatever Beam args ``beam.extra_args`` gives)."""
+def beam_pipeline_args(config: PipelineConfig, local: bool = True) -> list[str]:
+    """DirectRunner settings from the config (or whatever Beam args ``beam.extra_args`` gives).
+
+    In a local run, inputs smaller than ``beam.in_memory_below_mb`` run the DirectRunner in memory:
+    starting worker processes (each imports TensorFlow) would take longer than the work they share.
+    """
+    from cmml.components.common import beam_args_for_input
+
     beam = dict(config.beam)
     args = [
         f"--direct_running_mode={beam.get('direct_running_mode', 'multi_processing')}",
         f"--direct_num_workers={int(beam.get('direct_num_workers', 2))}",
-    ]
-    return args + [str(a) for a in beam.get("extra_args") or []]
+    ] + [str(a) for a in beam.get("extra_args") or []]
+    threshold = int(float(beam.get("in_memory_below_mb", 0)) * 1e6)
+    files = _input_files(config) if (local and threshold) else None
+    return beam_args_for_input(args, files, threshold) if files else args
+
+
+def _input_files(config: PipelineConfig) -> list[str] | None:
+    """Every file of the configured datasets (named ones resolved, the synthetic one generated on first
+    use, as ExampleGen would); None when one is remote."""
+    from cmml.data import open_dataset
+
+    files = []
+    for spec in map(str, config.data):
+        if "://" in spec:
+            return None
+        path = Path(spec).expanduser()
+        root = path if path.exists() else open_dataset(spec).root
+        files += [str(f) for f in ([root] if root.is_file() else sorted(root.rglob("*"))) if f.is_file()]
+    return files
 
 
 def _sources(config: PipelineConfig):
@@ -148,5 +171,5 @@ def create_pipeline(
         components=create_components(config, output_dir, data_only),
         enable_cache=enable_cache,
         metadata_connection_config=metadata,
-        beam_pipeline_args=beam_pipeline_args(config) + list(extra_beam_args),
+        beam_pipeline_args=beam_pipeline_args(config, local) + list(extra_beam_args),
     )

@@ -61,3 +61,17 @@ def test_a_missing_or_broken_file_is_a_config_error(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_small_local_inputs_run_beam_in_memory(tmp_path):
+    from cmml.pipeline.pipeline import beam_pipeline_args
+
+    log = tmp_path / "log.csv"
+    log.write_text("uid,iid,rating\n1,2,4\n")
+    small = load_config(overrides={"data": str(log), "columns": "user=uid,item=iid,label=rating"})
+    assert beam_pipeline_args(small)[-1] == "--direct_running_mode=in_memory"
+    assert "--direct_running_mode=multi_processing" in beam_pipeline_args(small, local=False)  # e.g. Kubeflow
+    never = load_config(overrides={"data": str(log), "beam": {"in_memory_below_mb": 0}})
+    assert beam_pipeline_args(never) == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    tiny = load_config(overrides={"data": str(log), "beam": {"in_memory_below_mb": 1e-6}})  # 1 byte: the log is larger
+    assert "--direct_running_mode=in_memory" not in beam_pipeline_args(tiny)
