@@ -107,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cmml.pipeline.runner import list_runs
+    from cmml.pipeline.runs import list_runs
 
     roots = [Path(args.output)] if args.output else sorted(p for p in Path(DEFAULT_OUTPUT).glob("*") if p.is_dir())
     rows = [dict(r, output=str(root)) for root in roots for r in list_runs(str(root))]

@@ -66,7 +66,7 @@ def _quiet_logs():
 def taskgen_output(output_dir: str, pipeline_name: str) -> str:
     """TaskGen's tasks artifact of the newest run of ``pipeline_name`` (newest TaskGen artifact as a fallback)."""
     from cmml.pipeline.pipeline import metadata_path
-    from cmml.pipeline.runner import newest_run, open_store
+    from cmml.pipeline.runs import newest_run, open_store
 
     store = open_store(output_dir)
     newest = newest_run(store, pipeline_name)

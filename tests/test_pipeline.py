@@ -51,7 +51,7 @@ def _config(data: Path, **sections):
 
 def _executions(output: Path, pipeline: str) -> list[dict]:
     """(component, state) of every execution of the newest run."""
-    from cmml.pipeline.runner import newest_run, open_store, run_executions
+    from cmml.pipeline.runs import newest_run, open_store, run_executions
 
     store = open_store(str(output))
     newest = newest_run(store, pipeline)
@@ -206,7 +206,7 @@ def test_cli_runs_lists_the_runs(run):
 
 
 def test_summarize_run_names_a_missing_run_or_pipeline(run):
-    from cmml.pipeline.runner import summarize_run
+    from cmml.pipeline.runs import summarize_run
 
     config, output, summary = run
     assert summarize_run(str(output), config.name, run_id=summary.run_id).run_id == summary.run_id
