@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -125,10 +124,10 @@ def findings(record: Mapping[str, Any]) -> list[str]:
             film = s["CMML FiLM"]
             out.append(
                 f"Training time: CMML FiLM takes {format_seconds(film['train_seconds'])} per run here, shared machine, "
-                f"to MAE {film['mae']['mean']:.4f} ({Path(shown_path(reference)).name}: reach MAE ≤ 0.79 in "
+                f"to MAE {film['mae']['mean']:.4f} ({shown_path(reference)}: reach MAE ≤ 0.79 in "
                 "≤ 5 minutes)."
             )
-        cmp("CMML FiLM", "DCN", "mae", "CMML beats DCN (acceptance, issue 7)")
+        cmp("CMML FiLM", "DCN", "mae", "CMML beats DCN")
         cmp("CMML FiLM", "bias model", "mae", "CMML beats the bias model floor")
         cmp("DCN-F", "DCN", "mae", "Fine-tuning helps DCN (paper, user setting)")
         for meta in ("MeLU (5 steps)", "MetaCS-DNN (5 steps)", "CMML FiLM", "CMML Soft-M"):

@@ -19,8 +19,8 @@ Every figure below is written by `cmml experiment` (suites in `pipeline/configs/
 nothing is typed in by hand. Each section says the exact command that produced it; per-seed
 figures are in `docs/results/<suite>.json`. Regenerate everything with
 `cmml experiment --suite all` (re-render from the JSON files only with `cmml experiment --render`).
-Figures labelled "from <file>" are external reference figures (the paper authors'
-official code run on this machine type), quoted from the file given with `--targets`.
+Figures labelled "from TARGETS.md" are external reference figures (the paper authors' official code
+run on this machine type with the same protocol), quoted from the reference file given with `--targets`.
 The efficiency study (paper Fig. 2: time and memory of CMML against MeLU with 1/5/10/20 steps) is in
 BENCHMARKS.md, section "Efficiency study" (`python -m bench.efficiency`, which also writes
 `docs/efficiency.png`). The interpretability figures are `docs/tsne_user_contexts.png`,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 # where a stored reference path is shown relative to: the figures in RESULTS.md do not depend on the working folder
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _markdown_tables(text: str) -> list[list[dict[str, str]]]:
@@ -71,6 +70,6 @@ def read_targets(path: str | os.PathLike | None) -> dict[str, Any]:
 
 
 def shown_path(targets: dict[str, Any]) -> str:
-    """The reference file as RESULTS.md names it: relative to the repository when stored as an absolute path."""
-    path = str(targets.get("path") or "the reference figures file")
-    return os.path.relpath(path, REPO) if os.path.isabs(path) else path
+    """The reference file as RESULTS.md names it: its file name (the file itself is given with ``--targets``
+    and lives outside the repository; the results file's header says what it holds)."""
+    return Path(str(targets.get("path"))).name if targets.get("path") else "the reference figures file"
