@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Sequence
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from tfx import types
+
+# what a TFX executor's Do(input_dict, output_dict, exec_properties) receives
+ArtifactDict = Dict[str, List["types.Artifact"]]
 
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
@@ -72,7 +78,8 @@ def beam_args_for_input(args: Sequence[str] | None, files: Sequence[str], thresh
     if small_direct_input(out, size, threshold):
         if log is not None:
             log(
-                f"{size / 1e6:.1f} MB of input, below {threshold / 1e6:.0f} MB: DirectRunner in-memory (no worker processes)"
+                f"{size / 1e6:.1f} MB of input, below {threshold / 1e6:.0f} MB: "
+                "DirectRunner in-memory (no worker processes)"
             )
         out = with_direct_mode(out, "in_memory")
     return out
@@ -232,7 +239,7 @@ class TFRecordFile:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self.path = path
         self._tmp = f"{path}.tmp-{os.getpid()}"
-        self._raw = open(self._tmp, "wb")
+        self._raw = open(self._tmp, "wb")  # noqa: SIM115  (a streaming writer: closed by close())
         self._out = (
             gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", compresslevel=1, mtime=0)
             if compression

@@ -20,27 +20,7 @@ from cmml.data.interactions import InteractionSpec
 from cmml.data.side_files import clean_value, int_field, read_rows, side_table, split_list, title_year
 from cmml.errors import DataFormatError, DatasetNotFoundError
 
-ML100K_GENRES = (
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-)
+ML100K_GENRES = ("unknown", *R.GENRES)  # the genre flag columns of u.item, in order
 
 
 # --- MovieLens 100K ---------------------------------------------------------------------------------

@@ -17,6 +17,28 @@ from typing import Iterable
 
 import pyarrow as pa
 
+# The 18 genres of MovieLens 1M (ML-100K adds "unknown" first; ML-20M adds a few more)
+GENRES = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+
 # --- interactions: one row per (user, item) event -------------------------------------------------
 USER_ID = "user_id"
 ITEM_ID = "item_id"

@@ -28,26 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-GENRES = (
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-)
+from cmml.data.records import GENRES
+
 AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)  # ML-1M's age codes
 AGE_WEIGHTS = (0.04, 0.18, 0.35, 0.20, 0.09, 0.08, 0.06)
 RATED = ("G", "PG", "PG-13", "R", "NC-17")

@@ -282,10 +282,3 @@ class CMMLModel(tfrs.models.Model):
 
     def get_config(self):
         return {"feature_specs": [s.__dict__ for s in self.feature_specs], "config": self.config.to_dict()}
-
-
-def build_cmml(feature_specs: Sequence[FeatureSpec], config: CMMLConfig = CMMLConfig(), **kwargs) -> CMMLModel:
-    """A compiled CMML model (Adam with ``config.learning_rate``)."""
-    model = CMMLModel(feature_specs, config, **kwargs)
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
-    return model

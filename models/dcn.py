@@ -174,10 +174,3 @@ class FineTunedDCN(tf.keras.Model):
     @tf.autograph.experimental.do_not_convert
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         return self.dcn.adapt_and_score(features, self.steps, self.learning_rate)
-
-
-def build_dcn(feature_specs: Sequence[FeatureSpec], config: DCNConfig = DCNConfig(), **kwargs) -> DCNModel:
-    """A compiled DCN (Adam with ``config.learning_rate``)."""
-    model = DCNModel(feature_specs, config, **kwargs)
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
-    return model

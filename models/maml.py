@@ -28,16 +28,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 import cmml  # noqa: F401
-from cmml.models.baselines import (
-    DenseStack,
-    RowEmbedding,
-    check_head,
-    per_task,
-    ranking_loss,
-    ranking_task,
-    sgd_steps,
-    task_losses,
-)
+from cmml.models import baselines as B
 from cmml.models.cmml import select_features
 from cmml.models.config import ConfigMixin
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, FeatureSpec, key
@@ -64,7 +55,7 @@ class MAMLConfig(ConfigMixin):
     learning_rate: float = 1e-4  # outer Adam
 
     def __post_init__(self):
-        check_head(self.head)
+        B.check_head(self.head)
         if self.adapt not in ADAPT:
             raise ValueError(f"MAMLConfig.adapt = {self.adapt!r}: choose one of {', '.join(ADAPT)}")
         steps = [self.inner_steps] + ([self.eval_inner_steps] if self.eval_inner_steps is not None else [])
@@ -115,10 +106,10 @@ class MAMLModel(tfrs.models.Model):
         super().__init__(**kwargs)
         self.config = config
         self.feature_specs = select_features(feature_specs, config.features)
-        self.embedding = RowEmbedding(self.feature_specs, config.embedding_dim, name="embedding")
-        self.network = DenseStack(config.hidden, output_bias=3.5 if config.head == "rating" else 0.0, name="network")
+        self.embedding = B.RowEmbedding(self.feature_specs, config.embedding_dim, name="embedding")
+        self.network = B.DenseStack(config.hidden, output_bias=3.5 if config.head == "rating" else 0.0, name="network")
         self.network.build(tf.TensorShape([None, None, self.embedding.output_dim]))
-        self.task = ranking_task(config.head)
+        self.task = B.ranking_task(config.head)
 
     # --- inner loop ---------------------------------------------------------------------------------
     def _support(self, features: Features):
@@ -130,12 +121,12 @@ class MAMLModel(tfrs.models.Model):
         steps = (cfg.inner_steps if cfg.eval_inner_steps is None else cfg.eval_inner_steps) if steps is None else steps
         labels, mask = self._support(features)
         tasks = tf.shape(mask)[0]
-        fast = {"network": per_task(self.network.params, tasks)}
+        fast = {"network": B.per_task(self.network.params, tasks)}
         if cfg.adapt == "fc":
             x = self.embedding(features, SUPPORT)  # fixed inside the inner loop
 
             def loss_fn(p):
-                return task_losses(self.network.apply(x, p["network"]), labels, mask, cfg.head)
+                return B.task_losses(self.network.apply(x, p["network"]), labels, mask, cfg.head)
 
         else:
             raw = self.embedding.tokens(features, SUPPORT)
@@ -149,9 +140,9 @@ class MAMLModel(tfrs.models.Model):
 
             def loss_fn(p):
                 x = self._rows(tokens, slots, p["deltas"], shapes)
-                return task_losses(self.network.apply(x, p["network"]), labels, mask, cfg.head)
+                return B.task_losses(self.network.apply(x, p["network"]), labels, mask, cfg.head)
 
-        return sgd_steps(fast, loss_fn, steps, cfg.inner_lr, first_order=first_order)
+        return B.sgd_steps(fast, loss_fn, steps, cfg.inner_lr, first_order=first_order)
 
     def _rows(self, tokens, slots, deltas, shapes) -> tf.Tensor:
         """Rows ``[B, R, Dx]`` from flat token vectors plus each token's id delta (slot N = no delta)."""
@@ -196,16 +187,9 @@ class MAMLModel(tfrs.models.Model):
             features, steps=self.config.inner_steps, first_order=self.config.first_order or not training
         )
         scores = self.score(adapted, features)
-        return ranking_loss(
+        return B.ranking_loss(
             self.task, scores, features[key(QUERY, LABEL)], features[key(QUERY, MASK)], self.config.head, training
         )
 
     def get_config(self):
         return {"feature_specs": [s.__dict__ for s in self.feature_specs], "config": self.config.to_dict()}
-
-
-def build_maml(feature_specs: Sequence[FeatureSpec], config: MAMLConfig = MAMLConfig(), **kwargs) -> MAMLModel:
-    """A compiled MAML model (outer Adam with ``config.learning_rate``)."""
-    model = MAMLModel(feature_specs, config, **kwargs)
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
-    return model

@@ -27,12 +27,15 @@ import tensorflow as tf
 
 import cmml  # noqa: F401  (Keras 2 before TensorFlow)
 from cmml.models import episodes, evaluation
-from cmml.models.config import ConfigMixin
+from cmml.models.cmml import CMMLModel
+from cmml.models.config import CMMLConfig, ConfigMixin
+from cmml.models.dcn import DCNConfig, DCNModel
+from cmml.models.maml import MAMLConfig, MAMLModel
 from cmml.schemas.episodes import FeatureSpec, load_feature_specs
 
 DatasetFactory = Callable[[int], tf.data.Dataset]  # epoch -> episodes of that epoch
 Log = Callable[[str], None]
-KINDS = ("cmml", "dcn", "maml")
+MODELS = {"cmml": (CMMLModel, CMMLConfig), "dcn": (DCNModel, DCNConfig), "maml": (MAMLModel, MAMLConfig)}
 EPOCH_LINE = "  epoch "  # how fit_episodic's per-epoch lines start (the pipeline runner relays them)
 
 
@@ -204,20 +207,12 @@ def build_model(
     The config's ``features`` are reduced to those the specs have (:func:`available_features`).
     """
     values = {**available_features(model, specs, log), "head": "rating" if setting == "user" else "ctr"}
-    if kind == "cmml":
-        from cmml.models.cmml import build_cmml
-        from cmml.models.config import CMMLConfig
-
-        return build_cmml(specs, CMMLConfig.from_dict(values))
-    if kind == "dcn":
-        from cmml.models.dcn import DCNConfig, build_dcn
-
-        return build_dcn(specs, DCNConfig.from_dict(values))
-    if kind == "maml":
-        from cmml.models.maml import MAMLConfig, build_maml
-
-        return build_maml(specs, MAMLConfig.from_dict(values))
-    raise ValueError(f"unknown model kind {kind!r}: use one of {', '.join(KINDS)}")
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r}: use one of {', '.join(MODELS)}")
+    Model, Config = MODELS[kind]
+    net = Model(specs, Config.from_dict(values))
+    net.compile(optimizer=tf.keras.optimizers.Adam(net.config.learning_rate))  # MAML: the outer loop's
+    return net
 
 
 @dataclasses.dataclass

@@ -9,10 +9,11 @@ import tensorflow_recommenders as tfrs
 
 import cmml  # noqa: F401
 from cmml.models.baselines import task_losses
-from cmml.models.dcn import DCNConfig, DCNModel, FineTunedDCN, build_dcn
+from cmml.models.dcn import DCNConfig, DCNModel, FineTunedDCN
 from cmml.models.testing import DEFAULT_SPECS, random_episodes
+from cmml.models.training import build_model
 
-SMALL = dict(embedding_dim=8, deep=(16, 16), learning_rate=1e-2)
+SMALL = {"embedding_dim": 8, "deep": (16, 16), "learning_rate": 1e-2}
 
 
 def _batch(head="rating", tasks=8, seed=1, **kwargs):
@@ -22,7 +23,8 @@ def _batch(head="rating", tasks=8, seed=1, **kwargs):
 @pytest.mark.parametrize("head", ["rating", "ctr"])
 def test_dcn_uses_tfrs_cross_layers_and_lowers_its_loss(head):
     tf.keras.utils.set_random_seed(0)
-    model = build_dcn(DEFAULT_SPECS, DCNConfig(head=head, cross_layers=2, projection_dim=4, **SMALL))
+    setting = "user" if head == "rating" else "scenario"
+    model = build_model("dcn", DEFAULT_SPECS, setting, {"cross_layers": 2, "projection_dim": 4, **SMALL})
     batch = _batch(head, support=10, query=8)
     assert len(model.cross) == 2 and all(isinstance(c, tfrs.layers.dcn.Cross) for c in model.cross)
     before = float(model.compute_loss(batch))

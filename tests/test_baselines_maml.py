@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 
 import cmml  # noqa: F401
-from cmml.models.maml import MAMLConfig, MAMLModel, build_maml, match_slots
+from cmml.models.maml import MAMLConfig, MAMLModel, match_slots
 from cmml.models.testing import random_episodes
+from cmml.models.training import build_model
 from cmml.schemas.episodes import FeatureSpec
 
 SPECS = (
@@ -16,7 +17,7 @@ SPECS = (
     FeatureSpec("item_id", "item", "categorical", 7),
     FeatureSpec("genres", "item", "multi", 5, max_len=2),
 )
-TINY = dict(embedding_dim=2, hidden=(3,), inner_lr=0.05)
+TINY = {"embedding_dim": 2, "hidden": (3,), "inner_lr": 0.05}
 
 
 def _batch(tasks=4, support=6, query=5, ragged=True, seed=0, head="rating"):
@@ -171,7 +172,7 @@ def test_tasks_adapt_independently_and_the_compiled_call_matches(adapt):
 def test_meta_training_lowers_the_query_loss(config):
     config = config.replace(embedding_dim=8, hidden=(16, 16), learning_rate=1e-2)
     tf.keras.utils.set_random_seed(0)
-    model = build_maml(SPECS, config)
+    model = build_model("maml", SPECS, "user" if config.head == "rating" else "scenario", config.to_dict())
     batch = _batch(tasks=8, support=10, query=6, seed=1, head=config.head)
     before = float(model.compute_loss(batch))
     model.fit(tf.data.Dataset.from_tensors(batch).repeat(40), epochs=1, verbose=0)

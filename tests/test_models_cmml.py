@@ -10,22 +10,23 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 import cmml  # noqa: F401
-from cmml.models.cmml import CMMLModel, build_cmml, permute_support
+from cmml.models.cmml import CMMLModel, permute_support
 from cmml.models.config import ENCODERS, HYBRIDS, CMMLConfig
 from cmml.models.testing import DEFAULT_SPECS, random_episodes
+from cmml.models.training import build_model
 
-TINY = dict(
-    embedding_dim=8,
-    hidden=(16, 16),
-    hyper_hidden=(16,),
-    gru_units=16,
-    encoder_mlp=(16,),
-    encoder_hidden=(16,),
-    label_hidden=(8,),
-    hybrid_mlp=(16,),
-    soft_width=8,
-    learning_rate=1e-2,
-)
+TINY = {
+    "embedding_dim": 8,
+    "hidden": (16, 16),
+    "hyper_hidden": (16,),
+    "gru_units": 16,
+    "encoder_mlp": (16,),
+    "encoder_hidden": (16,),
+    "label_hidden": (8,),
+    "hybrid_mlp": (16,),
+    "soft_width": 8,
+    "learning_rate": 1e-2,
+}
 COMBOS = list(itertools.product(ENCODERS, HYBRIDS, ("weight", "sigmoid", "film", "soft"), ("rating", "ctr")))
 
 
@@ -100,7 +101,7 @@ def test_permute_support_keeps_padding_last_and_rows_together():
 def test_compiled_fit_with_tfrs_ranking_task():
     """The default configuration trains through keras fit (tf.function) as a TFRS model."""
     tf.keras.utils.set_random_seed(0)
-    model = build_cmml(DEFAULT_SPECS, CMMLConfig(**{**TINY, "learning_rate": 3e-3}))
+    model = build_model("cmml", DEFAULT_SPECS, "user", {**TINY, "learning_rate": 3e-3})
     assert isinstance(model, tfrs.models.Model) and isinstance(model.task, tfrs.tasks.Ranking)
     data = tf.data.Dataset.from_tensors(_tensors(random_episodes(tasks=16, seed=5))).repeat(30)
     history = model.fit(data, epochs=2, verbose=0)

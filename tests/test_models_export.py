@@ -48,7 +48,8 @@ LOADER = textwrap.dedent(
     state = tf.zeros_like(enc["state"])
     width = data["support_mask"].shape[1]
     for k in range(width):  # one interaction at a time
-        new = {"new_" + n[len("support_"):]: tf.constant(v[:, k : k + 1]) for n, v in data.items() if n.startswith("support_")}
+        support = {n[len("support_") :]: v for n, v in data.items() if n.startswith("support_")}
+        new = {"new_" + n: tf.constant(v[:, k : k + 1]) for n, v in support.items()}
         upd = fns["update_context"](state=state, **new)
         state = upd["state"]
     out["update_context"] = upd["context"].numpy()

@@ -13,9 +13,9 @@ import tensorflow as tf
 
 import cmml  # noqa: F401
 from cmml.data import open_dataset
-from cmml.models.cmml import build_cmml
 from cmml.models.config import CMMLConfig
 from cmml.models.testing import UserTasks
+from cmml.models.training import build_model
 
 EPOCHS = 30
 BATCH = 32
@@ -30,7 +30,7 @@ def _query_mae(model, episodes) -> float:
 def _train(tasks: UserTasks, config: CMMLConfig, test) -> list[float]:
     """Trains with fresh support/query splits every epoch; returns the test MAE every 5 epochs."""
     tf.keras.utils.set_random_seed(0)
-    model = build_cmml(tasks.specs, config)
+    model = build_model("cmml", tasks.specs, "user", config.to_dict())
     rng = np.random.default_rng(0)
     curve = []
     for epoch in range(EPOCHS):
@@ -56,7 +56,8 @@ def test_cmml_beats_unmodulated_backbone_on_unseen_users(synthetic_small):
     cmml_curve = _train(tasks, base, test)
     plain_curve = _train(tasks, base.replace(modulation="none"), test)
     print(
-        f"query MAE on {len(tasks.test_users)} unseen users every 5 epochs: CMML {np.round(cmml_curve, 3)}, backbone {np.round(plain_curve, 3)}"
+        f"query MAE on {len(tasks.test_users)} unseen users every 5 epochs: CMML {np.round(cmml_curve, 3)}, "
+        f"backbone {np.round(plain_curve, 3)}"
     )
     # CMML's final model against the backbone's best checkpoint (which favours the backbone)
     assert cmml_curve[-1] < min(plain_curve) - 0.05

@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 
 import cmml  # noqa: F401
-from cmml.models.cmml import build_cmml
-from cmml.models.config import CMMLConfig
 from cmml.models.testing import DEFAULT_SPECS, random_episodes
-from cmml.models.training import EPOCH_LINE, TrainingConfig, WeightAverage, fit_episodic, validation_score
+from cmml.models.training import EPOCH_LINE, TrainingConfig, WeightAverage, build_model, fit_episodic, validation_score
+
+MEAN_TINY = {"encoder": "mean", "embedding_dim": 8, "learning_rate": 1e-2}
 
 
 def test_weight_average_is_an_exponential_moving_average_and_swaps_back():
@@ -39,7 +39,7 @@ def _data(seed, n=4):
 
 @pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_fit_episodic_keeps_the_best_validation_weights(ema):
-    model = build_cmml(DEFAULT_SPECS, CMMLConfig(encoder="mean", embedding_dim=8, learning_rate=1e-2))
+    model = build_model("cmml", DEFAULT_SPECS, "user", MEAN_TINY)
     train = _data(0)
     valid = _data(100, n=1)
     before = validation_score(model, valid)
@@ -55,7 +55,7 @@ def test_fit_episodic_keeps_the_best_validation_weights(ema):
 
 
 def test_epoch_lines_give_elapsed_time_and_the_most_the_rest_can_take():
-    model = build_cmml(DEFAULT_SPECS, CMMLConfig(encoder="mean", embedding_dim=8, learning_rate=1e-2))
+    model = build_model("cmml", DEFAULT_SPECS, "user", MEAN_TINY)
     train = _data(0)
     scores = iter([0.9, 0.8, 0.85, 0.86])  # improves, then two epochs without improvement: patience 2 stops
     lines = []
@@ -72,7 +72,7 @@ def test_epoch_lines_give_elapsed_time_and_the_most_the_rest_can_take():
 
 
 def test_fit_episodic_accepts_a_validation_callable():
-    model = build_cmml(DEFAULT_SPECS, CMMLConfig(encoder="mean", embedding_dim=8, learning_rate=1e-2))
+    model = build_model("cmml", DEFAULT_SPECS, "user", MEAN_TINY)
     train, valid = _data(0), _data(100, n=1)
     calls = []
 

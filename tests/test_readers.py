@@ -14,6 +14,14 @@ from cmml.data.movielens import MovieLens1M, MovieLens20M, Synthetic
 from cmml.errors import DataFormatError, DatasetNotFoundError
 
 
+def _folder(path, files: dict | None = None):
+    """A dataset folder holding ``files`` (name -> text, or bytes)."""
+    path.mkdir()
+    for name, content in (files or {}).items():
+        (path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
 def test_ml100k_exact_counts(ml100k_dir):
     ds = open_dataset(ml100k_dir)
     result = ds.read_interactions()
@@ -93,8 +101,7 @@ def test_ml1m_dat_and_csv_give_identical_records(tmp_path):
 
 def test_blocks_keep_line_numbers(tmp_path):
     """A file read in many small blocks reports the same rows and the right line numbers."""
-    d = tmp_path / "ml"
-    d.mkdir()
+    d = _folder(tmp_path / "ml")
     lines = [f"{u}::{u % 7 + 1}::{u % 5 + 1}::{1000 + u}" for u in range(1, 2001)]
     lines[1500] = "1501::3::x::2501"
     (d / "ratings.dat").write_text("\n".join(lines) + "\n")
@@ -122,9 +129,7 @@ CORRUPT = (
 
 
 def test_corrupt_rows_are_rejected_with_file_line_field(tmp_path):
-    d = tmp_path / "ml"
-    d.mkdir()
-    (d / "ratings.dat").write_text(CORRUPT)
+    d = _folder(tmp_path / "ml", {"ratings.dat": CORRUPT})
     ds = open_dataset(d)
     result = ds.read_interactions(on_error="collect")
     assert result.table[R.USER_ID].to_pylist() == ["1", "6"]
@@ -150,9 +155,7 @@ def test_corrupt_rows_are_rejected_with_file_line_field(tmp_path):
 
 
 def test_wrong_separator_is_named(tmp_path):
-    d = tmp_path / "ml"
-    d.mkdir()
-    (d / "ratings.dat").write_text("1\t10\t4\t100\n")
+    d = _folder(tmp_path / "ml", {"ratings.dat": "1\t10\t4\t100\n"})
     with pytest.raises(
         DataFormatError, match=r"line 1: wrong field count: .* found 1 \(the line looks separated by tabs\)"
     ):
@@ -160,9 +163,7 @@ def test_wrong_separator_is_named(tmp_path):
 
 
 def test_empty_and_missing_files(tmp_path):
-    d = tmp_path / "ml"
-    d.mkdir()
-    (d / "ratings.dat").write_text("")
+    d = _folder(tmp_path / "ml", {"ratings.dat": ""})
     with pytest.raises(DataFormatError, match="ratings.dat: file is empty"):
         open_dataset(d).read_interactions()
     with pytest.raises(DatasetNotFoundError, match="unknown dataset 'ml-2m'"):
@@ -174,10 +175,7 @@ def test_empty_and_missing_files(tmp_path):
 
 
 def test_csv_header_is_checked(tmp_path):
-    d = tmp_path / "p"
-    d.mkdir()
-    (d / "ratings.csv").write_text("user;movie;rating\n1;2;3\n")
-    (d / "users.dat").write_text("1::F::1::10::48067\n")
+    d = _folder(tmp_path / "p", {"ratings.csv": "user;movie;rating\n1;2;3\n", "users.dat": "1::F::1::10::48067\n"})
     with pytest.raises(
         DataFormatError, match=r"ratings.csv line 1: header is 'user;movie;rating', expected 'user_id,movie_id,rating'"
     ):
@@ -185,10 +183,10 @@ def test_csv_header_is_checked(tmp_path):
 
 
 def test_latin1_side_files(tmp_path):
-    d = tmp_path / "ml1m"
-    d.mkdir()
-    (d / "ratings.dat").write_text("1::1::5::1\n")
-    (d / "movies.dat").write_bytes("1::Misérables, Les (1995)::Drama|War\n".encode("latin-1"))
+    d = _folder(
+        tmp_path / "ml1m",
+        {"ratings.dat": "1::1::5::1\n", "movies.dat": "1::Misérables, Les (1995)::Drama|War\n".encode("latin-1")},
+    )
     items, _ = open_dataset(d).read_items()
     assert items.to_pylist()[0]["title"] == "Misérables, Les (1995)"
     assert items.to_pylist()[0]["genres"] == ["Drama", "War"]
@@ -219,9 +217,7 @@ def test_synthetic_reader_adds_scenarios(synthetic_small):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    d = tmp_path / "ml"
-    d.mkdir()
-    (d / "ratings.dat").write_text("1::2::x::4\n")
+    d = _folder(tmp_path / "ml", {"ratings.dat": "1::2::x::4\n"})
     cmd = [sys.executable, "-m", "cmml.cli", "data", "inspect", "--data"]
     out = subprocess.run(cmd + ["no-such-dataset"], capture_output=True, text=True)
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr

@@ -219,22 +219,11 @@ def test_cli_predict_ranks_candidates_from_a_json_body(served, tmp_path, capsys)
     inputs = serving_inputs(served.episodes, "serving_default")
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"signature_name": "serving_default", **inputs_to_json(inputs)}))
-    assert (
-        cli.main(
-            [
-                "predict",
-                "--server",
-                f"127.0.0.1:{served.double.grpc_port}",
-                "--model_name",
-                "cmml",
-                "--input",
-                str(request),
-                "--format",
-                "json",
-            ]
-        )
-        == 0
-    )
+    grpc = ["predict", "--server", f"127.0.0.1:{served.double.grpc_port}", "--model_name", "cmml"]
+    grpc += ["--input", str(request)]
+    rest = ["predict", "--rest_url", f"http://127.0.0.1:{served.double.rest_port}", "--model_name", "cmml"]
+    rest += ["--input", str(request)]
+    assert cli.main([*grpc, "--format", "json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["model_version"] == 1
     for t, ranking in enumerate(result["tasks"]):
@@ -245,40 +234,10 @@ def test_cli_predict_ranks_candidates_from_a_json_body(served, tmp_path, capsys)
         ]
         np.testing.assert_allclose([r["score"] for r in ranking], np.sort(scores)[::-1], atol=ATOL)
 
-    assert (
-        cli.main(
-            [
-                "predict",
-                "--rest_url",
-                f"http://127.0.0.1:{served.double.rest_port}",
-                "--model_name",
-                "cmml",
-                "--input",
-                str(request),
-                "--top",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert cli.main([*rest, "--top", "2"]) == 0
     text = capsys.readouterr().out
     assert "version 1, signature 'serving_default'" in text and text.count("task ") == 3
-    assert (
-        cli.main(
-            [
-                "predict",
-                "--server",
-                f"127.0.0.1:{served.double.grpc_port}",
-                "--model_name",
-                "cmml",
-                "--input",
-                str(request),
-                "--signature_name",
-                "nope",
-            ]
-        )
-        == 1
-    )
+    assert cli.main([*grpc, "--signature_name", "nope"]) == 1
     assert 'INVALID_ARGUMENT: Serving signature name: "nope"' in capsys.readouterr().err
 
 

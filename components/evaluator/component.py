@@ -34,7 +34,18 @@ class EvaluatorSpec(ComponentSpec):
 
 
 class TaskEvaluator(base_component.BaseComponent):
-    """Per-task evaluation of candidate versus baseline on TaskGen's meta-test tasks, with blessing."""
+    """Per-task evaluation of candidate versus baseline on TaskGen's meta-test tasks, with blessing.
+
+    Example::
+
+        evaluator = TaskEvaluator(
+            task_gen.outputs["tasks"],
+            trainer.outputs["model"],
+            baseline_trainer.outputs["model"],
+            "user",
+            {"rating_range": [1, 5]},
+        )
+    """
 
     SPEC_CLASS = EvaluatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
@@ -52,7 +63,8 @@ class TaskEvaluator(base_component.BaseComponent):
           examples: TaskGen's output (meta-test episodes).
           model / baseline_model: the two Trainers' outputs.
           setting: 'user' or 'scenario'.
-          config: ``rating_range``, ``min_improvement``, ``thresholds`` (see pipeline/configs/default.yaml).
+          config: ``rating_range``, ``min_improvement``, ``thresholds`` (the ``evaluation`` section of the
+            pipeline configuration).
         """
         if setting not in evaluation.PRIMARY:
             raise ValueError(f"setting must be 'user' or 'scenario', not {setting!r}")

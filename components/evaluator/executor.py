@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Mapping
+from typing import Any, Mapping
 
 from absl import logging
-from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 import cmml  # noqa: F401
+from cmml.components.common import ArtifactDict
 from cmml.components.evaluator.blessing import decide_blessing, report_markdown
 from cmml.models import evaluation
 
@@ -35,12 +35,7 @@ def _ids_scorer(model_uri: str):
 
 
 class Executor(base_executor.BaseExecutor):
-    def Do(
-        self,
-        input_dict: Dict[str, List[types.Artifact]],
-        output_dict: Dict[str, List[types.Artifact]],
-        exec_properties: Dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: dict[str, Any]) -> None:
         from cmml.models import episodes
         from cmml.schemas.episodes import load_feature_specs
 

@@ -20,6 +20,7 @@ from tfx.types import standard_component_specs as specs
 from tfx.utils import proto_utils
 
 from cmml.components import common
+from cmml.components.common import ArtifactDict
 from cmml.components.example_gen.dead_letters import (
     DEAD_LETTER_DIR,
     DEAD_LETTER_PREFIX,
@@ -195,7 +196,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             )
         return result
 
-    def Do(self, input_dict, output_dict, exec_properties) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: dict[str, Any]) -> None:
         from tfx.components.util import examples_utils
 
         self._log_startup(input_dict, output_dict, exec_properties)

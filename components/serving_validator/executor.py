@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Dict, List
+from typing import Any
 
 from absl import logging
-from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from cmml.components.common import ArtifactDict
 from cmml.components.serving_validator.canned import EXAMPLES, canned_episodes
 from cmml.components.serving_validator.checks import check_in_fresh_process, check_with_model_server
 from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_def_map, signatures_from_map
@@ -21,12 +21,7 @@ REPORT_FILE = "serving_validation.json"
 
 
 class Executor(base_executor.BaseExecutor):
-    def Do(
-        self,
-        input_dict: Dict[str, List[types.Artifact]],
-        output_dict: Dict[str, List[types.Artifact]],
-        exec_properties: Dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: dict[str, Any]) -> None:
         from cmml.serving.warmup import write_warmup_requests
 
         self._log_startup(input_dict, output_dict, exec_properties)

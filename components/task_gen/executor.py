@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Iterable, Sequence
 
 from absl import logging
 from tfx import types
@@ -20,6 +20,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from cmml.components import common
+from cmml.components.common import ArtifactDict
 from cmml.components.task_gen.beam_graph import run_task_gen
 from cmml.components.task_gen.columns import FeatureInfo
 from cmml.components.task_gen.config import TaskGenConfig
@@ -85,12 +86,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             self._beam_pipeline_args = common.default_beam_args(self._beam_pipeline_args)
         return super()._make_beam_pipeline()
 
-    def Do(
-        self,
-        input_dict: Dict[str, List[types.Artifact]],
-        output_dict: Dict[str, List[types.Artifact]],
-        exec_properties: Dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: dict[str, Any]) -> None:
         import tensorflow_transform as tft
 
         self._log_startup(input_dict, output_dict, exec_properties)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any
 
 from absl import logging
-from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from cmml.components.common import ArtifactDict
 from cmml.components.validation.report import anomaly_lines, load_anomalies, summarize
 from cmml.errors import CmmlError
 
@@ -25,12 +25,7 @@ class DataValidationError(CmmlError):
 class GateExecutor(base_executor.BaseExecutor):
     """Fails the run with a readable summary when validation found problems."""
 
-    def Do(
-        self,
-        input_dict: Dict[str, List[types.Artifact]],
-        output_dict: Dict[str, List[types.Artifact]],
-        exec_properties: Dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: dict[str, Any]) -> None:
         anomalies = artifact_utils.get_single_instance(input_dict["anomalies"])
         report = artifact_utils.get_single_instance(output_dict["report"])
         ignore = json.loads(exec_properties.get("ignore_features") or "[]")

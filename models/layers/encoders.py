@@ -131,7 +131,7 @@ class SequentialContextEncoder(keras.layers.Layer):
       mask: ``[B, S]``, 1 for a real row and 0 for padding.
 
     Returns:
-      C, ``[B, output_dim]``.
+      C, ``[B, output_dim]``: the GRU's last output through the MLP.
 
     References:
       Feng et al., "CMML: Contextual Modulation Meta Learning for Cold-Start Recommendation",

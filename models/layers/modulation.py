@@ -158,16 +158,14 @@ class _LayerModulatedMLP(keras.layers.Layer):
       **kwargs: passed to ``keras.layers.Layer`` (e.g. ``name``).
 
     Call args:
-      inputs: ``[x, ctx]``, the features ``[N, D_x]`` and the context ``[N, D_h]`` (``[N / Q, D_h]``
-        with ``context_repeats=Q``).
-      training: dropout is applied only when True.
-      context_repeats: None, or Q for a per-task context.
+      inputs, training, context_repeats: as for ``WeightModulatedMLP`` (``[x, ctx]``: ``[N, D_x]``, ``[N, D_h]``).
 
     Returns:
       ``{"score": [N]}``.
 
     References:
-      Feng et al., "CMML: Contextual Modulation Meta Learning for Cold-Start Recommendation", CIKM 2021.
+      Feng et al., "CMML: Contextual Modulation Meta Learning for Cold-Start Recommendation", CIKM 2021
+      (layer modulation).
 
     Example:
 
@@ -223,16 +221,10 @@ class SigmoidModulatedMLP(_LayerModulatedMLP):
     hyper-network trunk (the body, arguments and layer names of ``_LayerModulatedMLP``).
 
     Args:
-      hidden: the backbone's layer widths.
-      hyper_hidden: the hyper-network trunk's layer widths.
-      dropout: the dropout rate after every backbone layer.
-      **kwargs: passed to ``keras.layers.Layer`` (e.g. ``name``).
+      hidden, hyper_hidden, dropout, **kwargs: as for ``_LayerModulatedMLP``.
 
     Call args:
-      inputs: ``[x, ctx]``, the features ``[N, D_x]`` and the context ``[N, D_h]`` (``[N / Q, D_h]``
-        with ``context_repeats=Q``).
-      training: dropout is applied only when True.
-      context_repeats: None, or Q for a per-task context.
+      inputs, training, context_repeats: as for ``WeightModulatedMLP`` (``[x, ctx]``: ``[N, D_x]``, ``[N, D_h]``).
 
     Returns:
       ``{"score": [N]}``.
@@ -262,19 +254,13 @@ class FiLMModulatedMLP(_LayerModulatedMLP):
     starts from the plain MLP.
 
     Args:
-      hidden: the backbone's layer widths.
-      hyper_hidden: the hyper-network trunk's layer widths.
-      dropout: the dropout rate after every backbone layer.
-      **kwargs: passed to ``keras.layers.Layer`` (e.g. ``name``).
+      hidden, hyper_hidden, dropout, **kwargs: as for ``_LayerModulatedMLP`` (plus a ``FiLM`` named ``film``).
 
     Call args:
-      inputs: ``[x, ctx]``, the features ``[N, D_x]`` and the context ``[N, D_h]`` (``[N / Q, D_h]``
-        with ``context_repeats=Q``).
-      training: dropout is applied only when True.
-      context_repeats: None, or Q for a per-task context.
+      inputs, training, context_repeats: as for ``WeightModulatedMLP`` (``[x, ctx]``: ``[N, D_x]``, ``[N, D_h]``).
 
     Returns:
-      ``{"score": [N]}``.
+      ``{"score": [N]}``, one score per row of ``x``.
 
     References:
       Perez et al., "FiLM: Visual Reasoning with a General Conditioning Layer", AAAI 2018.
