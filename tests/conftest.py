@@ -1,4 +1,5 @@
-"""Shared fixtures. Real MovieLens data is read in place from ../shared/data (never copied)."""
+"""Shared fixtures. Real MovieLens data is read in place from $CMML_SHARED_DATA (never copied); the default
+``../shared/data`` beside the checkout is this team's development copy, not part of the repository."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ SHARED_DATA = Path(os.environ.get("CMML_SHARED_DATA", REPO.parent / "shared" / "
 
 
 def shared_dataset(name: str) -> Path:
-    """A dataset folder under ../shared/data. In CI its absence is an error, elsewhere a visible skip."""
+    """A dataset folder under SHARED_DATA. In CI its absence is an error, elsewhere a visible skip."""
     path = SHARED_DATA / name
     if not path.is_dir():
         message = f"real data not found at {path} (set CMML_SHARED_DATA)"

@@ -1,4 +1,4 @@
-"""Simple predictors: the TARGETS.md definitions against direct computations, ItemPop's ranking, real data."""
+"""Simple predictors: the reference definitions against direct computations, ItemPop's ranking, real data."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ TEST["support_mask"][1, 0] = 0.0
 
 
 def _direct_bias_model(train, test):
-    """TARGETS.md, literally: μ, b_i (shrinkage 2), b_u over the support set (shrinkage 5), clip to [1, 5]."""
+    """The reference bias model, literally: μ, b_i (shrinkage 2), b_u over the support set (shrinkage 5),
+    clipped to [1, 5]."""
     ratings = [
         (i, r)
         for part in ("support", "query")
@@ -107,7 +108,7 @@ def test_item_pop_ranks_by_positive_support_counts_with_deterministic_ties():
 
 
 def test_bias_model_on_real_users_beats_item_and_global_means(ml1m_partial_dir):
-    """On ML-1M users (13-100 ratings, 10 query ratings each) the floor predictors order as in TARGETS.md."""
+    """On ML-1M users (13-100 ratings, 10 query ratings each) the floor predictors order as in the reference figures."""
     from cmml.data import open_dataset
     from cmml.models.testing import UserTasks
 
@@ -119,4 +120,4 @@ def test_bias_model_on_real_users_beats_item_and_global_means(ml1m_partial_dir):
         mae[name] = metrics.mae(model.fit(train)(test).numpy(), test["query_label"], test["query_mask"])
     print(f"query MAE on {len(tasks.test_users)} unseen users: {mae}")
     assert mae["bias"] < mae["item"] - 0.02 < mae["global"] - 0.1
-    assert 0.72 < mae["bias"] < 0.82  # TARGETS.md: 0.775 on its own split of the same users
+    assert 0.72 < mae["bias"] < 0.82  # the reference figures: 0.775 on their own split of the same users

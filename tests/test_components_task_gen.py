@@ -33,7 +33,7 @@ from cmml.schemas import tasks as T
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
-# TARGETS.md, protocol ml1m-partial/users-v1
+# the reference protocol ml1m-partial/users-v1 (the published ML-1M cold-start split)
 USER_3333_QUERY_MOVIES = [1779, 2605, 2541, 2329, 2722, 2719, 2712, 2714, 3409, 2322]
 USER_3333_QUERY_RATINGS = [4, 3, 4, 5, 2, 2, 4, 2, 4, 2]
 
