@@ -19,6 +19,7 @@ import tensorflow_recommenders as tfrs
 
 import cmml  # noqa: F401
 from cmml.models import losses
+from cmml.models.base import EpisodeModel
 from cmml.models.config import CMMLConfig
 from cmml.models.layers.embeddings import FeatureEmbedding, LabelEmbedding
 from cmml.models.layers.encoders import PoolingContextEncoder, SequentialContextEncoder
@@ -61,7 +62,7 @@ def permute_support(features: Features, seed: tf.Tensor | None = None) -> dict[s
     return out
 
 
-class CMMLModel(tfrs.models.Model):
+class CMMLModel(EpisodeModel):
     """CMML over batched episodes.
 
     Args:
@@ -243,15 +244,10 @@ class CMMLModel(tfrs.models.Model):
             out["score"] = out["score"] + context[:, self.x_dim][:, None]
         return out
 
-    # Entry points called from Keras' traced steps run unconverted: the model uses static Python control
-    # flow only, and autograph's conversion of it and of every layer below cost most of the first
-    # training step's tracing time (same graph either way).
-    @tf.autograph.experimental.do_not_convert
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         """Support set + query pairs → scores ``[B, Q]`` (adaptation and scoring in one pass)."""
         return self.score(self.encode_context(features), features, training=training)["score"]
 
-    @tf.autograph.experimental.do_not_convert
     def compute_loss(self, features: Features, training: bool = False) -> tf.Tensor:
         if isinstance(features, (tuple, list)):  # train_on_batch / evaluate(x=...) pack (x,)
             features = features[0]
@@ -279,6 +275,3 @@ class CMMLModel(tfrs.models.Model):
             sample_weight=losses.normalised_weights(pair_mask),
             training=training,
         )
-
-    def get_config(self):
-        return {"feature_specs": [s.__dict__ for s in self.feature_specs], "config": self.config.to_dict()}

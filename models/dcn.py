@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 import cmml  # noqa: F401
+from cmml.models.base import EpisodeModel
 from cmml.models.baselines import (
     DenseStack,
     RowEmbedding,
@@ -63,7 +64,7 @@ class DCNConfig(ConfigMixin):
             raise ValueError("DCNConfig: cross_layers, finetune_steps and finetune_lr must be non-negative")
 
 
-class DCNModel(tfrs.models.Model):
+class DCNModel(EpisodeModel):
     """DCN over batched episodes; ``adapt_and_score`` is DCN-F.
 
     ``call(features) → [B, Q]`` query scores without adaptation; ``score_part(features, part) →
@@ -103,14 +104,9 @@ class DCNModel(tfrs.models.Model):
     def score_part(self, features: Features, part: str) -> tf.Tensor:
         return self.tower(self.crossed(features, part))
 
-    # Entry points called from Keras' traced steps run unconverted: the model uses static Python control
-    # flow only, and autograph's conversion of it and of every layer below cost most of the first
-    # training step's tracing time (same graph either way).
-    @tf.autograph.experimental.do_not_convert
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         return self.score_part(features, QUERY)
 
-    @tf.autograph.experimental.do_not_convert
     def compute_loss(self, features: Features, training: bool = False) -> tf.Tensor:
         if isinstance(features, (tuple, list)):
             features = features[0]
@@ -156,9 +152,6 @@ class DCNModel(tfrs.models.Model):
         """DCN-F inference: fine-tune on each task's support set, score its query set → ``[B, Q]``."""
         return self.score_adapted(self.adapt(features, steps, learning_rate), features)
 
-    def get_config(self):
-        return {"feature_specs": [s.__dict__ for s in self.feature_specs], "config": self.config.to_dict()}
-
 
 class FineTunedDCN(tf.keras.Model):
     """DCN-F as a predictor: ``call(features) → [B, Q]`` = ``dcn.adapt_and_score(features)``.
@@ -171,6 +164,5 @@ class FineTunedDCN(tf.keras.Model):
         super().__init__(**kwargs)
         self.dcn, self.steps, self.learning_rate = dcn, steps, learning_rate
 
-    @tf.autograph.experimental.do_not_convert
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         return self.dcn.adapt_and_score(features, self.steps, self.learning_rate)

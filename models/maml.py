@@ -25,10 +25,10 @@ import dataclasses
 from typing import Any, Mapping, Sequence
 
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 import cmml  # noqa: F401
 from cmml.models import baselines as B
+from cmml.models.base import EpisodeModel
 from cmml.models.cmml import select_features
 from cmml.models.config import ConfigMixin
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, FeatureSpec, key
@@ -92,7 +92,7 @@ def _flat_tokens(ids: tf.Tensor, vectors: tf.Tensor) -> tuple[tf.Tensor, tf.Tens
     return tf.reshape(ids, [b, -1]), tf.reshape(vectors, [b, -1, vectors.shape[-1]])
 
 
-class MAMLModel(tfrs.models.Model):
+class MAMLModel(EpisodeModel):
     """MeLU / MetaCS-DNN over batched episodes.
 
     ``adapt(features) → adapted`` runs the inner loop on the support sets (``{"network": per-task
@@ -171,14 +171,9 @@ class MAMLModel(tfrs.models.Model):
         """Inference: adapt to each task's support set, then score its query set → ``[B, Q]``."""
         return self.score(self.adapt(features, steps=steps, first_order=True), features)
 
-    # Entry points called from Keras' traced steps run unconverted: the model uses static Python control
-    # flow only, and autograph's conversion of it and of every layer below cost most of the first
-    # training step's tracing time (same graph either way).
-    @tf.autograph.experimental.do_not_convert
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         return self.adapt_and_score(features)
 
-    @tf.autograph.experimental.do_not_convert
     def compute_loss(self, features: Features, training: bool = False) -> tf.Tensor:
         """Outer loss: the query loss after ``inner_steps`` steps on the support set."""
         if isinstance(features, (tuple, list)):
@@ -190,6 +185,3 @@ class MAMLModel(tfrs.models.Model):
         return B.ranking_loss(
             self.task, scores, features[key(QUERY, LABEL)], features[key(QUERY, MASK)], self.config.head, training
         )
-
-    def get_config(self):
-        return {"feature_specs": [s.__dict__ for s in self.feature_specs], "config": self.config.to_dict()}

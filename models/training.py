@@ -171,7 +171,7 @@ def numpy_scorer(model: tf.keras.Model) -> Callable[[Mapping[str, Any]], Any]:
             spec = {
                 k: tf.TensorSpec([None] * np.ndim(v), tf.as_dtype(np.asarray(v).dtype)) for k, v in features.items()
             }
-            predict = tf.function(lambda f: model(f, training=False)).get_concrete_function(spec)
+            predict = tf.function(lambda f: model(f, training=False), autograph=False).get_concrete_function(spec)
             _SCORERS[id(model)] = (model, predict)
         return predict(features).numpy()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -45,7 +46,7 @@ class Source:
             label_range=label_range,
             users_path=self.users_path,
             items_path=self.items_path,
-            progress=None,
+            progress=sys.stderr,  # says so when the synthetic data set is generated on first use
         )
 
     def label(self) -> str:
