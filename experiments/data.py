@@ -8,8 +8,6 @@ every model of a table trains, validates and is scored on the Evaluator's episod
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import time
 from pathlib import Path
@@ -37,30 +35,10 @@ def prepare_tasks(
     output = str(Path(cache_dir).resolve() / (suite.cache or suite.name))
     start = time.time()
     log(f"[{suite.name}] data: LogExampleGen -> validation -> Transform -> TaskGen into {output} (TFX cache)")
-    with _quiet_logs():
-        summary = run_local(config, output, data_only=True, progress=None)
+    summary = run_local(config, output, data_only=True, progress=None)  # warnings only
     root = taskgen_output(output, summary.pipeline)
     log(f"[{suite.name}] data ready in {time.time() - start:.0f} s: {root}")
     return root
-
-
-class _WarningsOnly(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
-
-
-@contextlib.contextmanager
-def _quiet_logs():
-    """Keeps the TFX / Beam INFO chatter of the data stage off the console (warnings still show)."""
-    quiet = _WarningsOnly()
-    handlers = [h for name in ("", "absl") for h in logging.getLogger(name).handlers]
-    for h in handlers:
-        h.addFilter(quiet)
-    try:
-        yield
-    finally:
-        for h in handlers:
-            h.removeFilter(quiet)
 
 
 def taskgen_output(output_dir: str, pipeline_name: str) -> str:

@@ -101,19 +101,20 @@ def _filtered_stderr() -> Iterator[None]:
 def run_output(total: int, progress: TextIO | None, verbose: bool) -> Iterator[None]:
     """The console while a pipeline of ``total`` components runs (see the module docstring).
 
-    ``progress`` receives the component and epoch lines (None: print nothing); ``verbose`` shows
-    TFX's and Beam's own logs and everything the workers print.
+    ``progress`` receives the component and epoch lines (None: none are printed) and the run's
+    warnings (None: they go to stderr); ``verbose`` shows TFX's and Beam's own logs and everything
+    the workers print.
     """
     from absl import logging as absl_logging
 
     absl_logger = logging.getLogger("absl")
     beam_logger = logging.getLogger("apache_beam")
     handlers: list[logging.Handler] = []
-    quiet = progress is not None and not verbose
+    quiet = not verbose
     if progress is not None:
         handlers.append(Progress(total, progress))
     if quiet:
-        warnings_only = logging.StreamHandler(progress)
+        warnings_only = logging.StreamHandler(progress or sys.stderr)
         warnings_only.setLevel(logging.WARNING)
         warnings_only.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         warnings_only.addFilter(lambda record: not any(b in record.getMessage() for b in BENIGN_WARNINGS))

@@ -32,6 +32,10 @@ def test_run_output_filters_child_processes_stderr_unless_verbose(capfd):
         print("a progress line", file=sys.stderr)
     err = capfd.readouterr().err
     assert "a worker warning" in err and "a progress line" in err and "AtomicFunction" not in err
+    with run_output(total=1, progress=None, verbose=False):  # no progress lines: still quiet
+        _child_writes(TEARDOWN + "another warning\n")
+    err = capfd.readouterr().err
+    assert "another warning" in err and "AtomicFunction" not in err
     with run_output(total=1, progress=sys.stderr, verbose=True):
         _child_writes(TEARDOWN)
     assert "AtomicFunction" in capfd.readouterr().err

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -16,35 +14,11 @@ from cmml.pipeline.config import PipelineConfig, load_config
 Log = Callable[[str], None]
 
 
-@contextlib.contextmanager
-def _quiet_logs():
-    """Keeps the runner's one-line-per-component progress but drops the INFO flood of TFX / Beam.
-
-    Also sets absl's verbosity *flag* to INFO: TensorFlow's checkpoint code (run by Transform)
-    silences absl and then restores the flag's value (WARNING by default), which would otherwise
-    hide the runner's 'Component ... is finished' records from Transform on."""
-    from absl import logging as absl_logging
-
-    root = logging.getLogger()
-    saved = [(h, h.level) for h in root.handlers]
-    verbosity = absl_logging.get_verbosity()
-    for h, _ in saved:
-        h.setLevel(logging.ERROR)
-    absl_logging.set_verbosity(absl_logging.INFO)
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(verbosity)
-        for h, level in saved:
-            h.setLevel(level)
-
-
 def run_data_path(config: PipelineConfig, output: Path, log: Log) -> str:
     """Runs LogExampleGen → validation → Transform → TaskGen (cached on re-runs); returns TaskGen's folder."""
     from cmml.pipeline.runner import run_local
 
-    with _quiet_logs():
-        summary = run_local(config, str(output), data_only=True, progress=sys.stdout)
+    summary = run_local(config, str(output), data_only=True, progress=sys.stdout)
     tasks = summary.tasks
     log(
         f"task records: {tasks.get('tasks_meta_train', 0)} meta-train, {tasks.get('tasks_meta_valid', 0)} meta-valid, "
