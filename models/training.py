@@ -151,29 +151,26 @@ class TaskData:
         return score
 
 
-_SCORERS: dict[int, tuple[tf.keras.Model, Callable]] = {}
+_SCORERS: dict[int, list] = {}  # id(model) -> [model, its traced function or None]
 
 
 def numpy_scorer(model: tf.keras.Model) -> Callable[[Mapping[str, Any]], Any]:
     """Episode batch -> numpy scores, through one traced function per model.
 
     The function is traced once, for any batch and padding size (every dimension left open), at
-    the first call. Only the latest model's function is kept (with the model itself, so that its id
-    cannot be reused by another model while cached): validation calls it once per epoch.
+    the first call. Only the latest model's function is kept across calls (with the model itself,
+    so that its id cannot be reused by another model while cached): validation asks for it every epoch.
     """
-    if id(model) not in _SCORERS:
+    entry = _SCORERS.get(id(model))
+    if entry is None:
         _SCORERS.clear()
-        _SCORERS[id(model)] = (model, None)
+        entry = _SCORERS[id(model)] = [model, None]
 
     def score(features: Mapping[str, Any]):
-        predict = _SCORERS[id(model)][1]
-        if predict is None:
-            spec = {
-                k: tf.TensorSpec([None] * np.ndim(v), tf.as_dtype(np.asarray(v).dtype)) for k, v in features.items()
-            }
-            predict = tf.function(lambda f: model(f, training=False), autograph=False).get_concrete_function(spec)
-            _SCORERS[id(model)] = (model, predict)
-        return predict(features).numpy()
+        if entry[1] is None:
+            spec = {k: tf.TensorSpec([None] * np.ndim(v), np.asarray(v).dtype) for k, v in features.items()}
+            entry[1] = tf.function(lambda f: model(f, training=False), autograph=False).get_concrete_function(spec)
+        return entry[1](features).numpy()
 
     return score
 

@@ -36,22 +36,17 @@ def _ids_scorer(model_uri: str):
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: dict[str, Any]) -> None:
-        from cmml.models import episodes
-        from cmml.schemas.episodes import load_feature_specs
+        from cmml.models.training import TaskData
 
         self._log_startup(input_dict, output_dict, exec_properties)
         setting = exec_properties["setting"]
         rules = json.loads(exec_properties.get("config") or "{}")
-        tasks = artifact_utils.get_single_instance(input_dict["examples"])
-        specs = load_feature_specs(tasks.uri)
+        tasks = TaskData(artifact_utils.get_single_instance(input_dict["examples"]).uri, setting)
         clip = tuple(rules["rating_range"]) if (setting == "user" and rules.get("rating_range")) else None
         results = {}
         for name, key in (("candidate", "model"), ("baseline", "baseline_model")):
             model = artifact_utils.get_single_instance(input_dict[key])
-            batches = episodes.evaluation_episodes(tasks.uri, specs, setting=setting, split="meta_test", batch_size=128)
-            summary, _ = evaluation.evaluate_episodes(
-                _ids_scorer(model.uri), batches.as_numpy_iterator(), setting, clip
-            )
+            summary, _ = evaluation.evaluate_episodes(_ids_scorer(model.uri), tasks.test_batches(), setting, clip)
             results[name] = summary
             logging.info("Evaluator: %s %s", name, summary)
         blessed, reasons = decide_blessing(results["candidate"], results["baseline"], setting, rules)
