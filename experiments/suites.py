@@ -18,10 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from cmml.errors import CmmlError
-from cmml.pipeline.config import CONFIG_DIR, ConfigError, PipelineConfig, load_config
+from cmml.pipeline.config import CONFIG_DIR, ConfigError, PipelineConfig, load_config, read_yaml
 
 EXPERIMENTS_DIR = CONFIG_DIR / "experiments"
 SUITES_FILE = EXPERIMENTS_DIR / "suites.yaml"
@@ -155,20 +153,6 @@ def check_data(suite: Suite) -> None:
 
 
 # --- reading the YAML files -------------------------------------------------------------------------------------
-def read_yaml(path: str | os.PathLike) -> dict:
-    """A YAML file whose top level is a mapping."""
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExperimentError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ExperimentError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(values, dict):
-        raise ExperimentError(f"{path}: the top level must be a mapping")
-    return values
-
-
 def check_keys(values: Any, known: Any, where: str, required: tuple[str, ...] = ()) -> dict:
     """``values`` as a mapping with only ``known`` keys and every ``required`` one; ``where`` names file and key."""
     if not isinstance(values, Mapping):
@@ -279,7 +263,7 @@ def _suite(name: str, values: Any, where: str, data_root: Path) -> Suite:
 def load_suites(data_root: str | os.PathLike | None = None, path: str | os.PathLike = SUITES_FILE) -> dict[str, Suite]:
     """The suites of ``path`` on the datasets under ``data_root`` (default :func:`default_data_root`),
     in the file's order (the order of ``--suite all``)."""
-    values = check_keys(read_yaml(path), ("constants", "suites"), str(path), required=("suites",))
+    values = check_keys(read_yaml(path, ExperimentError), ("constants", "suites"), str(path), required=("suites",))
     suites = values["suites"]
     if not isinstance(suites, Mapping) or not suites:
         raise ExperimentError(f"{path}: suites: expected a mapping of suite names to suites")

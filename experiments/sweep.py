@@ -29,8 +29,8 @@ from cmml.experiments.suites import (
     Suite,
     check_keys,
     metric_label,
-    read_yaml,
 )
+from cmml.pipeline.config import read_yaml
 
 SWEEPS_FILE = EXPERIMENTS_DIR / "sweeps.yaml"
 
@@ -52,7 +52,7 @@ class Sweep:
 
 def load_sweeps(path: str | os.PathLike = SWEEPS_FILE) -> dict[str, Sweep]:
     """The sweeps of ``path`` by suite name."""
-    sweeps = check_keys(read_yaml(path), ("sweeps",), str(path), required=("sweeps",))["sweeps"]
+    sweeps = check_keys(read_yaml(path, ExperimentError), ("sweeps",), str(path), required=("sweeps",))["sweeps"]
     out = {}
     for suite, values in (sweeps or {}).items():
         where = f"{path}: sweeps.{suite}"

@@ -65,15 +65,17 @@ def _deep_update(base: dict, update: Mapping[str, Any]) -> dict:
     return out
 
 
-def _read(path: Path) -> dict:
+def read_yaml(path: str | Path, error: type[Exception] = ConfigError) -> dict:
+    """A YAML file whose top level is a mapping; ``error`` (naming the file) when it is not one."""
+    path = Path(path)
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
+        raise error(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise error(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raise error(f"{path}: the top level must be a mapping")
     return values
 
 
@@ -84,14 +86,14 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     first, so the file and the overrides still have the last word.
     """
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
-    updates = ([_read(Path(path))] if path else []) + ([dict(overrides)] if overrides else [])
+    updates = ([read_yaml(path)] if path else []) + ([dict(overrides)] if overrides else [])
     for update in updates:
         unknown = sorted(set(update) - known)
         if unknown:
             raise ConfigError(
                 f"unknown configuration section(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-    defaults = _read(DEFAULT_CONFIG)
+    defaults = read_yaml(DEFAULT_CONFIG)
     merged = defaults
     for update in updates:
         merged = _deep_update(merged, update)

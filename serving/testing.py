@@ -191,6 +191,21 @@ def export_cmml_model(
     return model, export_saved_model(model, export_dir)
 
 
+def hash_ids(raw: Mapping[str, object], specs=None) -> dict:
+    """A stand-in for the tf.Transform graph (stock ops only): raw strings -> ids, index 0 for ''
+    (padding), else a hash bucket in 1..vocab-1. ``preprocess`` of a raw-feature test export."""
+    import tensorflow as tf
+
+    from cmml.models.testing import DEFAULT_SPECS
+
+    out = {}
+    for spec in specs or DEFAULT_SPECS:
+        value = raw[spec.name]
+        ids = tf.strings.to_hash_bucket_fast(value, spec.vocab_size - 1) + 1
+        out[spec.name] = tf.where(tf.equal(value, ""), tf.zeros_like(ids), ids)
+    return out
+
+
 def serving_inputs(
     episodes: Mapping[str, np.ndarray],
     signature: str,

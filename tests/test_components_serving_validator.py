@@ -25,6 +25,7 @@ from cmml.models.config import CMMLConfig
 from cmml.models.export import export_saved_model
 from cmml.models.testing import DEFAULT_SPECS, random_episodes
 from cmml.serving.signatures import signature_def_map, signatures_from_map
+from cmml.serving.testing import hash_ids
 
 RAW_SPECS = {
     "user_id": ([], tf.string),
@@ -33,16 +34,6 @@ RAW_SPECS = {
     "genres": ([None], tf.string),
 }
 USERS, ROWS = 5, 14
-
-
-def _hash_ids(raw: dict) -> dict:
-    """Raw strings -> ids: 0 for '' (padding), else a hash bucket in 1..vocab-1 (stock ops only)."""
-    out = {}
-    for spec in DEFAULT_SPECS:
-        value = raw[spec.name]
-        ids = tf.strings.to_hash_bucket_fast(value, spec.vocab_size - 1) + 1
-        out[spec.name] = tf.where(tf.equal(value, ""), tf.zeros_like(ids), ids)
-    return out
 
 
 def _example(user: int, item: int, label: float) -> bytes:
@@ -80,7 +71,7 @@ def raw_model(tmp_path_factory):
     path = export_saved_model(
         model,
         root / "model",
-        preprocess=_hash_ids,
+        preprocess=hash_ids,
         raw_specs={name: tf.TensorSpec(shape, dtype) for name, (shape, dtype) in RAW_SPECS.items()},
         example_spec=example_spec,
     )

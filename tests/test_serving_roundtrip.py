@@ -27,7 +27,7 @@ from cmml.serving.layout import install_version
 from cmml.serving.rest_client import RestClient
 from cmml.serving.server import ServingDouble
 from cmml.serving.signatures import read_meta_graph, signatures_from_map
-from cmml.serving.testing import export_cmml_model, serving_inputs
+from cmml.serving.testing import export_cmml_model, hash_ids, serving_inputs
 from cmml.serving.warmup import canned_requests, write_warmup_requests
 
 ATOL = 1e-5
@@ -250,16 +250,6 @@ RAW_SPECS = {
 }
 
 
-def _hash_ids(raw: dict) -> dict:
-    """Raw strings -> ids: index 0 for '' (padding), else a hash bucket in 1..vocab-1 (stock ops only)."""
-    out = {}
-    for spec in DEFAULT_SPECS:
-        value = raw[spec.name]
-        ids = tf.strings.to_hash_bucket_fast(value, spec.vocab_size - 1) + 1
-        out[spec.name] = tf.where(tf.equal(value, ""), tf.zeros_like(ids), ids)
-    return out
-
-
 def test_cli_predict_from_a_dataset_user_and_candidates(synthetic_small, tmp_path, capsys):
     from cmml.data import open_dataset
     from cmml.models.export import export_saved_model
@@ -268,7 +258,7 @@ def test_cli_predict_from_a_dataset_user_and_candidates(synthetic_small, tmp_pat
     model = CMMLModel(DEFAULT_SPECS, CMMLConfig(embedding_dim=8))
     model({k: tf.constant(v) for k, v in random_episodes(tasks=1, support=3, query=2).items()})  # build the weights
     raw_specs = {name: tf.TensorSpec(shape, dtype) for name, (shape, dtype) in RAW_SPECS.items()}
-    path = export_saved_model(model, tmp_path / "raw-model", preprocess=_hash_ids, raw_specs=raw_specs)
+    path = export_saved_model(model, tmp_path / "raw-model", preprocess=hash_ids, raw_specs=raw_specs)
     install_version(path, tmp_path / "models" / "raw")
 
     table = open_dataset(synthetic_small).read_interactions().table
@@ -313,7 +303,7 @@ def test_cli_predict_from_a_dataset_user_and_candidates(synthetic_small, tmp_pat
             "item_id": [rows],
             "genres": [[g + [""] * (width - len(g)) for g in genres]],
         }
-        ids = _hash_ids(
+        ids = hash_ids(
             {k: tf.reshape(tf.constant(v), [-1] + ([width] if k == "genres" else [])) for k, v in raw.items()}
         )
         return {

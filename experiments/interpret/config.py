@@ -7,7 +7,8 @@ import dataclasses
 import os
 from typing import Mapping
 
-from cmml.experiments.suites import EXPERIMENTS_DIR, ExperimentError, check_keys, read_yaml
+from cmml.experiments.suites import EXPERIMENTS_DIR, ExperimentError, check_keys
+from cmml.pipeline.config import read_yaml
 
 STUDY_FILE = EXPERIMENTS_DIR / "interpret.yaml"
 SECTIONS = {"models": ("user", "soft", "scenario"), "training": ("user", "scenario"), "taskgen": ("user", "scenario")}
@@ -22,7 +23,7 @@ class StudyConfig:
 
 def load_study_config(path: str | os.PathLike = STUDY_FILE) -> StudyConfig:
     """The study settings of ``path``; unknown or missing keys are errors naming the file and key."""
-    values = check_keys(read_yaml(path), ("features", *SECTIONS), str(path), required=tuple(SECTIONS))
+    values = check_keys(read_yaml(path, ExperimentError), ("features", *SECTIONS), str(path), required=tuple(SECTIONS))
     sections = {}
     for name, keys in SECTIONS.items():
         section = check_keys(values[name], keys, f"{path}: {name}", required=keys)
