@@ -19,15 +19,30 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None = "synthet
         "--data",
         default=default,
         required=default is None,
-        help="dataset: synthetic | ml-100k | ml-1m | ml-1m-partial | ml-20m | a dataset folder | a CSV log file "
-        f"(default: {default})",
+        help="dataset: synthetic | ml-100k | ml-1m | ml-1m-partial | ml-20m | a dataset folder | a CSV log file"
+        + (f" (default: {default})" if default else ""),
     )
     p.add_argument(
         "--columns", help="for a CSV log: field=column pairs, e.g. user=uid,item=iid,label=rating,timestamp=ts"
     )
     p.add_argument("--delimiter", default=",", help="for a CSV log: field separator (default ',')")
+    p.add_argument(
+        "--label-range",
+        type=_label_range,
+        help="for a CSV log: accepted label range LO,HI (e.g. 1,5); labels outside it are rejected rows",
+    )
     p.add_argument("--users", dest="users_path", help="for a CSV log: user side-feature file (canonical column names)")
     p.add_argument("--items", dest="items_path", help="for a CSV log: item side-feature file (canonical column names)")
+
+
+def _label_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (e.g. 1,5), got {text!r}") from None
+    if not lo <= hi:
+        raise argparse.ArgumentTypeError(f"LO must not exceed HI, got {text!r}")
+    return lo, hi
 
 
 def _open(args: argparse.Namespace):
@@ -37,6 +52,7 @@ def _open(args: argparse.Namespace):
         args.data,
         columns=args.columns,
         delimiter=args.delimiter,
+        label_range=args.label_range,
         users_path=args.users_path,
         items_path=args.items_path,
     )

@@ -25,6 +25,8 @@ from cmml.errors import DataFormatError
 _UNIT_SEPARATOR = "\x1f"
 DEFAULT_BLOCK_BYTES = 16 << 20
 
+UNBALANCED_QUOTE = "unbalanced quote"  # rejection kind (the reason's text before ':')
+
 _SEPARATOR_NAMES = {"\t": "tabs", ",": "commas", "::": "'::'", "|": "'|'", ";": "';'"}
 
 
@@ -89,6 +91,12 @@ def parse_block(
         return ParsedBlock(path, first_line, 0, _empty(names), [], 0, np.zeros(0, np.int64))
     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     data = _to_utf8(data, fmt, path, first_line)
+    line_rejects: list[RejectedRow] = []
+    kept_lines = None  # 0-based block line of every line handed to the parser, when some were taken out
+    if fmt.quoted and b'"' in data:
+        data, kept_lines, line_rejects = _take_out_unbalanced_quotes(data, fmt, path, first_line)
+        if not data:
+            return ParsedBlock(path, first_line, n_lines, _empty(names), line_rejects, 0, np.zeros(0, np.int64))
     delimiter = fmt.delimiter
     if len(delimiter.encode()) > 1:
         data = data.replace(delimiter.encode(), _UNIT_SEPARATOR.encode())
@@ -123,10 +131,13 @@ def parse_block(
     except pa.ArrowInvalid as exc:  # e.g. an unterminated quote
         raise DataFormatError(path, f"cannot parse block starting at line {first_line}: {exc}") from exc
 
+    def block_line(number: int) -> int:  # parser's 1-based line number -> 0-based line of the block
+        return number - 1 if kept_lines is None else int(kept_lines[number - 1])
+
     rejects = []
     for number, text, actual in invalid:
         text = (text or "").replace(_UNIT_SEPARATOR, fmt.delimiter)
-        line = first_line + number - 1 if number is not None else -1
+        line = first_line + block_line(number) if number is not None else -1
         if actual <= 1 and text.strip() == "":
             rejects.append(RejectedRow(path, line, text, "blank line"))
             continue
@@ -140,16 +151,17 @@ def parse_block(
     for name in names:
         empty = pc.equal(pc.utf8_length(table[name]), 0)
         blank_mask = empty if blank_mask is None else pc.and_(blank_mask, empty)
-    rejected_idx = np.array(sorted(n - 1 for n, _, _ in invalid if n is not None), dtype=np.int64)
-    row_idx = np.delete(np.arange(n_lines, dtype=np.int64), rejected_idx)
+    rejected_idx = [block_line(n) for n, _, _ in invalid if n is not None]
+    rejected_idx += [r.line - first_line for r in line_rejects]
+    row_idx = np.delete(np.arange(n_lines, dtype=np.int64), np.array(sorted(rejected_idx), dtype=np.int64))
     blank_rejects = [r for r in rejects if r.reason == "blank line"]
-    rejects = [r for r in rejects if r.reason != "blank line"]
+    rejects = sorted([r for r in rejects if r.reason != "blank line"] + line_rejects, key=lambda r: r.line)
     blank_lines = len(blank_rejects)
     if len(row_idx) != table.num_rows:
         raise DataFormatError(
             path,
             f"line accounting failed in block at line {first_line}: {n_lines} lines, {table.num_rows} rows, "
-            f"{len(invalid)} rejected",
+            f"{len(rejected_idx)} rejected",
         )
     if blank_mask is not None and table.num_rows:
         blank = np.asarray(blank_mask.to_numpy(), dtype=bool)
@@ -158,6 +170,36 @@ def parse_block(
             table = table.filter(pa.array(~blank))
             row_idx = row_idx[~blank]
     return ParsedBlock(path, first_line, n_lines, table, rejects, blank_lines, row_idx + first_line)
+
+
+def _take_out_unbalanced_quotes(
+    data: bytes, fmt: DelimitedFormat, path: str, first_line: int
+) -> tuple[bytes, np.ndarray | None, list[RejectedRow]]:
+    """Quarantines lines with an odd number of quote characters before Arrow parses the block.
+
+    Values cannot span lines (``newlines_in_values`` is off), so such a line can never parse; left in,
+    its open quote would swallow the following lines. Returns the remaining bytes, the 0-based block
+    line of each remaining line (None if nothing was taken out) and the rejected lines.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == ord("\n"))
+    if not len(ends) or ends[-1] != len(buf) - 1:
+        ends = np.append(ends, len(buf))  # last line without a line end
+    quotes = np.flatnonzero(buf == ord('"'))
+    per_line = np.bincount(np.searchsorted(ends, quotes), minlength=len(ends))
+    odd = np.flatnonzero(per_line % 2 == 1)
+    if not len(odd):
+        return data, None, []
+    starts = np.r_[0, ends[:-1] + 1]
+    rejects = []
+    for k in odd:
+        text = data[starts[k] : ends[k]].decode("utf-8", errors="replace").rstrip("\r")
+        text = text.replace(_UNIT_SEPARATOR, fmt.delimiter)
+        rejects.append(RejectedRow(path, first_line + int(k), text, f"{UNBALANCED_QUOTE}: a '\"' is not closed"))
+    keep_line = np.ones(len(ends), dtype=bool)
+    keep_line[odd] = False
+    line_bytes = np.minimum(ends + 1, len(buf)) - starts  # each line with its line end
+    return buf[np.repeat(keep_line, line_bytes)].tobytes(), np.flatnonzero(keep_line), rejects
 
 
 def _empty(names: Sequence[str]) -> pa.Table:

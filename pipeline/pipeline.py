@@ -58,15 +58,21 @@ def _input_files(config: PipelineConfig) -> list[str] | None:
 def _sources(config: PipelineConfig):
     from cmml.components.example_gen.sources import Source
 
+    # a CSV log's ratings must lie on the rating scale predictions are clipped to (user setting)
+    label_range = config.evaluation.get("rating_range") if config.setting == "user" else None
+    label_range = tuple(float(x) for x in label_range) if label_range else None
     if len(config.data) == 1:
-        return Source(str(config.data[0]), columns=config.columns)
+        return Source(str(config.data[0]), columns=config.columns, label_range=label_range)
     names = []
     for spec in config.data:
         name = re.sub(r"[^A-Za-z0-9]+", "", Path(str(spec)).name) or "data"
         while name in names:
             name += "x"
         names.append(name)
-    return [Source(str(spec), name=name, columns=config.columns) for spec, name in zip(config.data, names)]
+    return [
+        Source(str(spec), name=name, columns=config.columns, label_range=label_range)
+        for spec, name in zip(config.data, names)
+    ]
 
 
 def serving_base(config: PipelineConfig, output_dir: str) -> str:

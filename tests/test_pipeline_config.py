@@ -75,3 +75,16 @@ def test_small_local_inputs_run_beam_in_memory(tmp_path):
     assert beam_pipeline_args(never) == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     tiny = load_config(overrides={"data": str(log), "beam": {"in_memory_below_mb": 1e-6}})  # 1 byte: the log is larger
     assert "--direct_running_mode=in_memory" not in beam_pipeline_args(tiny)
+
+
+def test_a_csv_log_in_the_user_setting_must_keep_to_the_rating_scale(tmp_path):
+    """evaluation.rating_range is the declared label range of a CSV log's ratings (user setting only)."""
+    from cmml.pipeline.pipeline import _sources
+
+    log = tmp_path / "log.csv"
+    log.write_text("uid,iid,rating\n1,2,4\n")
+    columns = "user=uid,item=iid,label=rating"
+    ratings = load_config(overrides={"data": str(log), "columns": columns, "evaluation": {"rating_range": [0, 10]}})
+    assert _sources(ratings).label_range == (0.0, 10.0)
+    clicks = load_config(overrides={"data": str(log), "columns": columns, "setting": "scenario"})
+    assert _sources(clicks).label_range is None

@@ -208,6 +208,39 @@ def test_generic_csv_with_column_mapping(tmp_path):
         open_dataset(log)
 
 
+STRAY_QUOTE = 'uid,iid,rating,ts\n1,10,5,100\n6,"14,2,104\n7,15,4,105\n"8","1""6",3,106\n9,"17,1,107'
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 20, 20])
+def test_a_stray_quote_quarantines_its_line_only(tmp_path, block_bytes):
+    """An unclosed quote would swallow the lines after it: its line is rejected, the others are read."""
+    log = tmp_path / "log3.csv"
+    log.write_text(STRAY_QUOTE)
+    ds = open_dataset(log, columns="user=uid,item=iid,label=rating,timestamp=ts")
+    batches = list(ds.iter_interactions(on_error="collect", block_bytes=block_bytes))
+    rows = [r for b in batches for r in b.table.to_pylist()]
+    assert [(r["user_id"], r["item_id"], r["label"]) for r in rows] == [("1", "10", 5), ("7", "15", 4), ("8", '1"6', 3)]
+    rejects = [r for b in batches for r in b.rejects]
+    reason = "unbalanced quote: a '\"' is not closed"
+    assert [(r.line, r.reason) for r in rejects] == [(3, reason), (6, reason)]
+    assert rejects[0].text == '6,"14,2,104'
+    assert len(rows) + len(rejects) == STRAY_QUOTE.count("\n")  # every line but the header is accounted for
+
+
+def test_a_declared_label_range_rejects_labels_outside_it(tmp_path):
+    log = tmp_path / "log4.csv"
+    log.write_text("uid,iid,rating\n1,10,5\n6,14,9\n7,15,0.5\n")
+    cmd = [sys.executable, "-m", "cmml.cli", "data", "inspect", "--data", str(log), "--columns"]
+    out = subprocess.run(
+        cmd + ["user=uid,item=iid,label=rating", "--label-range", "1,5"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "1 rows read, 2 rejected (label out of range: 2)" in out.stdout
+    assert "log4.csv line 3: label out of range: field 'rating' is 9, not in [1, 5]" in out.stdout
+    out = subprocess.run(cmd + ["user=uid,item=iid", "--label-range", "5,1"], capture_output=True, text=True)
+    assert out.returncode == 2 and "LO must not exceed HI" in out.stderr
+
+
 def test_synthetic_reader_adds_scenarios(synthetic_small):
     ds = open_dataset(synthetic_small)
     assert isinstance(ds, Synthetic)
