@@ -133,8 +133,14 @@ class CMMLServingModule(tf.Module):
         for name, spec in self.raw_specs.items():
             value = parsed[name]
             if isinstance(value, tf.SparseTensor):
+                if not spec.shape.rank:  # at least one column: no example of the batch may have the feature
+                    width = tf.maximum(value.dense_shape[1], 1)
+                    value = tf.sparse.reset_shape(value, tf.stack([value.dense_shape[0], width]))
                 value = tf.sparse.to_dense(value, default_value="" if spec.dtype == tf.string else 0)
-            value = tf.reshape(value, tf.concat([lead, [-1]], 0)) if spec.shape.rank else tf.reshape(value, lead)
+            if spec.shape.rank:
+                value = tf.reshape(value, tf.concat([lead, tf.shape(value)[1:]], 0))
+            else:
+                value = tf.reshape(value[:, 0] if value.shape.rank == 2 else value, lead)
             out[key(part, name)] = tf.cast(value, spec.dtype)
         out[key(part, MASK)] = tf.cast(tf.strings.length(serialized) > 0, tf.float32)
         if part != QUERY:

@@ -63,7 +63,7 @@ def raw_model(tmp_path_factory):
     string = tf.io.FixedLenFeature([], tf.string, default_value="")
     example_spec = {
         "user_id": string,
-        "gender": string,
+        "gender": tf.io.VarLenFeature(tf.string),  # an optional scalar feature, as in a multi-domain schema
         "item_id": string,
         "genres": tf.io.VarLenFeature(tf.string),
         "label": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
@@ -114,6 +114,30 @@ def test_canned_requests_pass_the_fresh_process_check(raw_model):
     assert "encode_context + score equals serving_default" in report["checks"]
     assert "serve_tf_examples equals serving_default on the same rows" in report["checks"]
     assert report["server"].startswith("fresh Python process")
+
+
+def _without(serialized: bytes, names: tuple[str, ...]) -> bytes:
+    if not serialized:
+        return serialized
+    example = tf.train.Example.FromString(serialized)
+    for name in names:
+        del example.features.feature[name]
+    return example.SerializeToString()
+
+
+def test_features_no_row_has_are_served(raw_model):
+    """A domain without some features (ML-100K has no actors, no MPAA rating): no row of the request
+    has them, as raw tensors ([B, R] "" or [B, R, 0]) and as tf.Examples without the feature."""
+    inputs = _inputs(raw_model, tasks=3, support=8, query=4)
+    for part in ("support", "query"):
+        inputs[f"{part}_genres"] = np.zeros(inputs[f"{part}_mask"].shape + (0,), dtype=object)
+        inputs[f"{part}_gender"] = np.full(inputs[f"{part}_mask"].shape, b"", dtype=object)
+        examples = inputs[f"{part}_examples"]
+        inputs[f"{part}_examples"] = np.vectorize(lambda e: _without(e, ("genres", "gender")), otypes=[object])(
+            examples
+        )
+    report = check_in_fresh_process(raw_model[0], inputs)
+    assert "serve_tf_examples equals serving_default on the same rows" in report["checks"]
 
 
 def _broken(raw_model) -> dict:

@@ -32,12 +32,12 @@ COMPONENTS = {
 }
 
 
-def _config(data: Path, **sections):
+def _config(data: Path | list[str], **sections):
     from cmml.pipeline.config import load_config
 
     small = {
         "name": "cmml-test",
-        "data": str(data),
+        "data": data if isinstance(data, list) else str(data),
         "taskgen": {"num_shards": 2},
         "model": {"encoder": "mean", "embedding_dim": 8, "learning_rate": 3e-3},
         "training": {"epochs": 3, "patience": 2},
@@ -178,6 +178,31 @@ def test_unblessed_candidate_is_not_pushed(run):
     assert not any(Path(serving_base(strict, str(output))).glob("*/saved_model.pb"))
     states = {e["component"]: e["state"] for e in _executions(output, strict.name)}
     assert states["Trainer"] == "CACHED" and states["TaskEvaluator"] == "COMPLETE"
+
+
+def test_a_two_domain_run_whose_catalogs_differ_in_attributes_is_pushed(synthetic_400, tmp_path):
+    """Multi-domain: one catalog has actors, directors and MPAA ratings, the other none of them (as
+    ML-1M-partial next to ML-100K); the exported model must serve rows of both, through Pusher."""
+    from cmml.data import synthetic
+    from cmml.pipeline.runner import run_local
+
+    plain = tmp_path / "plain"
+    synthetic.generate(plain, synthetic.SyntheticConfig(users=150, seed=5), progress=None)
+    (plain / "movies_extrainfos.dat").unlink()
+    config = _config(
+        [str(plain), str(synthetic_400)],  # the serving check's canned requests come from the first domain
+        name="cmml-two-domains",
+        setting="multi-domain",
+        training={"epochs": 1, "patience": 1, "episodes_per_task": 1},
+        baseline={"training": {"epochs": 1, "patience": 1, "episodes_per_task": 1}},
+        evaluation={"min_improvement": -1.0},  # blessing is not the question here: serving both domains is
+        serving={"base_directory": str(tmp_path / "serving")},
+    )
+    summary = run_local(config, str(tmp_path / "out"), progress=None)
+    assert summary.evaluation["blessed"], summary.evaluation
+    assert summary.serving_check["blessed"], summary.serving_check.get("error")
+    assert "serve_tf_examples equals serving_default on the same rows" in summary.serving_check["checks"]
+    assert summary.pushed and Path(summary.pushed, "saved_model.pb").is_file()
 
 
 def test_kubeflow_v2_spec_compiles_and_parses(tmp_path):
