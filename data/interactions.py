@@ -51,8 +51,11 @@ def _strings(col: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(col.to_numpy(), dtype=object)
 
 
-def convert_block(block: ParsedBlock, spec: InteractionSpec) -> tuple[pa.Table, list[R.RejectedRow]]:
-    """Converts one parsed block into canonical interactions; bad rows become RejectedRows."""
+def convert_block(block: ParsedBlock, spec: InteractionSpec) -> tuple[pa.Table, list[R.RejectedRow], np.ndarray]:
+    """Converts one parsed block into canonical interactions; bad rows become RejectedRows.
+
+    Returns the table, the rejected rows and the file line of every row of the table.
+    """
     t = block.table
     n = t.num_rows
     reasons = np.full(n, None, dtype=object)
@@ -108,6 +111,7 @@ def convert_block(block: ParsedBlock, spec: InteractionSpec) -> tuple[pa.Table, 
     table = R.table_from_columns(R.INTERACTION_SCHEMA, columns) if n else R.INTERACTION_SCHEMA.empty_table()
     bad_rows = np.flatnonzero(reasons != None)  # noqa: E711
     rejects: list[R.RejectedRow] = []
+    row_lines = block.row_lines()
     if len(bad_rows):
         lines = block.row_lines()[bad_rows]
         raw_lines = _raw_lines(block, bad_rows, spec.fmt)
@@ -115,7 +119,8 @@ def convert_block(block: ParsedBlock, spec: InteractionSpec) -> tuple[pa.Table, 
         keep = np.ones(n, dtype=bool)
         keep[bad_rows] = False
         table = table.filter(pa.array(keep))
-    return table, rejects
+        row_lines = row_lines[keep]
+    return table, rejects, row_lines
 
 
 def _raw_lines(block: ParsedBlock, rows: np.ndarray, fmt: DelimitedFormat) -> list[str]:
@@ -151,6 +156,8 @@ class InteractionBatch:
     table: pa.Table
     rejects: list[R.RejectedRow]
     blank_lines: int
+    path: str = ""
+    lines: np.ndarray | None = None  # file line of every row of ``table``
 
 
 def iter_interaction_file(
@@ -165,9 +172,9 @@ def iter_interaction_file(
     if on_error not in ("raise", "collect"):
         raise ValueError(f"on_error must be 'raise' or 'collect', not {on_error!r}")
     for block in iter_blocks(path, spec.fmt, block_bytes=block_bytes):
-        table, rejects = convert_block(block, spec)
+        table, rejects, lines = convert_block(block, spec)
         rejects = sorted(block.rejects + rejects, key=lambda r: r.line)
         if rejects and on_error == "raise":
             first = rejects[0]
             raise DataFormatError(first.path, first.reason, line=first.line)
-        yield InteractionBatch(table, rejects, block.blank_lines)
+        yield InteractionBatch(table, rejects, block.blank_lines, block.path, lines)
