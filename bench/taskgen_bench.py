@@ -5,23 +5,24 @@ ratings, split users 80/20 by the stable hash of their id, order each user's rat
 and ``default_rng(user id).permutation``, mark the last 10 of meta-test users as query, and write
 per-split output with every model feature of every row.
 
-* TaskGen: ``cmml.components.task_gen.beam_graph.run_task_gen`` on gzipped transformed-example TFRecords,
-  DirectRunner in multi-processing mode with 2 workers (the component's default).
-* pandas: reads the same rows from a Parquet file of the same columns (pandas' fastest input,
-  no tf.Example decoding), groups with ``groupby``, writes one Parquet file per split.
+* TaskGen: ``cmml.components.task_gen.beam_graph.run_task_gen`` on gzipped interaction-example
+  TFRecords and the transformed user and item tables, DirectRunner in multi-processing mode with 2
+  workers (the component's default).
+* pandas: reads the interactions already joined with their features from a Parquet file (pandas'
+  fastest input, no tf.Example decoding), groups with ``groupby``, writes one Parquet file per split.
 
 Inputs (``prepare*``) are built once and are not part of the timings::
 
     python -m bench.taskgen_bench prepare-tfx --data /path/to/ml-1m-partial --out /tmp/tg-ml1m
     cmml data synth --dest /tmp/syn20m --ratings 20000000
     python -m bench.taskgen_bench prepare --data /tmp/syn20m --out /tmp/tg-syn20m
-    python -m bench.taskgen_bench compare --input /tmp/tg-ml1m
+    python -m bench.taskgen_bench compare --input /tmp/tg-syn20m
 
-``prepare-tfx`` runs the real LogExampleGen + Transform components. ``prepare`` writes the
-transformed examples directly (Arrow joins + dictionary encoding with Transform's index
-convention, tfx_bsl's C++ tf.Example encoder), because a tf.Transform run over 20 M rows on this
-machine would take hours. ``compare`` runs each side in its own process and samples the resident
-memory of the whole process tree (runner + Beam workers) every 0.2 s.
+``prepare-tfx`` runs the pipeline's LogExampleGen, validation and Transform components and links
+their outputs (TaskGen only: no Parquet for pandas). ``prepare`` writes the same inputs directly
+(vocabularies from the side tables with Transform's index convention, tfx_bsl's C++ tf.Example
+encoder) plus the joined Parquet file. ``compare`` runs each side in its own process and samples the
+resident memory of the whole process tree (runner + Beam workers) every 0.2 s.
 """
 
 from __future__ import annotations
@@ -100,22 +101,41 @@ class DirectTransform:
             else:
                 out.pop(f.name)
 
-    def columns(self, table: pa.Table) -> dict:
+    def interaction_columns(self, table: pa.Table) -> dict:
+        """LogExampleGen's interaction columns (raw ids, label, scenario) of a block."""
+        from cmml.data import records as R
+
+        return {
+            R.USER_ID: table[R.USER_ID].combine_chunks().cast(pa.large_binary()),
+            R.ITEM_ID: table[R.ITEM_ID].combine_chunks().cast(pa.large_binary()),
+            R.LABEL: table[R.LABEL].to_numpy().astype(np.float32),
+            R.SCENARIO: pc.fill_null(table[R.SCENARIO].combine_chunks(), "").cast(pa.large_binary()),
+        }
+
+    def entity_columns(self, side: str) -> dict:
+        """The transformed user or item table as one column batch (raw id + features)."""
+        from cmml.models import preprocessing as TM
+
+        keys, cols, key = (
+            (self.user_keys, self.user_cols, TM.RAW_USER_ID)
+            if side == "user"
+            else (self.item_keys, self.item_cols, TM.RAW_ITEM_ID)
+        )
+        names = [f.name for f in self.features if f.side == side]
+        return {key: keys.cast(pa.large_binary()), **{n: cols[n] for n in names}}
+
+    def joined_columns(self, table: pa.Table) -> dict:
+        """The interactions with their users' and items' features (the pandas side's input)."""
         from cmml.components.task_gen.tables import offsets_from_lengths, ragged_take
         from cmml.data import records as R
-        from cmml.models import preprocessing as TM
 
         u = pc.index_in(table[R.USER_ID].combine_chunks(), value_set=self.user_keys).to_numpy(zero_copy_only=False)
         i = pc.index_in(table[R.ITEM_ID].combine_chunks(), value_set=self.item_keys).to_numpy(zero_copy_only=False)
         if np.isnan(u.astype(np.float64)).any() or np.isnan(i.astype(np.float64)).any():
             raise ValueError("interactions reference users or items without side features")
         u, i = u.astype(np.int64), i.astype(np.int64)
-        cols = {
-            TM.RAW_USER_ID: table[R.USER_ID].combine_chunks().cast(pa.large_binary()),
-            TM.RAW_ITEM_ID: table[R.ITEM_ID].combine_chunks().cast(pa.large_binary()),
-            TM.LABEL: table[R.LABEL].to_numpy().astype(np.float32),
-            TM.RAW_SCENARIO: pc.fill_null(table[R.SCENARIO].combine_chunks(), "").cast(pa.large_binary()),
-        }
+        base = self.interaction_columns(table)
+        cols = {"raw_user_id": base[R.USER_ID], "raw_item_id": base[R.ITEM_ID], "label": base[R.LABEL]}
         for f in self.features:
             src, rows = (self.user_cols, u) if f.side == "user" else (self.item_cols, i)
             if f.kind == "multi":
@@ -150,7 +170,8 @@ def _parquet_table(cols: dict) -> pa.Table:
 
 
 def prepare_direct(data: str, out: str, workers: int = 2) -> None:
-    """Transformed-example TFRecords (+ the same columns as Parquet) written without tf.Transform."""
+    """TaskGen's inputs written without the pipeline: interaction examples, the transformed user and item
+    tables (vocabularies from the side tables), and the joined columns as Parquet for pandas."""
     import pyarrow.parquet as pq
 
     from cmml.data import open_dataset
@@ -158,15 +179,18 @@ def prepare_direct(data: str, out: str, workers: int = 2) -> None:
     ds = open_dataset(data)
     t0 = time.time()
     transform = DirectTransform(ds)
-    os.makedirs(os.path.join(out, "examples"), exist_ok=True)
+    for folder in ("examples", "users", "items"):
+        os.makedirs(os.path.join(out, folder), exist_ok=True)
+    _write_block((transform.entity_columns("user"), os.path.join(out, "users", "part-00000.tfrecord.gz")))
+    _write_block((transform.entity_columns("item"), os.path.join(out, "items", "part-00000.tfrecord.gz")))
     writer, rows = None, 0
     with concurrent.futures.ProcessPoolExecutor(workers) as pool:
         pending = []
         for k, batch in enumerate(ds.iter_interactions(on_error="collect", block_bytes=8 << 20)):
-            cols = transform.columns(batch.table)
-            table = _parquet_table(cols)
+            table = _parquet_table(transform.joined_columns(batch.table))
             writer = writer or pq.ParquetWriter(os.path.join(out, "columns.parquet"), table.schema)
             writer.write_table(table)
+            cols = transform.interaction_columns(batch.table)
             pending.append(
                 pool.submit(_write_block, (cols, os.path.join(out, "examples", f"part-{k:05d}.tfrecord.gz")))
             )
@@ -186,50 +210,44 @@ def _save_features(out: str, features, rows: int, how: str) -> None:
 
 
 def prepare_tfx(data: str, out: str) -> None:
-    """Runs LogExampleGen + ImportSchemaGen + Transform (LocalDagRunner) and exports their output."""
+    """Runs the pipeline's data part up to Transform (LocalDagRunner) and links TaskGen's inputs."""
     import tensorflow as tf
     import tensorflow_transform as tft
     from ml_metadata.metadata_store import metadata_store
-    from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
     from tfx.orchestration import metadata
     from tfx.orchestration import pipeline as tfx_pipeline
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-    from cmml.components.example_gen.component import LogExampleGen
-    from cmml.components.task_gen.columns import columns_from_parsed, parse_spec
     from cmml.components.task_gen.executor import features_from_transform
-    from cmml.components.transform import make_transform
-    from cmml.schemas import schema_path
+    from cmml.pipeline.config import load_config
+    from cmml.pipeline.pipeline import create_components
 
     out_path = Path(out)
-    gen = LogExampleGen(data)
-    schema = ImportSchemaGen(schema_file=str(schema_path("example")))
-    transform = make_transform(gen.outputs["examples"], schema.outputs["schema"])
+    components = create_components(load_config(overrides={"data": data}), str(out_path), data_only=True)[:-1]
     mlmd = metadata.sqlite_metadata_connection_config(str(out_path / "mlmd.sqlite"))
     LocalDagRunner().run(
         tfx_pipeline.Pipeline(
             pipeline_name="taskgen-bench",
             pipeline_root=str(out_path / "root"),
-            components=[gen, schema, transform],
+            components=components,  # without TaskGen
             metadata_connection_config=mlmd,
         )
     )
     store = metadata_store.MetadataStore(mlmd)
     [graph] = store.get_artifacts_by_type("TransformGraph")
     features, _ = features_from_transform(tft.TFTransformOutput(graph.uri), None)
-    [examples] = [a for a in store.get_artifacts_by_type("Examples") if "transformed_examples" in a.uri]
-    os.makedirs(out_path / "examples", exist_ok=True)
-    files = sorted(glob.glob(f"{examples.uri}/Split-*/*"))
-    for k, f in enumerate(files):
-        os.symlink(f, out_path / "examples" / f"part-{k:05d}.tfrecord.gz")
-    import pyarrow.parquet as pq
-
-    spec = parse_spec(features, with_scenario=True, with_domain=False)
-    tables = []
-    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(65536):
-        tables.append(_parquet_table(columns_from_parsed(tf.io.parse_example(batch, spec))))
-    pq.write_table(pa.concat_tables(tables), out_path / "columns.parquet")
-    _save_features(out, features, sum(t.num_rows for t in tables), "LogExampleGen + Transform")
+    examples = {a.uri.split("/")[-2]: a.uri for a in store.get_artifacts_by_type("Examples")}
+    links = {
+        "examples": sorted(glob.glob(f"{examples['examples']}/Split-*/*")),
+        "users": sorted(glob.glob(f"{examples['transformed_examples']}/Split-users/*")),
+        "items": sorted(glob.glob(f"{examples['transformed_examples']}/Split-items/*")),
+    }
+    for folder, files in links.items():
+        os.makedirs(out_path / folder, exist_ok=True)
+        for k, f in enumerate(files):
+            os.symlink(f, out_path / folder / f"part-{k:05d}.tfrecord.gz")
+    rows = sum(1 for _ in tf.data.TFRecordDataset(links["examples"], compression_type="GZIP"))
+    _save_features(out, features, rows, "LogExampleGen + Transform (no Parquet: run the pandas side on 'prepare')")
 
 
 # --- the two implementations ------------------------------------------------------------------------------------
@@ -259,7 +277,11 @@ def run_taskgen(
     if in_memory_below is not None:
         config = dataclasses.replace(config, in_memory_below_bytes=in_memory_below)
     t0 = time.time()
-    stats = run_task_gen(files, out, config, features, beam_args=beam_args)
+    entities = {
+        side: sorted(glob.glob(os.path.join(input_dir, folder, "*.tfrecord*")))
+        for side, folder in (("user", "users"), ("item", "items"))
+    }
+    stats = run_task_gen(files, entities, out, config, features, beam_args=beam_args)
     seconds = time.time() - t0
     mode = "auto" if in_memory_below is None else f"in_memory_below={in_memory_below}"
     return {
@@ -366,10 +388,10 @@ def measured(cmd: list[str]) -> tuple[dict, float]:
 def compare(input_dir: str, work: str, shards: int, repeat: int) -> list[dict]:
     results = []
     me = [sys.executable, "-m", "bench.taskgen_bench"]
+    with_pandas = os.path.exists(os.path.join(input_dir, "columns.parquet"))
     for r in range(repeat):
         runs = (
-            ("pandas", []),
-            ("pandas", ["--ids-only"]),
+            *((("pandas", []), ("pandas", ["--ids-only"])) if with_pandas else ()),
             ("taskgen", ["--shards", str(shards)]),
             ("taskgen", ["--shards", str(shards), "--in-memory-below", "0"]),
         )  # default, then forced multi-processing

@@ -1,35 +1,35 @@
-"""The stock TFX Transform component running :mod:`cmml.models.preprocessing`."""
+"""The stock TFX Transform component running :mod:`cmml.models.preprocessing` over the user and item tables."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+from cmml.components.example_gen.entities import ENTITY_SPLITS
 from cmml.models import preprocessing
 
 
 def make_transform(
-    examples,
+    entities,
     schema,
     custom_config: Mapping[str, Any] | None = None,
-    analyze_splits: tuple[str, ...] = ("train", "eval"),
-    transform_splits: tuple[str, ...] = ("train", "eval"),
     disable_statistics: bool = True,
 ):
-    """The TFX Transform component running this module.
+    """The TFX Transform component running this module on LogExampleGen's ``entities``.
 
-    Vocabularies are analysed over every split by default: ExampleGen's train/eval split is by
-    user, while the meta-train / meta-test split is TaskGen's, so items seen only in ExampleGen's
-    eval split should still get their own index. ``disable_statistics`` skips Transform's
-    pre/post-transform TFDV statistics (validation runs on the raw examples already).
+    Vocabularies are analysed over both tables (user features over the user rows, item features
+    over the item rows, weighted by interactions) and both tables are transformed; the
+    interactions themselves are never transformed (TaskGen maps their ids to these rows).
+    ``disable_statistics`` skips Transform's pre/post-transform TFDV statistics (validation runs
+    on the raw tables already).
     """
     from tfx.components import Transform
     from tfx.proto import transform_pb2
 
     return Transform(
-        examples=examples,
+        examples=entities,
         schema=schema,
         preprocessing_fn=f"{preprocessing.__name__}.preprocessing_fn",
         custom_config=dict(custom_config or {}),
-        splits_config=transform_pb2.SplitsConfig(analyze=list(analyze_splits), transform=list(transform_splits)),
+        splits_config=transform_pb2.SplitsConfig(analyze=list(ENTITY_SPLITS), transform=list(ENTITY_SPLITS)),
         disable_statistics=disable_statistics,
     )

@@ -1,22 +1,32 @@
-"""tf.Transform module: raw joined interaction examples -> model indices (the ``preprocessing_fn``).
+"""tf.Transform module: the user and item tables -> model indices (the ``preprocessing_fn``).
+
+Transform runs over LogExampleGen's entity examples — one row per user (split ``users``) and one
+per item (``items``), each with its side features and ``interactions``, the number of
+interactions ingested for it — so an attribute is analysed and transformed once per entity, not
+once per rating. The vocabularies are weighted by ``interactions``: a value's frequency is the
+number of interactions of the users or items that have it, exactly what analysing every joined
+interaction row would count, so ``top_k`` and ``frequency_threshold`` keep that meaning and the
+indices of values seen in interactions do not change.
 
 Index convention (``schemas/episodes.md``): ``0`` = padding / missing, ``1 .. V`` = vocabulary,
 ``V+1 .. V+K`` = ``K`` out-of-vocabulary hash buckets. Every transformed categorical feature
 carries that range in the transformed schema (``int_domain {min: 0 max: V+K}``), so its
 ``vocab_size`` is ``int_domain.max + 1`` (:func:`feature_vocab_sizes`).
 
-* ``user_id``, ``item_id`` and the string side features: ``tft.compute_and_apply_vocabulary``
-  (vocabulary file named after the feature) shifted by one.
+* ``user_id``, ``item_id``: a vocabulary of the ids **with interactions** (an id's embedding is
+  learned from its interactions; an item known only from the catalog falls into an OOV bucket but
+  keeps its real attributes), shifted by one.
+* the string side features: ``tft.vocabulary`` over every row of their table (values of items
+  without interactions come after the others), then ``tft.apply_vocabulary``, shifted by one.
 * multi-valued features (genres, directors, writers, actors, tags): the same, per value, as a
   sparse (variable-length) int64 feature.
 * ``age`` and ``year``: bucketised with fixed boundaries (no analyzer): ``age`` into ML-1M's age
   groups (so ML-100K's years and ML-1M's codes land in the same buckets), ``year`` into decades.
-* ``label``: passed through as float32.
-* ``raw_user_id``, ``raw_item_id``, ``raw_scenario``, ``raw_domain``: the raw strings, passed
-  through for TaskGen (task keys, protocol ordering, readable scenario names). Models ignore them.
+* ``raw_user_id``, ``raw_item_id``: the raw ids, passed through for TaskGen (the entity tables'
+  keys). Models ignore them.
 
-Each output depends only on its own example (plus the analyzers' vocabularies), so the transform
-graph can sit in front of the exported model and serving takes raw features.
+Each output depends only on its own row (plus the analyzers' vocabularies), so the transform
+graph can sit in front of the exported model and serving takes raw attributes of any user or item.
 
 ``custom_config`` (Transform's ``custom_config``) may override the defaults per feature, e.g.
 ``{"features": {"zip": {"num_oov_buckets": 16}, "tags": None}}`` (``None`` drops a feature).
@@ -32,13 +42,10 @@ from cmml.data import records as R
 # TensorFlow / tf.Transform are imported inside the functions that need them: TaskGen's Beam
 # workers import this module for its names and feature configuration only.
 
-LABEL = R.LABEL
-RAW_PREFIX = "raw_"
 RAW_USER_ID = "raw_user_id"
 RAW_ITEM_ID = "raw_item_id"
-RAW_SCENARIO = "raw_scenario"
-RAW_DOMAIN = "raw_domain"
-RAW_FEATURES = {RAW_USER_ID: R.USER_ID, RAW_ITEM_ID: R.ITEM_ID, RAW_SCENARIO: R.SCENARIO, RAW_DOMAIN: "domain"}
+RAW_FEATURES = {RAW_USER_ID: R.USER_ID, RAW_ITEM_ID: R.ITEM_ID}
+INTERACTIONS = "interactions"  # per entity row: interactions ingested for it (the vocabularies' weight)
 
 AGE_BOUNDARIES = (18.0, 25.0, 35.0, 45.0, 50.0, 56.0)  # ML-1M's age groups: <18, 18-24, ..., 56+
 YEAR_BOUNDARIES = tuple(float(y) for y in range(1920, 2030, 10))  # <1920, 1920s, ..., 2010s, >=2020
@@ -54,7 +61,7 @@ class FeatureConfig:
       kind: 'categorical' (one index) or 'multi' (a list of indices).
       transform: 'vocab' (vocabulary + OOV buckets) or 'buckets' (fixed boundaries).
       num_oov_buckets: K for 'vocab'.
-      top_k / frequency_threshold: vocabulary size controls (counted over interactions).
+      top_k / frequency_threshold: vocabulary size controls (frequencies counted over interactions).
       boundaries: bucket boundaries for 'buckets'; values <= 0 count as missing.
     """
 
@@ -158,23 +165,31 @@ def _set_range(values, max_value) -> None:
     schema_inference.set_tensor_schema_override(values, tf.constant(0, tf.int64), tf.cast(max_value, tf.int64))
 
 
-def _vocab_feature(x, f: FeatureConfig):
-    """Sparse [batch, n] strings -> shifted indices (sparse for 'multi', dense [batch] otherwise)."""
+def _vocab_feature(x, f: FeatureConfig, row_weight):
+    """Sparse [batch, n] strings -> shifted indices (sparse for 'multi', dense [batch] otherwise).
+
+    ``row_weight``: [batch] interactions of each row's entity, the weight of each of its values.
+    """
     import tensorflow as tf
     import tensorflow_transform as tft
 
     sp = _sparse(x)
     if sp.dtype != tf.string:
         sp = tf.SparseTensor(sp.indices, tf.strings.as_string(sp.values), sp.dense_shape)
-    ids = tft.compute_and_apply_vocabulary(
-        sp,
-        default_value=-1,
+    value_weight = tf.gather(row_weight, sp.indices[:, 0])
+    analysed, weights = sp, value_weight
+    if f.name in (R.USER_ID, R.ITEM_ID):  # ids without interactions have nothing to learn from: OOV
+        seen = value_weight > 0
+        analysed, weights = tf.sparse.retain(sp, seen), tf.boolean_mask(value_weight, seen)
+    vocab = tft.vocabulary(
+        analysed,
         top_k=f.top_k,
         frequency_threshold=f.frequency_threshold,
-        num_oov_buckets=f.num_oov_buckets,
         vocab_filename=f.vocab_filename,
+        weights=weights,
         name=f"vocab_{f.name}",
     )
+    ids = tft.apply_vocabulary(sp, vocab, default_value=-1, num_oov_buckets=f.num_oov_buckets)
     max_value = tft.experimental.get_vocabulary_size_by_name(f.vocab_filename) + f.num_oov_buckets
     if f.kind == "multi":
         values = ids.values + 1
@@ -199,19 +214,22 @@ def preprocessing_fn(inputs: dict, custom_config: Mapping[str, Any] | None = Non
     """TFX Transform entry point (``preprocessing_fn='cmml.models.preprocessing.preprocessing_fn'``)."""
     import tensorflow as tf
 
+    if INTERACTIONS not in inputs:
+        raise ValueError(
+            f"no {INTERACTIONS!r} feature: Transform reads LogExampleGen's entity examples (its 'entities' output)"
+        )
+    row_weight = tf.cast(_dense_scalar(inputs[INTERACTIONS], tf.zeros([], inputs[INTERACTIONS].dtype)), tf.float32)
     outputs = {}
     for f in resolve_features(custom_config):
         if f.name not in inputs:
             raise ValueError(
-                f"feature {f.name!r} is not in the examples' schema; drop it with "
+                f"feature {f.name!r} is not in the entity examples' schema; drop it with "
                 f"custom_config={{'features': {{'{f.name}': None}}}} or add it to the schema"
             )
         x = inputs[f.name]
-        outputs[f.name] = _bucket_feature(x, f) if f.transform == "buckets" else _vocab_feature(x, f)
-    outputs[LABEL] = tf.cast(_dense_scalar(inputs[LABEL], tf.constant(float("nan"), inputs[LABEL].dtype)), tf.float32)
+        outputs[f.name] = _bucket_feature(x, f) if f.transform == "buckets" else _vocab_feature(x, f, row_weight)
     for raw, name in RAW_FEATURES.items():
-        if name in inputs:
-            outputs[raw] = _dense_scalar(inputs[name], tf.constant(b"", tf.string))
+        outputs[raw] = _dense_scalar(inputs[name], tf.constant(b"", tf.string))
     return outputs
 
 

@@ -74,8 +74,9 @@ def raw_serving_inputs(transform_output: str, model) -> RawServingInputs:
         specs[s.name] = tf.TensorSpec([None] if s.kind == "multi" else [], dtype, name=s.name)
 
     preprocess = RawPreprocess(layer, raw_spec, features)
-    example_spec: dict[str, object] = {}
-    for name in [s.name for s in features] + [R.LABEL]:
+    # a raw interaction example: the interaction's label (support rows) and its user's and item's attributes
+    example_spec: dict[str, object] = {R.LABEL: tf.io.FixedLenFeature([], tf.float32, default_value=0.0)}
+    for name in [s.name for s in features]:
         spec = raw_spec[name]
         if isinstance(spec, tf.io.FixedLenFeature):
             # defaults let an empty string (a padded row) parse; padded rows are masked anyway

@@ -34,6 +34,7 @@ class PipelineConfig:
     data: list  # one dataset spec (name, folder or CSV file), or several for multi-domain
     setting: str
     columns: str | None  # CSV logs: field=column mapping
+    unknown_entities: str  # keep | quarantine: interactions whose user or item has no side-table row
     transform: dict  # Transform custom_config (feature overrides)
     taskgen: dict  # cmml.components.task_gen.config.TaskGenConfig fields
     model: dict  # cmml.models.config.CMMLConfig fields
@@ -117,6 +118,8 @@ def _check(config: PipelineConfig) -> None:
         raise ConfigError(f"scenario: only model, training and baseline can be overridden, not {', '.join(unknown)}")
     if not config.data:
         raise ConfigError("data: give at least one dataset")
+    if config.unknown_entities not in ("keep", "quarantine"):
+        raise ConfigError(f"unknown_entities {config.unknown_entities!r}: choose keep or quarantine")
     if config.setting == "multi-domain" and len(config.data) < 2:
         raise ConfigError("setting multi-domain needs two or more datasets in 'data'")
     if config.setting != "multi-domain" and len(config.data) > 1:

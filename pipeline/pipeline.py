@@ -89,17 +89,21 @@ def create_components(config: PipelineConfig, output_dir: str, data_only: bool =
     from cmml.components.transform import make_transform
     from cmml.components.validation.component import validation_components
 
-    example_gen = LogExampleGen(_sources(config))
-    statistics, schema, validator, gate = validation_components(example_gen.outputs["examples"])
-    transform = make_transform(example_gen.outputs["examples"], schema.outputs["schema"], config.transform)
-    transform.add_upstream_node(gate)  # nothing is transformed (or trained) past failed validation
+    example_gen = LogExampleGen(_sources(config), unknown_entities=config.unknown_entities)
+    validation = validation_components(example_gen.outputs["examples"], example_gen.outputs["entities"])
+    transform = make_transform(
+        example_gen.outputs["entities"], validation.entity_schema.outputs["schema"], config.transform
+    )
+    transform.add_upstream_node(validation.gate)  # nothing is transformed (or trained) past failed validation
     task_gen = TaskGen(
+        example_gen.outputs["examples"],
         transform.outputs["transformed_examples"],
         transform.outputs["transform_graph"],
         config={**config.taskgen, "setting": config.task_setting},
         transform_config=config.transform,
     )
-    components = [example_gen, statistics, schema, validator, gate, transform, task_gen]
+    task_gen.add_upstream_node(validation.gate)
+    components = [example_gen, *validation.components, transform, task_gen]
     if data_only:
         return components
 
@@ -136,7 +140,10 @@ def create_components(config: PipelineConfig, output_dir: str, data_only: bool =
         task_gen.outputs["tasks"], candidate.outputs["model"], baseline.outputs["model"], setting, config.evaluation
     )
     serving_check = ServingValidator(
-        candidate.outputs["model"], example_gen.outputs["examples"], int(config.serving.get("warmup_requests", 4))
+        candidate.outputs["model"],
+        example_gen.outputs["examples"],
+        example_gen.outputs["entities"],
+        int(config.serving.get("warmup_requests", 4)),
     )
     pusher = tfx.components.Pusher(
         model_blessing=evaluator.outputs["blessing"],

@@ -1,10 +1,10 @@
-"""Helpers for the data-component tests: transformed-example columns straight from the readers.
+"""Helpers for the data-component tests: TaskGen's inputs straight from the readers.
 
-TaskGen's Beam core reads transformed interaction examples. These helpers build them from the
-Foundation readers with a small Arrow stand-in for the Transform step (indices 0 = missing,
-1..V in order of first appearance), so the real-data tests exercise TaskGen (files, Beam, records)
-without a minutes-long tf.Transform run. The TFX path LogExampleGen -> Transform -> TaskGen is
-covered by the pipeline test on small synthetic data.
+TaskGen reads LogExampleGen's interaction examples and Transform's transformed user and item
+tables. These helpers build both from the Foundation readers, with a small Arrow stand-in for the
+Transform step (indices 0 = missing, 1..V in order of first appearance), so the real-data tests
+exercise TaskGen (files, Beam, records) without a tf.Transform run. The TFX path LogExampleGen ->
+Transform -> TaskGen is covered by the pipeline test on small synthetic data.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmml.components.task_gen.columns import FeatureInfo, write_column_batches
+from cmml.components.task_gen.columns import DOMAIN, FeatureInfo, write_column_batches
+from cmml.components.task_gen.tables import FeatureTable, entity_table
 from cmml.components.task_gen.themes import ThemeVocab
 from cmml.data import open_dataset
 from cmml.data import records as R
@@ -38,12 +39,13 @@ def _prefixed(values, prefix: str | None) -> pa.Array:
 
 @dataclasses.dataclass
 class Columns:
-    """Transformed-example columns of a whole dataset."""
+    """Interaction columns of a whole dataset and its transformed user and item tables."""
 
-    cols: dict
+    cols: dict  # raw interaction columns, as LogExampleGen writes them
     features: list
     vocab: ThemeVocab
     table: pa.Table  # canonical interactions (ids prefixed when a domain is given)
+    entities: dict[str, FeatureTable]  # 'user' / 'item' -> the transformed table
 
     def batches(self, rows: int = 50_000) -> list[dict]:
         n = self.table.num_rows
@@ -63,7 +65,7 @@ class Columns:
         return out
 
     def write(self, folder: Path, files: int = 2, rows: int = 50_000, compression: str = "") -> list[str]:
-        """Writes the columns as transformed-example TFRecord files (uncompressed by default: faster tests)."""
+        """Writes the columns as interaction-example TFRecord files (uncompressed by default: faster tests)."""
         batches = self.batches(rows)
         paths = []
         for k in range(files):
@@ -102,34 +104,40 @@ def reader_columns(data: str | Path, prefix: str | None = None, more: tuple = ()
     raw = {k: pa.concat_arrays([p[k] for p in parts]) for k in parts[0] if k != "table"}
     table = pa.concat_tables([p["table"] for p in parts])
     cols: dict = {
-        TM.RAW_USER_ID: raw[R.USER_ID].cast(pa.large_binary()),
-        TM.RAW_ITEM_ID: raw[R.ITEM_ID].cast(pa.large_binary()),
-        TM.LABEL: table[R.LABEL].to_numpy().astype(np.float32),
-        TM.RAW_SCENARIO: pc.fill_null(table[R.SCENARIO].combine_chunks(), "").cast(pa.large_binary()),
+        R.USER_ID: raw[R.USER_ID].cast(pa.large_binary()),
+        R.ITEM_ID: raw[R.ITEM_ID].cast(pa.large_binary()),
+        R.LABEL: table[R.LABEL].to_numpy().astype(np.float32),
+        R.SCENARIO: pc.fill_null(table[R.SCENARIO].combine_chunks(), "").cast(pa.large_binary()),
     }
     if prefix:
-        cols[TM.RAW_DOMAIN] = raw["domain"].cast(pa.large_binary())
-    cols[R.USER_ID], _ = _codes(raw[R.USER_ID])
-    cols[R.ITEM_ID], _ = _codes(raw[R.ITEM_ID])
-    cols["gender"], _ = _codes(raw["gender"])
+        cols[DOMAIN] = raw["domain"].cast(pa.large_binary())
+    per_row = {}  # the stand-in Transform, per interaction row
+    per_row[R.USER_ID], _ = _codes(raw[R.USER_ID])
+    per_row[R.ITEM_ID], _ = _codes(raw[R.ITEM_ID])
+    per_row["gender"], _ = _codes(raw["gender"])
     years = pc.fill_null(raw["year"], 0).to_numpy(zero_copy_only=False)
-    cols["year"] = np.where(
+    per_row["year"] = np.where(
         years > 0, np.searchsorted(np.array(TM.YEAR_BOUNDARIES), years, side="right") + 1, 0
     ).astype(np.int64)
-    cols["rated"], rated_vocab = _codes(raw["rated"])
+    per_row["rated"], rated_vocab = _codes(raw["rated"])
     vocab = {}
     for name in ("genres", "directors", "actors"):
         lists = raw[name]
         lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
         codes, vocab[name] = _codes(pc.list_flatten(lists))
-        cols[name] = (codes, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        per_row[name] = (codes, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
     features = [
-        FeatureInfo(R.USER_ID, "user", "categorical", int(cols[R.USER_ID].max()) + 2),
-        FeatureInfo("gender", "user", "categorical", int(cols["gender"].max()) + 2),
-        FeatureInfo(R.ITEM_ID, "item", "categorical", int(cols[R.ITEM_ID].max()) + 2),
+        FeatureInfo(R.USER_ID, "user", "categorical", int(per_row[R.USER_ID].max()) + 2),
+        FeatureInfo("gender", "user", "categorical", int(per_row["gender"].max()) + 2),
+        FeatureInfo(R.ITEM_ID, "item", "categorical", int(per_row[R.ITEM_ID].max()) + 2),
         FeatureInfo("year", "item", "categorical", len(TM.YEAR_BOUNDARIES) + 2),
         FeatureInfo("genres", "item", "multi", len(vocab["genres"]) + 2),
     ]
+    entities = {}
+    for side, key, raw_key in (("user", R.USER_ID, TM.RAW_USER_ID), ("item", R.ITEM_ID, TM.RAW_ITEM_ID)):
+        names = [f.name for f in features if f.side == side]
+        rows = {raw_key: cols[key], **{name: per_row[name] for name in names}}
+        entities[side] = entity_table([rows], raw_key, names)  # one row per key: its first interaction's
     theme_vocab = ThemeVocab(
         genres=tuple(vocab["genres"]),
         year=tuple(TM.bucket_names(TM.YEAR_BOUNDARIES, "year")),
@@ -137,7 +145,7 @@ def reader_columns(data: str | Path, prefix: str | None = None, more: tuple = ()
         actors=tuple(vocab["actors"]),
         rated=tuple(rated_vocab),
     )
-    return Columns(cols, features, theme_vocab, table)
+    return Columns(cols, features, theme_vocab, table, entities)
 
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]

@@ -41,7 +41,7 @@ def test_task_records_from_the_pipeline(data_pipeline):
         and specs["genres"].kind == "multi"
     )
     assert specs["age"].vocab_size == 8
-    # record content: the transformed indices of the raw ids (every split analysed -> no OOV ids)
+    # record content: the transformed indices of the raw ids (every rated id has its index)
     import tensorflow as tf
 
     users_vocab = [u.decode() for u in tft_out.vocabulary_by_name("user_id")]
@@ -77,11 +77,15 @@ def test_scenario_tasks_from_the_same_transform(data_pipeline, tmp_path):
 
     data, transform_config = data_pipeline.data, data_pipeline.transform_config
     [graph] = data_pipeline.artifacts("TransformGraph")
-    examples = [a for a in data_pipeline.artifacts("Examples") if "transformed_examples" in a.uri]
     from tfx.types import standard_artifacts
 
-    ex = standard_artifacts.Examples()
-    ex.set_mlmd_artifact(examples[0])
+    def artifact(folder: str):
+        [mlmd] = [a for a in data_pipeline.artifacts("Examples") if f"/{folder}/" in a.uri]
+        out = standard_artifacts.Examples()
+        out.set_mlmd_artifact(mlmd)
+        return out
+
+    ex, entities = artifact("LogExampleGen/examples"), artifact("transformed_examples")
     tg = standard_artifacts.TransformGraph()
     tg.set_mlmd_artifact(graph)
     tasks = standard_artifacts.Examples()
@@ -91,7 +95,7 @@ def test_scenario_tasks_from_the_same_transform(data_pipeline, tmp_path):
     )
     context = BaseBeamExecutor.Context(make_beam_pipeline_fn=lambda: beam.Pipeline(argv=IN_MEMORY))
     Executor(context).Do(
-        {"examples": [ex], "transform_graph": [tg]},
+        {"examples": [ex], "entities": [entities], "transform_graph": [tg]},
         {"tasks": [tasks]},
         {"config": config.to_json(), "transform_config": json.dumps(transform_config)},
     )

@@ -36,20 +36,28 @@ RAW_SPECS = {
 USERS, ROWS = 5, 14
 
 
-def _example(user: int, item: int, label: float) -> bytes:
-    def strings(*values: str) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
+def _strings(*values: str) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
 
-    genres = [f"g{(item + k) % 7}" for k in range(1 + item % 3)]
-    feature = {
-        "user_id": strings(f"u{user}"),
-        "item_id": strings(f"i{item}"),
-        "gender": strings("F" if user % 2 else "M"),
-        "genres": strings(*genres),
-        "label": tf.train.Feature(float_list=tf.train.FloatList(value=[label])),
-        "timestamp": tf.train.Feature(int64_list=tf.train.Int64List(value=[1000 + item])),
-    }
+
+def _example(**feature: tf.train.Feature) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _interaction(user: int, item: int, label: float) -> bytes:
+    return _example(
+        user_id=_strings(f"u{user}"),
+        item_id=_strings(f"i{item}"),
+        label=tf.train.Feature(float_list=tf.train.FloatList(value=[label])),
+        timestamp=tf.train.Feature(int64_list=tf.train.Int64List(value=[1000 + item])),
+    )
+
+
+def _write(path, records) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for r in records:
+            writer.write(r)
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +83,32 @@ def raw_model(tmp_path_factory):
         raw_specs={name: tf.TensorSpec(shape, dtype) for name, (shape, dtype) in RAW_SPECS.items()},
         example_spec=example_spec,
     )
-    split = root / "examples" / "Split-train"
-    split.mkdir(parents=True)
+    # LogExampleGen's layout: interactions, and the user and item tables (entities)
     rng = np.random.default_rng(0)
-    with tf.io.TFRecordWriter(str(split / "data_tfrecord-0.gz"), options="GZIP") as writer:
-        for k in range(USERS * ROWS):
-            writer.write(_example(k % USERS, int(rng.integers(40)), float(rng.integers(1, 6))))
-    return str(path), str(root / "examples")
+    rows = [(k % USERS, int(rng.integers(40)), float(rng.integers(1, 6))) for k in range(USERS * ROWS)]
+    _write(root / "examples" / "Split-train" / "data_tfrecord-0.gz", [_interaction(*row) for row in rows])
+    count = tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))
+    users = [
+        _example(user_id=_strings(f"u{u}"), gender=_strings("F" if u % 2 else "M"), interactions=count)
+        for u in range(USERS)
+    ]
+    items = [
+        _example(
+            item_id=_strings(f"i{i}"),
+            genres=_strings(*[f"g{(i + k) % 7}" for k in range(1 + i % 3)]),
+            interactions=count,
+        )
+        for i in range(40)
+    ]
+    _write(root / "entities" / "Split-users" / "data_tfrecord-000.gz", users)
+    _write(root / "entities" / "Split-items" / "data_tfrecord-000.gz", items)
+    return str(path), str(root / "examples"), str(root / "entities")
 
 
 def _inputs(raw_model, **sizes):
-    model_dir, examples = raw_model
+    model_dir, examples, entities = raw_model
     signature = signatures_from_map(signature_def_map(model_dir))["serving_default"]
-    return canned_episodes(examples, signature.inputs, **sizes)
+    return canned_episodes(examples, entities, signature.inputs, **sizes)
 
 
 def test_canned_requests_are_users_rows_padded_to_the_request_size(raw_model):

@@ -27,7 +27,7 @@ from cmml.components.task_gen.scenario_tasks import sample_negatives
 from cmml.components.task_gen.splits import META_TEST, META_TRAIN, assign_splits, make_plan
 from cmml.components.task_gen.tables import offsets_from_lengths
 from cmml.components.task_gen.user_tasks import task_seeds
-from cmml.models import preprocessing as TM
+from cmml.data import records as R
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
 
@@ -40,7 +40,7 @@ USER_3333_QUERY_RATINGS = [4, 3, 4, 5, 2, 2, 4, 2, 4, 2]
 
 def run(cols, files, out, config, **kw):
     kw.setdefault("beam_args", IN_MEMORY)
-    return run_task_gen(files, str(out), config, cols.features, cols.vocab, **kw)
+    return run_task_gen(files, cols.entities, str(out), config, cols.features, cols.vocab, **kw)
 
 
 def read_index(out) -> pd.DataFrame:
@@ -341,14 +341,14 @@ def test_quarantine_and_conservation(synthetic_small, tmp_path):
     cols = reader_columns(synthetic_small)
     batches = cols.batches(rows=10_000)
     first = dict(batches[0])
-    users = first[TM.RAW_USER_ID].to_pylist()
+    users = first[R.USER_ID].to_pylist()
     users[3] = b""
-    label = first[TM.LABEL].copy()
+    label = first[R.LABEL].copy()
     label[5] = np.nan
     import pyarrow as pa
 
-    first[TM.RAW_USER_ID] = pa.array(users, pa.large_binary())
-    first[TM.LABEL] = label
+    first[R.USER_ID] = pa.array(users, pa.large_binary())
+    first[R.LABEL] = label
     path = tmp_path / "cols.gz"
     write_column_batches([first] + batches[1:], str(path))
     stats = run(cols, [str(path)], tmp_path / "out", TaskGenConfig(num_shards=2))

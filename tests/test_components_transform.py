@@ -1,5 +1,6 @@
-"""The tf.Transform module on the pipeline's real Transform output: index convention, OOV buckets,
-fixed buckets, vocab sizes, and a per-example mapping usable at serving time."""
+"""The tf.Transform module on the pipeline's real Transform output (the user and item tables): index
+convention, vocabularies weighted by interactions, ids without interactions out of vocabulary,
+fixed buckets, vocab sizes, and a per-row mapping usable at serving time."""
 
 from __future__ import annotations
 
@@ -19,70 +20,106 @@ def _transform(data_pipeline):
     return tft.TFTransformOutput(graph.uri)
 
 
-def _files(data_pipeline, kind: str) -> list[str]:
+def _files(data_pipeline, kind: str, split: str) -> list[str]:
     [examples] = [a for a in data_pipeline.artifacts("Examples") if f"/{kind}/" in a.uri]
-    return sorted(glob.glob(f"{examples.uri}/Split-*/*"))
+    return sorted(glob.glob(f"{examples.uri}/Split-{split}/*"))
 
 
-def _transformed_frame(data_pipeline) -> pd.DataFrame:
+def _frame(data_pipeline, split: str, spec: dict) -> pd.DataFrame:
     import tensorflow as tf
 
-    spec = {n: tf.io.FixedLenFeature([], tf.int64) for n in ("user_id", "item_id", "gender", "age", "year")}
-    spec.update(
-        {
-            TM.RAW_USER_ID: tf.io.FixedLenFeature([], tf.string),
-            TM.RAW_ITEM_ID: tf.io.FixedLenFeature([], tf.string),
-            TM.LABEL: tf.io.FixedLenFeature([], tf.float32),
-            "genres": tf.io.RaggedFeature(tf.int64),
-        }
-    )
-    ds = tf.data.TFRecordDataset(_files(data_pipeline, "transformed_examples"), compression_type="GZIP").batch(100_000)
+    ds = tf.data.TFRecordDataset(_files(data_pipeline, "transformed_examples", split), compression_type="GZIP")
     parts = []
-    for batch in ds:
+    for batch in ds.batch(100_000):
         p = tf.io.parse_example(batch, spec)
-        cols = {k: v.numpy() for k, v in p.items() if k != "genres"}
-        cols["genres"] = p["genres"].to_list()
-        parts.append(pd.DataFrame(cols))
+        parts.append(
+            pd.DataFrame({k: (v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy()) for k, v in p.items()})
+        )
     df = pd.concat(parts, ignore_index=True)
     for c in (TM.RAW_USER_ID, TM.RAW_ITEM_ID):
-        df[c] = df[c].str.decode("utf-8")
+        if c in df:
+            df[c] = df[c].str.decode("utf-8")
     return df
 
 
-def test_transformed_examples_follow_the_index_convention(data_pipeline):
+def _users(data_pipeline) -> pd.DataFrame:
+    import tensorflow as tf
+
+    spec = {n: tf.io.FixedLenFeature([], tf.int64) for n in ("user_id", "gender", "age")}
+    return _frame(data_pipeline, "users", {**spec, TM.RAW_USER_ID: tf.io.FixedLenFeature([], tf.string)})
+
+
+def _items(data_pipeline) -> pd.DataFrame:
+    import tensorflow as tf
+
+    spec = {n: tf.io.FixedLenFeature([], tf.int64) for n in ("item_id", "year")}
+    spec.update({TM.RAW_ITEM_ID: tf.io.FixedLenFeature([], tf.string), "genres": tf.io.RaggedFeature(tf.int64)})
+    return _frame(data_pipeline, "items", spec)
+
+
+def _read(data: str, name: str, columns: list[str]) -> pd.DataFrame:
+    return pd.read_csv(data / name, sep="::", engine="python", names=columns, dtype=str, encoding="latin-1")
+
+
+def test_transformed_tables_follow_the_index_convention_and_interaction_weights(data_pipeline):
     out = _transform(data_pipeline)
-    df = _transformed_frame(data_pipeline)
+    users, items = _users(data_pipeline), _items(data_pipeline)
     data = data_pipeline.data
-    ratings = pd.read_csv(
-        data / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "ts"], dtype=str
-    )
-    assert len(df) == len(ratings)
-    users = [u.decode() for u in out.vocabulary_by_name("user_id")]
-    items = [i.decode() for i in out.vocabulary_by_name("item_id")]
-    assert (df.user_id == df[TM.RAW_USER_ID].map({u: k + 1 for k, u in enumerate(users)})).all()  # 1..V, 0 unused
-    assert (df.item_id == df[TM.RAW_ITEM_ID].map({i: k + 1 for k, i in enumerate(items)})).all()
-    merged = df.merge(ratings, left_on=[TM.RAW_USER_ID, TM.RAW_ITEM_ID], right_on=["user", "item"])
-    assert len(merged) == len(df) and np.allclose(merged.label, merged.rating.astype(float))
-    # fixed buckets: ML-1M age groups, decades
-    people = pd.read_csv(
-        data / "users.dat", sep="::", engine="python", names=["user", "gender", "age", "occ", "zip"], dtype=str
-    )
-    ages = df[TM.RAW_USER_ID].map(dict(zip(people.user, people.age.astype(int))))
-    expected_age = np.searchsorted(np.array(TM.AGE_BOUNDARIES), ages.to_numpy(), side="right") + 1
-    assert np.array_equal(df.age.to_numpy(), np.where(ages > 0, expected_age, 0))
-    movies = pd.read_csv(data / "movies.dat", sep="::", engine="python", names=["item", "title", "genres"], dtype=str)
-    year = df[TM.RAW_ITEM_ID].map(dict(zip(movies.item, movies.title.str.extract(r"\((\d{4})\)$")[0].astype(int))))
-    names = TM.bucket_names(TM.YEAR_BOUNDARIES, "year")
-    assert all(names[y - 1] == f"{v // 10 * 10}s" for y, v in zip(df.year, year))
+    ratings = _read(data, "ratings.dat", ["user", "item", "rating", "ts"])
+    people = _read(data, "users.dat", ["user", "gender", "age", "occ", "zip"])
+    movies = _read(data, "movies.dat", ["item", "title", "genres"])
+    assert sorted(users[TM.RAW_USER_ID]) == sorted(people.user)  # one row per user of the side table
+    assert set(items[TM.RAW_ITEM_ID]) == set(movies.item) | set(ratings.item)
+    # ids: the vocabulary holds the rated ids, most-rated first (weights = interactions); the others are OOV
+    per_user = ratings.groupby("user").size()
+    vocab = [u.decode() for u in out.vocabulary_by_name("user_id")]
+    assert set(vocab) == set(per_user.index) and (np.diff(per_user[vocab].to_numpy()) <= 0).all()
+    index = users.set_index(TM.RAW_USER_ID).user_id
+    assert (index[vocab] == np.arange(1, len(vocab) + 1)).all()  # 1..V, 0 unused
+    per_item = ratings.groupby("item").size()
+    items_vocab = [i.decode() for i in out.vocabulary_by_name("item_id")]
+    assert set(items_vocab) == set(per_item.index)
+    cold = items[~items[TM.RAW_ITEM_ID].isin(per_item.index)]
+    assert (cold.item_id > len(items_vocab)).all()  # an item without ratings: an OOV bucket ...
+    # ... but its real attributes (cold items, if the sample has any, and every other item)
     genre_vocab = [g.decode() for g in out.vocabulary_by_name("genres")]
     movie_genres = dict(zip(movies.item, movies.genres.str.split("|")))
-    for item, g in zip(df[TM.RAW_ITEM_ID][:2000], df.genres[:2000]):
-        assert sorted(genre_vocab[x - 1] for x in g) == sorted(movie_genres[item])
+    for item, g in zip(items[TM.RAW_ITEM_ID], items.genres):
+        assert sorted(genre_vocab[x - 1] for x in g) == sorted(movie_genres[item]), item
+    # a genre's frequency is the number of ratings of its items: the vocabulary is in that order
+    rated = ratings.merge(movies, on="item")
+    genre_ratings = rated.genres.str.split("|").explode().value_counts()
+    assert (np.diff(genre_ratings[genre_vocab].to_numpy()) <= 0).all()
+    # fixed buckets: ML-1M age groups, decades
+    ages = users[TM.RAW_USER_ID].map(dict(zip(people.user, people.age.astype(int))))
+    expected_age = np.searchsorted(np.array(TM.AGE_BOUNDARIES), ages.to_numpy(), side="right") + 1
+    assert np.array_equal(users.age.to_numpy(), np.where(ages > 0, expected_age, 0))
+    year = items[TM.RAW_ITEM_ID].map(dict(zip(movies.item, movies.title.str.extract(r"\((\d{4})\)$")[0].astype(int))))
+    names = TM.bucket_names(TM.YEAR_BOUNDARIES, "year")
+    assert all(names[y - 1] == f"{v // 10 * 10}s" for y, v in zip(items.year, year))
+
+
+def _raw_inputs(out, values: dict) -> dict:
+    """Raw inputs of the transform layer: ``values`` given as lists, every other feature absent."""
+    import tensorflow as tf
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    spec = schema_utils.schema_as_feature_spec(out.raw_metadata.schema).feature_spec
+    inputs = {}
+    for name, s in spec.items():
+        given = values.get(name, [])
+        if isinstance(s, tf.io.FixedLenFeature):
+            inputs[name] = tf.constant([given or [0]], s.dtype)
+        else:
+            inputs[name] = tf.sparse.SparseTensor(
+                [[0, k] for k in range(len(given))] or tf.zeros([0, 2], tf.int64),
+                tf.constant(given, s.dtype) if given else tf.zeros([0], s.dtype),
+                [1, max(1, len(given))],
+            )
+    return inputs
 
 
 def test_vocab_sizes_oov_buckets_and_missing_values(data_pipeline):
-    import tensorflow as tf
-
     out = _transform(data_pipeline)
     sizes = TM.feature_vocab_sizes(out.transformed_metadata.schema)
     for f in TM.resolve_features(data_pipeline.transform_config):
@@ -93,18 +130,12 @@ def test_vocab_sizes_oov_buckets_and_missing_values(data_pipeline):
         )
         assert sizes[f.name] == expected, f.name
     layer = out.transform_features_layer()
-    raw = {"user_id": [[b"never-seen"]], "item_id": [[b"1"]], "label": [[3.0]]}
-    inputs = {k: tf.constant(v) for k, v in raw.items()}
-    from tensorflow_transform.tf_metadata import schema_utils
-
-    spec = schema_utils.schema_as_feature_spec(out.raw_metadata.schema).feature_spec
-    for name, s in spec.items():
-        if name not in inputs:  # optional features: absent (empty sparse)
-            dtype = s.dtype
-            inputs[name] = tf.sparse.SparseTensor(tf.zeros([0, 2], tf.int64), tf.zeros([0], dtype), [1, 1])
-    inputs["genres"] = tf.sparse.SparseTensor([[0, 0], [0, 1]], tf.constant([b"War", b"No Such Genre"]), [1, 2])
-    inputs["age"] = tf.sparse.SparseTensor([[0, 0]], tf.constant([61], tf.int64), [1, 1])
-    t = layer(inputs)
+    t = layer(
+        _raw_inputs(
+            out,
+            {"user_id": [b"never-seen"], "item_id": [b"1"], "genres": [b"War", b"No Such Genre"], "age": [61]},
+        )
+    )
     v_users = len(out.vocabulary_by_name("user_id"))
     assert v_users + 1 <= int(t["user_id"][0]) <= v_users + 32  # an OOV bucket
     assert int(t["gender"][0]) == 0 and int(t["year"][0]) == 0  # missing -> padding index
@@ -112,29 +143,33 @@ def test_vocab_sizes_oov_buckets_and_missing_values(data_pipeline):
     genres = out.vocabulary_by_name("genres")
     values = t["genres"].values.numpy().tolist()
     assert values[0] == genres.index(b"War") + 1 and len(genres) < values[1] <= len(genres) + 2
-    assert float(t["label"][0]) == 3.0 and t[TM.RAW_USER_ID].numpy()[0] == b"never-seen"
+    assert t[TM.RAW_USER_ID].numpy()[0] == b"never-seen"
     assert "tags" not in t and "writers" not in t  # dropped by the default transform config
 
 
-def test_serving_transform_is_a_per_example_mapping(data_pipeline):
-    """One raw tf.Example through the transform layer alone == its row in Transform's batch output."""
+@pytest.mark.parametrize("split", ["users", "items"])
+def test_serving_transform_is_a_per_row_mapping(data_pipeline, split):
+    """One raw entity tf.Example through the transform layer alone == its row in Transform's batch output."""
     import tensorflow as tf
     from tensorflow_transform.tf_metadata import schema_utils
 
     out = _transform(data_pipeline)
-    df = _transformed_frame(data_pipeline).set_index([TM.RAW_USER_ID, TM.RAW_ITEM_ID])
+    key = TM.RAW_USER_ID if split == "users" else TM.RAW_ITEM_ID
+    df = (_users if split == "users" else _items)(data_pipeline).set_index(key)
     spec = schema_utils.schema_as_feature_spec(out.raw_metadata.schema).feature_spec
     layer = out.transform_features_layer()
     raws = [
-        r.numpy() for r in tf.data.TFRecordDataset(_files(data_pipeline, "examples"), compression_type="GZIP").take(25)
+        r.numpy()
+        for r in tf.data.TFRecordDataset(_files(data_pipeline, "entities", split), compression_type="GZIP").take(25)
     ]
+    assert raws
     for raw in raws:
         one = layer(tf.io.parse_example(tf.constant([raw]), spec))
-        key = (one[TM.RAW_USER_ID].numpy()[0].decode(), one[TM.RAW_ITEM_ID].numpy()[0].decode())
-        row = df.loc[key]
-        for name in ("user_id", "item_id", "gender", "age", "year"):
-            assert int(one[name].numpy()[0]) == row[name], (key, name)
-        assert one["genres"].values.numpy().tolist() == list(row["genres"])
+        row = df.loc[one[key].numpy()[0].decode()]
+        for name in [c for c in df.columns if c != "genres"]:
+            assert int(one[name].numpy()[0]) == row[name], (name, row.name)
+        if "genres" in df:
+            assert one["genres"].values.numpy().tolist() == list(row["genres"])
 
 
 def test_feature_config_and_bucket_names():

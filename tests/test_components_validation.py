@@ -28,13 +28,7 @@ def test_example_schema_covers_the_canonical_records():
 
     schema = load_schema("example")
     names = [f.name for f in schema.feature]
-    expected = (
-        list(R.INTERACTION_SCHEMA.names)
-        + ["domain"]
-        + list(R.USER_FEATURES)
-        + [n for n in R.ITEM_FEATURES if n != "title"]
-    )
-    assert names == expected
+    assert names == list(R.INTERACTION_SCHEMA.names) + ["domain"]  # side features: schemas/entity.pbtxt
     feature = {f.name: f for f in schema.feature}
     assert feature["label"].float_domain.max == 5.0 and feature["label"].presence.min_fraction == 1.0
     for name in (R.USER_ID, R.ITEM_ID):
@@ -125,7 +119,7 @@ def test_gate_reports_type_change_missing_feature_and_range(tmp_path):
 
 def test_gate_passes_clean_data_and_checks_dead_letter_rate(tmp_path):
     rows = [
-        {"user_id": b"1", "item_id": b"10", "label": 4.0, "gender": b"F"},
+        {"user_id": b"1", "item_id": b"10", "label": 4.0, "timestamp": 5},
         {"user_id": b"2", "item_id": b"10", "label": 2.0},
     ]
     examples, anomalies = _validate(tmp_path, rows)
@@ -141,8 +135,10 @@ def test_gate_passes_clean_data_and_checks_dead_letter_rate(tmp_path):
         )
 
 
-def test_schema_violation_stops_the_pipeline(tmp_path):
-    """LogExampleGen on a CSV log without a label range lets rating 9 through; the gate stops the run."""
+@pytest.mark.parametrize("broken", ["interactions", "items"])
+def test_schema_violation_stops_the_pipeline(tmp_path, broken):
+    """LogExampleGen on a CSV log without a label range lets rating 9 through (or an item table a year 3000);
+    the gate stops the run on the interactions' anomaly as on the entity table's."""
     from tfx.orchestration import metadata
     from tfx.orchestration import pipeline as tfx_pipeline
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
@@ -152,15 +148,20 @@ def test_schema_violation_stops_the_pipeline(tmp_path):
     from cmml.components.transform import make_transform
 
     log = tmp_path / "ratings.csv"
-    log.write_text("uid,iid,stars\n" + "".join(f"u{i % 7},i{i % 11},{1 + i % 5}\n" for i in range(60)) + "u1,i3,9\n")
-    gen = LogExampleGen(Source(str(log), columns="user=uid,item=iid,label=stars"))
-    stats, schema, validator, gate = validation_components(gen.outputs["examples"])
-    transform = make_transform(gen.outputs["examples"], schema.outputs["schema"])
-    transform.add_upstream_node(gate)
+    rows = "".join(f"u{i % 7},i{i % 11},{1 + i % 5}\n" for i in range(60))
+    log.write_text("uid,iid,stars\n" + rows + ("u1,i3,9\n" if broken == "interactions" else ""))
+    items = tmp_path / "items.csv"
+    items.write_text(
+        "item_id,year\n" + "".join(f"i{k},{3000 if broken == 'items' and k == 3 else 1990}\n" for k in range(11))
+    )
+    gen = LogExampleGen(Source(str(log), columns="user=uid,item=iid,label=stars", items_path=str(items)))
+    validation = validation_components(gen.outputs["examples"], gen.outputs["entities"])
+    transform = make_transform(gen.outputs["entities"], validation.entity_schema.outputs["schema"])
+    transform.add_upstream_node(validation.gate)
     p = tfx_pipeline.Pipeline(
         pipeline_name="gate",
         pipeline_root=str(tmp_path / "root"),
-        components=[gen, stats, schema, validator, gate, transform],
+        components=[gen, *validation.components, transform],
         metadata_connection_config=metadata.sqlite_metadata_connection_config(str(tmp_path / "mlmd.sqlite")),
         beam_pipeline_args=IN_MEMORY,
     )
@@ -168,7 +169,10 @@ def test_schema_violation_stops_the_pipeline(tmp_path):
         LocalDagRunner().run(p)
     lines = str(err.value).splitlines()
     assert lines[0] == "Data validation failed: 1 problem." and len(lines) == 2
-    assert re.fullmatch(
-        r"  split '(train|eval)', feature 'label': Out-of-range values. Unexpectedly high value: 9>5.*", lines[1]
+    expected = (
+        r"  split '(train|eval)', feature 'label': Out-of-range values. Unexpectedly high value: 9>5.*"
+        if broken == "interactions"
+        else r"  split 'items', feature 'year': Out-of-range values. Unexpectedly large value: 3000.*"
     )
+    assert re.fullmatch(expected, lines[1]), lines[1]
     assert not (tmp_path / "root" / "Transform").exists()  # nothing ran after the gate

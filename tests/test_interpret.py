@@ -32,6 +32,7 @@ def _task_records(tmp: Path, data: Path, **config) -> str:
     out = tmp / "tasks"
     run_task_gen(
         files,
+        cols.entities,
         str(out),
         TaskGenConfig(num_shards=1, **config),
         cols.features,

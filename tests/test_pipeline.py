@@ -21,6 +21,9 @@ COMPONENTS = {
     "StatisticsGen",
     "ImportSchemaGen",
     "ExampleValidator",
+    "EntityStatisticsGen",
+    "EntityImportSchemaGen",
+    "EntityExampleValidator",
     "ValidationGate",
     "Transform",
     "TaskGen",
@@ -112,8 +115,9 @@ def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_
     trainer_model = sorted((output / "pipeline" / "Trainer" / "model").glob("*/Format-Serving"))[-1]
     serve = tf.saved_model.load(str(trainer_model)).signatures["serving_default"]
     examples = sorted((output / "pipeline" / "LogExampleGen" / "examples").glob("*"))[-1]
+    entities = sorted((output / "pipeline" / "LogExampleGen" / "entities").glob("*"))[-1]
     inputs = canned_episodes(
-        str(examples), signatures_from_map(signature_def_map(trainer_model))["serving_default"].inputs
+        str(examples), str(entities), signatures_from_map(signature_def_map(trainer_model))["serving_default"].inputs
     )
     feed = {k: v for k, v in inputs.items() if not k.endswith("_examples")}
     spec = serve.structured_input_signature[1]

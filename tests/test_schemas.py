@@ -35,3 +35,16 @@ def test_tfmd_schema_matches_arrow_schema(name, arrow):
 def test_unknown_schema_name():
     with pytest.raises(FileNotFoundError, match="no schema named 'nope'"):
         load_schema("nope")
+
+
+def test_entity_schema_holds_every_side_feature():
+    """LogExampleGen's entity examples carry every side feature (the item's free-text title aside) once,
+    typed as in the record schemas."""
+    from cmml.components.example_gen.entities import INTERACTIONS, ITEM_FEATURES
+
+    entity = {f.name: f for f in load_schema("entity").feature}
+    assert list(entity) == [R.USER_ID, R.ITEM_ID, INTERACTIONS, *R.USER_FEATURES, *ITEM_FEATURES]
+    records = {f.name: f for f in [*load_schema("user").feature, *load_schema("item").feature]}
+    for name in [*R.USER_FEATURES, *ITEM_FEATURES]:
+        assert entity[name].type == records[name].type, name
+    assert entity[R.USER_ID].presence.min_fraction == 0.0 and entity[INTERACTIONS].presence.min_fraction == 1.0

@@ -15,6 +15,7 @@ class ServingValidatorSpec(ComponentSpec):
     INPUTS = {
         "model": ChannelParameter(type=standard_artifacts.Model),
         "examples": ChannelParameter(type=standard_artifacts.Examples),
+        "entities": ChannelParameter(type=standard_artifacts.Examples),
     }
     OUTPUTS = {"blessing": ChannelParameter(type=standard_artifacts.InfraBlessing)}
 
@@ -25,17 +26,25 @@ class ServingValidator(base_component.BaseComponent):
     SPEC_CLASS = ServingValidatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, model: types.BaseChannel, examples: types.BaseChannel, warmup_requests: int = 4):
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        examples: types.BaseChannel,
+        entities: types.BaseChannel,
+        warmup_requests: int = 4,
+    ):
         """
         Args:
           model: the Trainer's output (its serving model is validated).
-          examples: ExampleGen's raw examples (canned requests are built from them).
+          examples: LogExampleGen's interactions (canned requests are built from them) ...
+          entities: ... and its user and item tables (their raw attributes).
           warmup_requests: how many canned requests become warm-up records (0: none).
         """
         super().__init__(
             spec=ServingValidatorSpec(
                 model=model,
                 examples=examples,
+                entities=entities,
                 warmup_requests=warmup_requests,
                 blessing=types.Channel(type=standard_artifacts.InfraBlessing),
             )

@@ -27,12 +27,13 @@ class Executor(base_executor.BaseExecutor):
         self._log_startup(input_dict, output_dict, exec_properties)
         model = artifact_utils.get_single_instance(input_dict["model"])
         examples = artifact_utils.get_single_instance(input_dict["examples"])
+        entities = artifact_utils.get_single_instance(input_dict["entities"])
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
         stamped = path_utils.stamped_model_path(blessing.uri)
         shutil.copytree(path_utils.serving_model_path(model.uri), stamped, dirs_exist_ok=True)
 
         signature = signatures_from_map(signature_def_map(stamped))[DEFAULT_SIGNATURE]
-        inputs = canned_episodes(examples.uri, signature.inputs)
+        inputs = canned_episodes(examples.uri, entities.uri, signature.inputs)
         requests = []
         for k in range(min(int(exec_properties.get("warmup_requests") or 0), len(inputs["query_mask"]))):
             one = {name: value[k : k + 1] for name, value in inputs.items() if not name.endswith(f"_{EXAMPLES}")}

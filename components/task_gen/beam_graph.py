@@ -1,10 +1,12 @@
-"""TaskGen's Apache Beam pipeline: transformed interactions -> per-task TFRecords (:func:`run_task_gen`).
+"""TaskGen's Apache Beam pipeline: interactions + transformed user and item tables -> per-task TFRecords
+(:func:`run_task_gen`).
 
-Beam graph (every element is a batch or a shard, never one interaction)::
+Beam graph (every element is a batch, a table or a shard, never one interaction)::
 
-    transformed example files --ReadColumns (tf.data + tf.io.parse_example, 64k rows a batch)-->
+    interaction example files --ReadColumns (tf.data + tf.io.parse_example, 64k rows a batch)-->
     column batches --Extract--> (shard, PackedRows)     --GroupByKey(shard)--> BuildShard --> records
-                            \\-> user / item tables     --merge-->  side inputs of Plan and BuildShard
+                            \\-> user / item key tables --merge, + features of the transformed tables-->
+                                                           side inputs of Plan and BuildShard
                             \\-> task counts            --Plan (size filter + meta split)--> side input
                             \\-> quarantined rows       --> quarantine/rows-*.jsonl
     shard summaries --merge--> Finalize: conservation check, taskgen_stats.json, tasks.tsv,
@@ -28,16 +30,17 @@ import pyarrow as pa
 
 from cmml.components import common
 from cmml.components.task_gen.accounting import STATS_FILE, finalize
-from cmml.components.task_gen.columns import FeatureInfo, ReadColumns, SpecFn
+from cmml.components.task_gen.columns import FeatureInfo, ReadColumns, entity_parse_spec, read_columns
 from cmml.components.task_gen.config import TaskGenConfig
 from cmml.components.task_gen.extract import ExtractContext, extract_batch, unique_pairs
 from cmml.components.task_gen.records import write_shard
 from cmml.components.task_gen.rows import ShardRows
 from cmml.components.task_gen.scenario_tasks import build_scenario_tasks
 from cmml.components.task_gen.splits import NO_SCENARIO, OUT_OF_BOUNDS, TaskPlan, make_plan
-from cmml.components.task_gen.tables import FeatureTable, FeatureTableCombine
+from cmml.components.task_gen.tables import FeatureTable, FeatureTableCombine, entity_table, with_features
 from cmml.components.task_gen.themes import ThemeVocab, theme_plan
 from cmml.components.task_gen.user_tasks import build_user_tasks
+from cmml.models import preprocessing as TM
 from cmml.schemas import episodes as E
 
 QUARANTINE_DIR = "quarantine"
@@ -71,8 +74,8 @@ class _Extract(beam.DoFn):
         self._pairs: list = []
         self._counters: list = []
 
-    def process(self, cols: dict):
-        out = extract_batch(cols, self._ctx)
+    def process(self, cols: dict, item_table: FeatureTable | None = None):
+        out = extract_batch(cols, self._ctx, item_table)
         yield from out["shards"]
         self._acc[self.USERS] = self._users.add_input(self._acc[self.USERS], out["users"])
         self._acc[self.ITEMS] = self._items.add_input(self._acc[self.ITEMS], out["items"])
@@ -173,6 +176,10 @@ class _BuildShard(beam.DoFn):
         yield {"counters": counters, "index": index}
 
 
+def _with_features(keys: FeatureTable | None, table: FeatureTable) -> FeatureTable | None:
+    return None if keys is None else with_features(keys, table)
+
+
 class _SummaryCombine(beam.CombineFn):
     def create_accumulator(self):
         return {"counters": {}, "index": []}
@@ -192,10 +199,34 @@ class _SummaryCombine(beam.CombineFn):
         return acc
 
 
-def build_pipeline(batches: beam.PCollection, ctx: ExtractContext, output_dir: str) -> beam.PCollection:
-    """Adds TaskGen's graph after a PCollection of column batches; returns the final stats."""
+def load_entity_table(source: Sequence[str] | FeatureTable, side: str, features: Sequence[FeatureInfo], batch: int):
+    """A transformed user or item table from its files (or as given) -> a deduplicated FeatureTable."""
+    if isinstance(source, FeatureTable):
+        return source
+    key = TM.RAW_USER_ID if side == "user" else TM.RAW_ITEM_ID
+    names = [f.name for f in features if f.side == side]
+    return entity_table(list(read_columns(list(source), entity_parse_spec(side, features), batch)), key, names)
+
+
+def build_pipeline(
+    batches: beam.PCollection, ctx: ExtractContext, output_dir: str, entities: dict[str, object]
+) -> beam.PCollection:
+    """Adds TaskGen's graph after a PCollection of column batches; returns the final stats.
+
+    ``entities``: per side ('user', 'item'), the transformed table's files or a FeatureTable.
+    """
     p = batches.pipeline
-    ext = batches | "Extract" >> beam.ParDo(_Extract(ctx)).with_outputs(
+    tables = {
+        side: beam.pvalue.AsSingleton(
+            p
+            | f"{side.title()}TableSource" >> beam.Create([entities[side]])
+            | f"Load{side.title()}Table" >> beam.Map(load_entity_table, side, ctx.features, ctx.config.read_batch_size)
+        )
+        for side in ("user", "item")
+    }
+    themes = ctx.scenario_source == "themes"
+    extract = beam.ParDo(_Extract(ctx), tables["item"]) if themes else beam.ParDo(_Extract(ctx))
+    ext = batches | "Extract" >> extract.with_outputs(
         _Extract.USERS,
         _Extract.ITEMS,
         _Extract.SCENARIOS,
@@ -204,8 +235,16 @@ def build_pipeline(batches: beam.PCollection, ctx: ExtractContext, output_dir: s
         _Extract.QUARANTINE,
         main="rows",
     )
-    users = ext[_Extract.USERS] | "MergeUsers" >> beam.CombineGlobally(FeatureTableCombine("user id"))
-    items = ext[_Extract.ITEMS] | "MergeItems" >> beam.CombineGlobally(FeatureTableCombine("item id"))
+    users = (
+        ext[_Extract.USERS]
+        | "MergeUsers" >> beam.CombineGlobally(FeatureTableCombine("user id"))
+        | "UserFeatures" >> beam.Map(_with_features, tables["user"])
+    )
+    items = (
+        ext[_Extract.ITEMS]
+        | "MergeItems" >> beam.CombineGlobally(FeatureTableCombine("item id"))
+        | "ItemFeatures" >> beam.Map(_with_features, tables["item"])
+    )
     scenarios = ext[_Extract.SCENARIOS] | "MergeScenarios" >> beam.CombineGlobally(FeatureTableCombine("scenario"))
     pairs = ext[_Extract.PAIRS] | "MergePairs" >> beam.CombineGlobally(_PairsCombine())
     counters = ext[_Extract.COUNTERS] | "SumCounters" >> beam.CombineGlobally(common.sum_counters)
@@ -257,6 +296,7 @@ def build_pipeline(batches: beam.PCollection, ctx: ExtractContext, output_dir: s
 
 def run_task_gen(
     source: Sequence[str] | Sequence[dict],
+    entities: dict[str, Sequence[str] | FeatureTable],
     output_dir: str,
     config: TaskGenConfig,
     features: Sequence[FeatureInfo],
@@ -269,8 +309,10 @@ def run_task_gen(
     """Runs TaskGen's Beam pipeline outside TFX.
 
     Args:
-      source: TFRecord files of transformed examples, or a few small in-memory column batches
-        (they are pickled into the pipeline; write larger data with write_column_batches).
+      source: TFRecord files of LogExampleGen's interaction examples, or a few small in-memory
+        column batches (they are pickled into the pipeline; write larger data to files).
+      entities: the transformed user and item tables: ``{'user': files, 'item': files}`` (Transform's
+        ``transformed_examples`` splits ``users`` and ``items``), or FeatureTables.
       scenario_source: 'column' or 'themes' for the scenario setting ('auto' must be resolved).
       beam_args: Beam pipeline arguments; by default the multi-processing DirectRunner (in-memory
         for files below ``config.in_memory_below_bytes``).
@@ -292,15 +334,15 @@ def run_task_gen(
         pipeline = beam.Pipeline(argv=common.beam_args_for_input(beam_args, files, config.in_memory_below_bytes))
     with pipeline as p:
         if source and isinstance(source[0], str):
-            spec_fn = SpecFn(features, scenario_source == "column", with_domain)
             batches = (
                 p
                 | "Files" >> beam.Create(list(source))
                 | "SpreadFiles" >> beam.Reshuffle()
-                | "ReadColumns" >> beam.ParDo(ReadColumns(spec_fn, config.read_batch_size))
+                | "ReadColumns"
+                >> beam.ParDo(ReadColumns(scenario_source == "column", with_domain, config.read_batch_size))
             )
         else:
             batches = p | "Batches" >> beam.Create(list(source))
-        build_pipeline(batches, ctx, output_dir)
+        build_pipeline(batches, ctx, output_dir, entities)
     with open(os.path.join(output_dir, STATS_FILE), encoding="utf-8") as f:
         return json.load(f)

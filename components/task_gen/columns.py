@@ -1,4 +1,5 @@
-"""Transformed-example columns: the features TaskGen copies, parsing files into column batches, and writing them.
+"""TaskGen's inputs as column batches: LogExampleGen's raw interactions, and Transform's transformed
+user and item tables (the features TaskGen copies into the records).
 
 A column batch maps a feature name to a numpy array, to (values, row_splits) for a multi-valued
 feature, or to a pyarrow array of byte strings for the raw ids. TensorFlow is imported where
@@ -16,7 +17,10 @@ import pyarrow as pa
 
 from cmml.components import common
 from cmml.components.task_gen.keys import to_binary
+from cmml.data import records as R
 from cmml.models import preprocessing as TM
+
+DOMAIN = "domain"  # the source's name on a multi-domain interaction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,25 +33,47 @@ class FeatureInfo:
     vocab_size: int
 
 
-def parse_spec(features: Sequence[FeatureInfo], with_scenario: bool, with_domain: bool) -> dict:
-    """tf.io.parse_example spec of the transformed examples, limited to what TaskGen reads."""
+def parse_spec(with_scenario: bool, with_domain: bool) -> dict:
+    """tf.io.parse_example spec of LogExampleGen's interaction examples, limited to what TaskGen reads."""
     import tensorflow as tf
 
     spec = {
-        TM.RAW_USER_ID: tf.io.FixedLenFeature([], tf.string, default_value=b""),
-        TM.RAW_ITEM_ID: tf.io.FixedLenFeature([], tf.string, default_value=b""),
-        TM.LABEL: tf.io.FixedLenFeature([], tf.float32, default_value=float("nan")),
+        R.USER_ID: tf.io.FixedLenFeature([], tf.string, default_value=b""),
+        R.ITEM_ID: tf.io.FixedLenFeature([], tf.string, default_value=b""),
+        R.LABEL: tf.io.FixedLenFeature([], tf.float32, default_value=float("nan")),
     }
     if with_scenario:
-        spec[TM.RAW_SCENARIO] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
+        spec[R.SCENARIO] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
     if with_domain:
-        spec[TM.RAW_DOMAIN] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
+        spec[DOMAIN] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
+    return spec
+
+
+def entity_parse_spec(side: str, features: Sequence[FeatureInfo]) -> dict:
+    """tf.io.parse_example spec of the transformed user (``side='user'``) or item table."""
+    import tensorflow as tf
+
+    spec = {(TM.RAW_USER_ID if side == "user" else TM.RAW_ITEM_ID): tf.io.FixedLenFeature([], tf.string)}
     for f in features:
+        if f.side != side:
+            continue
         if f.kind == "multi":
             spec[f.name] = tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64)
         else:
             spec[f.name] = tf.io.FixedLenFeature([], tf.int64, default_value=0)
     return spec
+
+
+def read_columns(paths: Sequence[str], spec: dict, batch_size: int) -> Iterator[dict]:
+    """TFRecord files of tf.Examples -> column batches (parsing in TensorFlow's C++ kernels)."""
+    import tensorflow as tf
+
+    for path in paths:
+        compression = "GZIP" if path.endswith(".gz") else ""
+        ds = tf.data.TFRecordDataset(path, compression_type=compression, buffer_size=8 << 20)
+        ds = ds.batch(batch_size).map(lambda x: tf.io.parse_example(x, spec)).prefetch(1)
+        for parsed in ds:
+            yield columns_from_parsed(parsed)
 
 
 def columns_from_parsed(parsed: dict) -> dict:
@@ -101,28 +127,11 @@ def write_column_batches(batches: Iterable[dict], path: str, compression: str = 
 
 
 class ReadColumns(beam.DoFn):
-    """TFRecord file of transformed examples -> column batches (parsing in TensorFlow's C++ kernels)."""
+    """TFRecord file of interaction examples -> column batches."""
 
-    def __init__(self, spec_fn, batch_size: int):
-        self._spec_fn = spec_fn
+    def __init__(self, with_scenario: bool, with_domain: bool, batch_size: int):
+        self._args = (with_scenario, with_domain)
         self._batch_size = batch_size
 
     def process(self, path: str) -> Iterator[dict]:
-        import tensorflow as tf
-
-        spec = self._spec_fn()
-        compression = "GZIP" if path.endswith(".gz") else ""
-        ds = tf.data.TFRecordDataset(path, compression_type=compression, buffer_size=8 << 20)
-        ds = ds.batch(self._batch_size).map(lambda x: tf.io.parse_example(x, spec)).prefetch(1)
-        for parsed in ds:
-            yield columns_from_parsed(parsed)
-
-
-class SpecFn:
-    """Picklable factory of the parse spec (tf objects are built in the worker)."""
-
-    def __init__(self, features, with_scenario, with_domain):
-        self.args = (tuple(features), with_scenario, with_domain)
-
-    def __call__(self):
-        return parse_spec(*self.args)
+        yield from read_columns([path], parse_spec(*self._args), self._batch_size)

@@ -1,15 +1,19 @@
-"""TaskGen: the custom TFX component that turns transformed interactions into per-task TFRecords.
+"""TaskGen: the custom TFX component that turns interactions into per-task TFRecords.
 
-Inputs: Transform's ``transformed_examples`` and ``transform_graph``. Output: an ``Examples``
-artifact whose splits are ``meta_train``, ``meta_valid`` and ``meta_test`` and whose records are
-one tf.Example per task (layout and record format: ``schemas/task_records.md``), so the stock TFX
-Trainer consumes it with ``TrainArgs(splits=['meta_train'])``.
+Inputs: LogExampleGen's interaction ``examples``, and Transform's ``transformed_examples`` (the
+transformed user and item tables, splits ``users`` and ``items``) and ``transform_graph``. Output:
+an ``Examples`` artifact whose splits are ``meta_train``, ``meta_valid`` and ``meta_test`` and
+whose records are one tf.Example per task (layout and record format: ``schemas/task_records.md``),
+so the stock TFX Trainer consumes it with ``TrainArgs(splits=['meta_train'])``.
 
 Wiring::
 
-    transform = make_transform(example_gen.outputs["examples"], schema_gen.outputs["schema"])
+    transform = make_transform(example_gen.outputs["entities"], validation.entity_schema.outputs["schema"])
     task_gen = TaskGen(
-        transform.outputs["transformed_examples"], transform.outputs["transform_graph"], config=TaskGenConfig.users_v1()
+        example_gen.outputs["examples"],
+        transform.outputs["transformed_examples"],
+        transform.outputs["transform_graph"],
+        config=TaskGenConfig.users_v1(),
     )
 """
 
@@ -33,18 +37,20 @@ class TaskGenSpec(ComponentSpec):
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
+        "entities": ChannelParameter(type=standard_artifacts.Examples),
         "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph),
     }
     OUTPUTS = {"tasks": ChannelParameter(type=standard_artifacts.Examples)}
 
 
 class TaskGen(base_beam_component.BaseBeamComponent):
-    """Groups transformed interactions into per-task TFRecords (user or scenario tasks).
+    """Groups interactions into per-task TFRecords (user or scenario tasks) with the transformed features.
 
     Example::
 
         task_gen = TaskGen(
-            examples=transform.outputs["transformed_examples"],
+            examples=example_gen.outputs["examples"],
+            entities=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             config=TaskGenConfig.users_v1(),
         )
@@ -56,13 +62,15 @@ class TaskGen(base_beam_component.BaseBeamComponent):
     def __init__(
         self,
         examples: types.BaseChannel,
+        entities: types.BaseChannel,
         transform_graph: types.BaseChannel,
         config: TaskGenConfig | dict | None = None,
         transform_config: dict | None = None,
     ):
         """
         Args:
-          examples: Transform's ``transformed_examples``.
+          examples: LogExampleGen's ``examples`` (the interactions).
+          entities: Transform's ``transformed_examples`` of LogExampleGen's ``entities``.
           transform_graph: Transform's ``transform_graph`` (vocabulary sizes and names).
           config: a :class:`TaskGenConfig` (or its fields as a dict); default TaskGenConfig().
           transform_config: the ``custom_config`` given to Transform (feature overrides), if any.
@@ -72,6 +80,7 @@ class TaskGen(base_beam_component.BaseBeamComponent):
         super().__init__(
             spec=TaskGenSpec(
                 examples=examples,
+                entities=entities,
                 transform_graph=transform_graph,
                 config=config.to_json(),
                 transform_config=json.dumps(transform_config or {}, sort_keys=True),

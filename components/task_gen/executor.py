@@ -1,7 +1,8 @@
-"""TaskGen's TFX executor: reads the Transform output, resolves the scenario source, runs the Beam pipeline.
+"""TaskGen's TFX executor: resolves its inputs and the scenario source, runs the Beam pipeline.
 
-Vocabulary sizes and names come from the transform graph; ``scenario_source='auto'`` becomes
-'column' when the data carries a scenario. The pipeline runs on the DirectRunner in
+Inputs: LogExampleGen's interaction examples, Transform's transformed user and item tables and
+its graph. Vocabulary sizes and names come from the transform graph; ``scenario_source='auto'``
+becomes 'column' when the interactions carry a scenario. The pipeline runs on the DirectRunner in
 multi-processing mode with 2 workers unless ``beam_pipeline_args`` say otherwise (in-memory for
 inputs below ``TaskGenConfig.in_memory_below_bytes``, where worker start-up would dominate). The
 row accounting is recorded as MLMD custom properties of the ``tasks`` artifact.
@@ -22,9 +23,10 @@ from tfx.types import artifact_utils
 from cmml.components import common
 from cmml.components.common import ArtifactDict
 from cmml.components.task_gen.beam_graph import run_task_gen
-from cmml.components.task_gen.columns import FeatureInfo
+from cmml.components.task_gen.columns import DOMAIN, FeatureInfo
 from cmml.components.task_gen.config import TaskGenConfig
 from cmml.components.task_gen.themes import ThemeVocab
+from cmml.data import records as R
 from cmml.models import preprocessing as TM
 from cmml.schemas import episodes as E
 from cmml.schemas import tasks as T
@@ -60,8 +62,8 @@ def input_files(examples: types.Artifact, split_names: Iterable[str]) -> list[st
     return files
 
 
-def detect_scenario_column(files: Sequence[str]) -> bool:
-    """'auto' scenario source: does the first batch of data carry a scenario?"""
+def first_rows_have(files: Sequence[str], feature: str) -> bool:
+    """Does the first batch of interaction examples carry a non-empty ``feature`` (scenario, domain)?"""
     import tensorflow as tf
 
     for path in files[:1]:
@@ -71,15 +73,13 @@ def detect_scenario_column(files: Sequence[str]) -> bool:
             .batch(4096)
         )
         for batch in ds:
-            parsed = tf.io.parse_example(
-                batch, {TM.RAW_SCENARIO: tf.io.FixedLenFeature([], tf.string, default_value=b"")}
-            )
-            return bool(tf.reduce_any(tf.strings.length(parsed[TM.RAW_SCENARIO]) > 0).numpy())
+            parsed = tf.io.parse_example(batch, {feature: tf.io.FixedLenFeature([], tf.string, default_value=b"")})
+            return bool(tf.reduce_any(tf.strings.length(parsed[feature]) > 0).numpy())
     return False
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
-    """Runs TaskGen's Beam pipeline on the Transform output (see the module docstring)."""
+    """Runs TaskGen's Beam pipeline on the interactions and the transformed tables (see the module docstring)."""
 
     def _make_beam_pipeline(self):
         if self._make_beam_pipeline_fn is None:
@@ -93,6 +93,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         config = TaskGenConfig.from_dict(json.loads(exec_properties.get("config") or "{}"))
         transform_config = json.loads(exec_properties.get("transform_config") or "{}")
         examples = artifact_utils.get_single_instance(input_dict["examples"])
+        entities = artifact_utils.get_single_instance(input_dict["entities"])
         graph = artifact_utils.get_single_instance(input_dict["transform_graph"])
         tasks = artifact_utils.get_single_instance(output_dict["tasks"])
         tft_output = tft.TFTransformOutput(graph.uri)
@@ -100,26 +101,25 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         splits = config.splits or artifact_utils.decode_split_names(examples.split_names)
         files = input_files(examples, splits)
         if not files:
-            raise FileNotFoundError(f"TaskGen: no transformed examples in splits {list(splits)} of {examples.uri}")
+            raise FileNotFoundError(f"TaskGen: no interaction examples in splits {list(splits)} of {examples.uri}")
+        tables = {side: input_files(entities, [split]) for side, split in (("user", "users"), ("item", "items"))}
         self._beam_pipeline_args = common.beam_args_for_input(
             self._beam_pipeline_args, files, config.in_memory_below_bytes, log=logging.info
         )
-        schema_names = {f.name for f in tft_output.transformed_metadata.schema.feature}
         scenario_source = None
         if config.setting == "scenario":
             scenario_source = config.scenario_source
             if scenario_source == "auto":
-                scenario_source = (
-                    "column" if TM.RAW_SCENARIO in schema_names and detect_scenario_column(files) else "themes"
-                )
+                scenario_source = "column" if first_rows_have(files, R.SCENARIO) else "themes"
         stats = run_task_gen(
             files,
+            tables,
             tasks.uri,
             config,
             features,
             vocab,
             scenario_source,
-            with_domain=TM.RAW_DOMAIN in schema_names,
+            with_domain=first_rows_have(files, DOMAIN),
             make_pipeline=self._make_beam_pipeline,
         )
         tasks.set_int_custom_property("rows_in", stats["rows_in"])

@@ -1,29 +1,29 @@
-"""Extract: one column batch -> shard rows, side-table partials, task counts and quarantined rows.
+"""Extract: one batch of interactions -> shard rows, key tables (users and items with their row counts),
+task counts and quarantined rows.
 
 Rows without a user id, an item id or a finite label are quarantined. Every other row goes to
 shard ``hash(task key) % num_shards`` (all rows of a task meet in one shard); with derived themes
-a row goes to every theme of its item.
+a row goes to every theme of its item (the item's features come from the transformed item table).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cmml.components import common
-from cmml.components.task_gen.columns import FeatureInfo
+from cmml.components.task_gen.columns import DOMAIN, FeatureInfo
 from cmml.components.task_gen.config import TaskGenConfig
 from cmml.components.task_gen.keys import to_binary
 from cmml.components.task_gen.rows import ShardRows, segments
 from cmml.components.task_gen.splits import NO_SCENARIO
-from cmml.components.task_gen.tables import FeatureTable, offsets_from_lengths, ragged_take
+from cmml.components.task_gen.tables import FeatureTable, offsets_from_lengths, ragged_take, with_features
 from cmml.components.task_gen.themes import ThemeVocab, derive_themes
-from cmml.models import preprocessing as TM
+from cmml.data import records as R
 
 MISSING_USER = "missing user id"
 MISSING_ITEM = "missing item id"
@@ -51,16 +51,10 @@ def _nonempty(values: pa.Array) -> np.ndarray:
     )
 
 
-def _feature_table(
-    rows: np.ndarray,
-    uniq_index: np.ndarray,
-    uniq_keys: pa.Array,
-    uniq_hash: np.ndarray,
-    cols: dict,
-    features: Sequence[FeatureInfo],
-    domains: pa.Array | None,
+def _key_table(
+    rows: np.ndarray, uniq_index: np.ndarray, uniq_keys: pa.Array, uniq_hash: np.ndarray, domains: pa.Array | None
 ) -> FeatureTable:
-    """Distinct keys of a batch with the features of their first row and their row counts."""
+    """Distinct keys among ``rows`` with their row counts (and the domain of their first row); no features."""
     n_uniq = len(uniq_keys)
     first = np.full(n_uniq, -1, dtype=np.int64)
     # first occurrence of every unique among ``rows`` (rows are in batch order)
@@ -72,34 +66,26 @@ def _feature_table(
     counts = np.bincount(idx, minlength=n_uniq).astype(np.int64)
     sel = np.flatnonzero(first >= 0)
     src = first[sel]
-    categorical, multi = {}, {}
-    for f in features:
-        if f.kind == "multi":
-            values, splits = cols[f.name]
-            v, lengths = ragged_take(values.astype(np.int64), splits.astype(np.int64), src)
-            multi[f.name] = (v, offsets_from_lengths(lengths))
-        else:
-            categorical[f.name] = cols[f.name][src].astype(np.int64)
     return FeatureTable(
         uniq_hash[sel],
         to_binary(uniq_keys).take(pa.array(sel)),
-        categorical,
-        multi,
+        {},
+        {},
         counts[sel],
         None if domains is None else domains.take(pa.array(src)),
     )
 
 
 def _quarantine_records(cols: dict, rows: np.ndarray, reasons: np.ndarray) -> list[str]:
-    users = cols[TM.RAW_USER_ID].take(pa.array(rows)).to_pylist()
-    items = cols[TM.RAW_ITEM_ID].take(pa.array(rows)).to_pylist()
-    labels = cols[TM.LABEL][rows]
+    users = cols[R.USER_ID].take(pa.array(rows)).to_pylist()
+    items = cols[R.ITEM_ID].take(pa.array(rows)).to_pylist()
+    labels = cols[R.LABEL][rows]
     return [
         json.dumps(
             {
                 "reason": r,
-                "raw_user_id": u.decode("utf-8", "replace"),
-                "raw_item_id": i.decode("utf-8", "replace"),
+                "user_id": u.decode("utf-8", "replace"),
+                "item_id": i.decode("utf-8", "replace"),
                 "label": None if not np.isfinite(y) else float(y),
             },
             sort_keys=True,
@@ -116,11 +102,14 @@ class ExtractContext:
     theme_vocab: ThemeVocab | None
 
 
-def extract_batch(cols: dict, ctx: ExtractContext) -> dict:
-    """One column batch -> shard rows, side-table partials, counts and quarantined rows."""
+def extract_batch(cols: dict, ctx: ExtractContext, item_table: FeatureTable | None = None) -> dict:
+    """One column batch -> shard rows, key-table partials, counts and quarantined rows.
+
+    ``item_table``: the transformed item table (deduplicated); derived themes need it.
+    """
     config = ctx.config
-    user_raw, item_raw = cols[TM.RAW_USER_ID], cols[TM.RAW_ITEM_ID]
-    label = np.asarray(cols[TM.LABEL], dtype=np.float32)
+    user_raw, item_raw = cols[R.USER_ID], cols[R.ITEM_ID]
+    label = np.asarray(cols[R.LABEL], dtype=np.float32)
     n = len(label)
     reasons = np.full(n, None, dtype=object)
     for mask, reason in (
@@ -137,14 +126,12 @@ def extract_batch(cols: dict, ctx: ExtractContext) -> dict:
     out: dict = {"counters": counters, "quarantine": _quarantine_records(cols, bad, reasons[bad]) if len(bad) else []}
 
     domains = None
-    if TM.RAW_DOMAIN in cols and _nonempty(cols[TM.RAW_DOMAIN]).any():
-        domains = to_binary(cols[TM.RAW_DOMAIN])
+    if DOMAIN in cols and _nonempty(cols[DOMAIN]).any():
+        domains = to_binary(cols[DOMAIN])
     u_idx, u_keys, u_hash = _encode_keys(user_raw)
     i_idx, i_keys, i_hash = _encode_keys(item_raw)
-    user_feats = [f for f in ctx.features if f.side == "user"]
-    item_feats = [f for f in ctx.features if f.side == "item"]
-    out["users"] = _feature_table(good, u_idx, u_keys, u_hash, cols, user_feats, domains)
-    out["items"] = _feature_table(good, i_idx, i_keys, i_hash, cols, item_feats, domains)
+    out["users"] = _key_table(good, u_idx, u_keys, u_hash, domains)
+    out["items"] = _key_table(good, i_idx, i_keys, i_hash, domains)
     row_user = u_hash[u_idx[good]]
     row_item = i_hash[i_idx[good]]
     row_label = label[good]
@@ -152,7 +139,7 @@ def extract_batch(cols: dict, ctx: ExtractContext) -> dict:
     if config.setting == "user":  # task is the user: one array serves both (pickled once)
         task, user, item, y = row_user, row_user, row_item, row_label
     elif ctx.scenario_source == "column":
-        scen = cols[TM.RAW_SCENARIO].take(pa.array(good))
+        scen = cols[R.SCENARIO].take(pa.array(good))
         has = _nonempty(scen)
         counters["filtered"][NO_SCENARIO] = int((~has).sum())
         keep = np.flatnonzero(has)
@@ -163,7 +150,7 @@ def extract_batch(cols: dict, ctx: ExtractContext) -> dict:
         out["scenarios"] = FeatureTable(s_hash[used], s_keys.take(pa.array(used)), {}, {}, counts[used])
         out["pairs"] = unique_pairs(np.stack([task, item], axis=1))
     else:  # themes of the row's item; an interaction belongs to every theme of its item
-        items = out["items"]
+        items = with_features(out["items"], item_table)
         pos, theme_keys = derive_themes(items, ctx.theme_vocab, config.themes)
         theme_hash = common.stable_hash64(theme_keys)
         order = np.argsort(pos, kind="stable")

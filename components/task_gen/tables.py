@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmml.components.task_gen.keys import canonical_order
+from cmml.components.task_gen.keys import canonical_order, to_binary
 
 
 def ragged_take(values: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +154,49 @@ class FeatureTableCombine(beam.CombineFn):
         if not acc:
             return None
         return FeatureTable.concat(acc).dedup(self.what)
+
+
+def with_features(table: FeatureTable, entities: FeatureTable) -> FeatureTable:
+    """``table``'s keys, counts and domains with their features from ``entities`` (deduplicated, e.g.
+    the transformed user or item table); a key absent from ``entities`` gets no values (0 / empty)."""
+    n = len(table)
+    if len(entities):
+        pos = np.minimum(np.searchsorted(entities.hashes, table.hashes), len(entities) - 1)
+        found = entities.hashes[pos] == table.hashes
+    else:
+        pos, found = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    categorical = {
+        k: np.where(found, v[pos] if len(v) else 0, 0).astype(np.int64) for k, v in entities.categorical.items()
+    }
+    multi = {}
+    for name, (values, offsets) in entities.multi.items():
+        flat, found_lengths = ragged_take(values, offsets, pos[found])
+        lengths = np.zeros(n, dtype=np.int64)
+        lengths[found] = found_lengths
+        multi[name] = (flat, offsets_from_lengths(lengths))
+    return FeatureTable(table.hashes, table.keys, categorical, multi, table.counts, table.domains)
+
+
+def entity_table(columns: Sequence[dict], key: str, features: Sequence[str]) -> FeatureTable:
+    """Column batches of a transformed user or item table -> a deduplicated FeatureTable (counts 0)."""
+    from cmml.components import common
+
+    parts = []
+    for cols in columns:
+        keys = to_binary(
+            cols[key].dictionary.take(cols[key].indices) if isinstance(cols[key], pa.DictionaryArray) else cols[key]
+        )
+        categorical, multi = {}, {}
+        for name in features:
+            value = cols[name]
+            if isinstance(value, tuple):
+                multi[name] = (value[0].astype(np.int64), value[1].astype(np.int64))
+            else:
+                categorical[name] = np.asarray(value, dtype=np.int64)
+        parts.append(FeatureTable(common.stable_hash64(keys), keys, categorical, multi, np.zeros(len(keys), np.int64)))
+    if not parts:
+        return FeatureTable(np.zeros(0, np.uint64), pa.array([], pa.large_binary()), {}, {}, np.zeros(0, np.int64))
+    return FeatureTable.concat(parts).dedup(key)
 
 
 def item_rank_of(items: FeatureTable) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""The validation gate (:class:`ValidationGate`), its spec and artifact, and the four validation
-components wired together (:func:`validation_components`)."""
+"""The validation gate (:class:`ValidationGate`), its spec and artifact, and the validation components of
+the interactions and the entity tables wired together (:func:`validation_components`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Sequence
 
@@ -33,6 +34,7 @@ class ValidationGateSpec(ComponentSpec):
     }
     INPUTS = {
         "anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies),
+        "entity_anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
         "examples": ChannelParameter(type=standard_artifacts.Examples, optional=True),
     }
     OUTPUTS = {"report": ChannelParameter(type=ValidationReport)}
@@ -50,11 +52,13 @@ class ValidationGate(base_component.BaseComponent):
         examples: types.BaseChannel | None = None,
         max_rejected_fraction: float | None = DEFAULT_MAX_REJECTED_FRACTION,
         ignore_features: Sequence[str] = (),
+        entity_anomalies: types.BaseChannel | None = None,
     ):
         """
         Args:
-          anomalies: ExampleValidator's ``anomalies``.
+          anomalies: ExampleValidator's ``anomalies`` of the interactions.
           examples: LogExampleGen's ``examples`` (its row counts); optional.
+          entity_anomalies: ExampleValidator's ``anomalies`` of the user and item tables; optional.
           max_rejected_fraction: fail when more than this share of the rows was malformed
             (None: never fail on the dead-letter rate).
           ignore_features: features whose anomalies are reported by TFDV but do not stop the run.
@@ -62,6 +66,7 @@ class ValidationGate(base_component.BaseComponent):
         super().__init__(
             spec=ValidationGateSpec(
                 anomalies=anomalies,
+                entity_anomalies=entity_anomalies,
                 examples=examples,
                 max_rejected_fraction=max_rejected_fraction,
                 ignore_features=json.dumps(list(ignore_features)),
@@ -70,20 +75,46 @@ class ValidationGate(base_component.BaseComponent):
         )
 
 
+@dataclasses.dataclass
+class Validation:
+    """The validation components of the interactions and of the entity tables, wired to one gate."""
+
+    statistics: StatisticsGen
+    schema: ImportSchemaGen
+    validator: ExampleValidator
+    entity_statistics: StatisticsGen
+    entity_schema: ImportSchemaGen
+    entity_validator: ExampleValidator
+    gate: ValidationGate
+
+    @property
+    def components(self) -> list:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+
 def validation_components(
     examples: types.BaseChannel,
-    schema_file: str | None = None,
+    entities: types.BaseChannel,
     max_rejected_fraction: float | None = DEFAULT_MAX_REJECTED_FRACTION,
-):
-    """StatisticsGen, ImportSchemaGen (curated schema), ExampleValidator and the gate, wired together.
+) -> Validation:
+    """StatisticsGen, ImportSchemaGen (curated schema) and ExampleValidator for LogExampleGen's two
+    outputs (``schemas/example.pbtxt``, ``schemas/entity.pbtxt``), and the gate over both.
 
-    Returns ``(statistics_gen, schema_gen, example_validator, gate)``. Pass
-    ``schema_gen.outputs['schema']`` to Transform and call ``transform.add_upstream_node(gate)``.
+    Pass ``entity_schema.outputs['schema']`` to Transform and call ``transform.add_upstream_node(gate)``.
     """
-    statistics_gen = StatisticsGen(examples=examples)
-    schema_gen = ImportSchemaGen(schema_file=schema_file or str(schema_path("example")))
-    validator = ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    parts = {}
+    for prefix, channel, schema_name in (("", examples, "example"), ("entity_", entities, "entity")):
+        what = "Entity" if prefix else ""
+        statistics = StatisticsGen(examples=channel).with_id(f"{what}StatisticsGen")
+        schema = ImportSchemaGen(schema_file=str(schema_path(schema_name))).with_id(f"{what}ImportSchemaGen")
+        validator = ExampleValidator(
+            statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"]
+        ).with_id(f"{what}ExampleValidator")
+        parts.update({f"{prefix}statistics": statistics, f"{prefix}schema": schema, f"{prefix}validator": validator})
     gate = ValidationGate(
-        anomalies=validator.outputs["anomalies"], examples=examples, max_rejected_fraction=max_rejected_fraction
+        anomalies=parts["validator"].outputs["anomalies"],
+        entity_anomalies=parts["entity_validator"].outputs["anomalies"],
+        examples=examples,
+        max_rejected_fraction=max_rejected_fraction,
     )
-    return statistics_gen, schema_gen, validator, gate
+    return Validation(**parts, gate=gate)

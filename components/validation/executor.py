@@ -26,12 +26,15 @@ class GateExecutor(base_executor.BaseExecutor):
     """Fails the run with a readable summary when validation found problems."""
 
     def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: dict[str, Any]) -> None:
-        anomalies = artifact_utils.get_single_instance(input_dict["anomalies"])
         report = artifact_utils.get_single_instance(output_dict["report"])
         ignore = json.loads(exec_properties.get("ignore_features") or "[]")
         max_rejected = exec_properties.get("max_rejected_fraction")
-        splits = artifact_utils.decode_split_names(anomalies.split_names)
-        problems = anomaly_lines({s: load_anomalies(anomalies.uri, s) for s in splits}, ignore)
+        by_split = {}
+        for key in ("anomalies", "entity_anomalies"):
+            for artifact in input_dict.get(key) or []:
+                for split in artifact_utils.decode_split_names(artifact.split_names):
+                    by_split[split] = load_anomalies(artifact.uri, split)
+        problems = anomaly_lines(by_split, ignore)
         rejected = None
         if input_dict.get("examples"):
             examples = artifact_utils.get_single_instance(input_dict["examples"])
