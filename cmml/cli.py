@@ -70,7 +70,7 @@ def _data_fetch(args: argparse.Namespace) -> int:
 def _data_synth(args: argparse.Namespace) -> int:
     from cmml.data import synthetic
 
-    kw = {"seed": args.seed, "themes": args.themes, "groups": args.groups}
+    kw = {"seed": args.seed, "themes": args.themes, "groups": args.groups, "items": args.items}
     if args.ratings:
         cfg = synthetic.SyntheticConfig.for_ratings(args.ratings, **kw)
     else:
@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     size = synth.add_mutually_exclusive_group()
     size.add_argument("--ratings", type=int, help="about this many ratings (sets the number of users)")
     size.add_argument("--num-users", type=int, default=3000, help="number of users (default 3000)")
+    synth.add_argument(
+        "--items", type=int, help="catalog size (default: grows with the number of users, at most 60,000)"
+    )
     synth.add_argument("--themes", type=int, default=24, help="number of item themes / scenarios")
     synth.add_argument("--groups", type=int, default=8, help="number of latent user preference groups")
     synth.add_argument("--seed", type=int, default=0)

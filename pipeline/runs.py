@@ -135,7 +135,7 @@ def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None
         which = f"run {run_id!r}" if run_id else "run"
         raise RuntimeError(f"no {which} of pipeline {pipeline_name!r} in {metadata_path(output_dir)}")
     examples = [
-        a for a in _artifacts_of(store, run, "Examples") if "LogExampleGen" in a.uri or "rows_in" in a.custom_properties
+        a for a in _artifacts_of(store, run, "Examples") if "rows_in" in a.custom_properties and "/TaskGen/" not in a.uri
     ]
     tasks = [
         a
