@@ -149,6 +149,7 @@ def reader_columns(data: str | Path, prefix: str | None = None, more: tuple = ()
 
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+COLD_ITEM = "99999"  # added to the data pipeline's catalog, never rated
 PIPELINE_TRANSFORM_CONFIG = {"features": {"writers": None}}  # tags stay: synthetic items have none (empty vocabulary)
 
 
@@ -178,6 +179,8 @@ def run_data_pipeline(root: Path) -> PipelineRun:
 
     data = root / "data"
     synthetic.generate(data, synthetic.SyntheticConfig(users=250, seed=11), progress=None)
+    with open(data / "movies.dat", "a", encoding="utf-8") as f:  # an item of the catalog nobody rated yet
+        f.write(f"{COLD_ITEM}::Cold Start (2001)::Drama|War\n")
     config = load_config(
         overrides={
             "data": str(data),

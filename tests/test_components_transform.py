@@ -9,6 +9,7 @@ import glob
 import numpy as np
 import pandas as pd
 import pytest
+from components_fixtures import COLD_ITEM
 
 from cmml.models import preprocessing as TM
 
@@ -80,8 +81,9 @@ def test_transformed_tables_follow_the_index_convention_and_interaction_weights(
     items_vocab = [i.decode() for i in out.vocabulary_by_name("item_id")]
     assert set(items_vocab) == set(per_item.index)
     cold = items[~items[TM.RAW_ITEM_ID].isin(per_item.index)]
+    assert COLD_ITEM in set(cold[TM.RAW_ITEM_ID])
     assert (cold.item_id > len(items_vocab)).all()  # an item without ratings: an OOV bucket ...
-    # ... but its real attributes (cold items, if the sample has any, and every other item)
+    # ... but its real attributes (the cold items, as every other item)
     genre_vocab = [g.decode() for g in out.vocabulary_by_name("genres")]
     movie_genres = dict(zip(movies.item, movies.genres.str.split("|")))
     for item, g in zip(items[TM.RAW_ITEM_ID], items.genres):
