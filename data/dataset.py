@@ -16,8 +16,8 @@ from typing import Iterator
 import pyarrow as pa
 
 from cmml.data import records as R
-from cmml.data.delimited import DEFAULT_BLOCK_BYTES
-from cmml.data.interactions import InteractionBatch, InteractionSpec, iter_interaction_file
+from cmml.data.delimited import DEFAULT_BLOCK_BYTES, BlockRange, block_ranges
+from cmml.data.interactions import InteractionBatch, InteractionSpec, read_interaction_block
 from cmml.errors import DatasetNotFoundError
 
 
@@ -60,13 +60,27 @@ class Dataset(abc.ABC):
         """Adds dataset-level knowledge to canonical interactions (e.g. scenarios). Default: none."""
         return table
 
+    def interaction_blocks(self, block_bytes: int = DEFAULT_BLOCK_BYTES) -> list[tuple[int, BlockRange]]:
+        """Every block of every log file as (file number, where it lies): read them with :meth:`read_block`,
+        in any order or process."""
+        return [
+            (k, block)
+            for k, (path, spec) in enumerate(self.interaction_sources())
+            for block in block_ranges(path, spec.fmt, block_bytes)
+        ]
+
+    def read_block(self, file: int, block: BlockRange, on_error: str = "raise") -> InteractionBatch:
+        """Canonical rows of one block of :meth:`interaction_blocks` (rejects: see ``read_interaction_block``)."""
+        spec = self.interaction_sources()[file][1]
+        batch = read_interaction_block(block, spec, on_error)
+        batch.table = self.decorate(batch.table)
+        return batch
+
     def iter_interactions(
         self, on_error: str = "raise", block_bytes: int = DEFAULT_BLOCK_BYTES
     ) -> Iterator[InteractionBatch]:
-        for path, spec in self.interaction_sources():
-            for batch in iter_interaction_file(path, spec, on_error=on_error, block_bytes=block_bytes):
-                batch.table = self.decorate(batch.table)
-                yield batch
+        for file, block in self.interaction_blocks(block_bytes):
+            yield self.read_block(file, block, on_error)
 
     def read_interactions(self, on_error: str = "raise") -> ReadResult:
         tables, rejects, stats = [], [], R.ReadStats()

@@ -250,35 +250,71 @@ def read_header(path: str, fmt: DelimitedFormat) -> tuple[list[str], int]:
     return names, len(raw)
 
 
-def iter_blocks(
+@dataclasses.dataclass(frozen=True)
+class BlockRange:
+    """Where one block of a file lies: whole lines from ``offset`` (``length`` bytes), starting at ``first_line``.
+
+    Blocks can be read in any order and in other processes (:func:`read_block`): a distributed
+    reader ships these few numbers, not the data.
+    """
+
+    path: str
+    offset: int
+    length: int
+    first_line: int
+    columns: tuple[str, ...]
+
+
+def block_ranges(
     path: str | os.PathLike, fmt: DelimitedFormat, block_bytes: int = DEFAULT_BLOCK_BYTES
-) -> Iterator[ParsedBlock]:
-    """Yields the parsed blocks of a file, in order. Raises DataFormatError for an empty file."""
+) -> list[BlockRange]:
+    """Cuts a file into blocks of about ``block_bytes`` at line ends (one pass counting line ends).
+
+    Raises DataFormatError for a missing or empty file or a bad header.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataFormatError(path, "file not found")
     if os.path.getsize(path) == 0:
         raise DataFormatError(path, "file is empty")
-    columns = list(fmt.columns)
+    columns = tuple(fmt.columns)
     offset, line = 0, 1
     if fmt.header:
-        columns, offset = read_header(path, fmt)
-        line = 2
+        names, offset = read_header(path, fmt)
+        columns, line = tuple(names), 2
+    ranges = []
     with open(path, "rb") as f:
         f.seek(offset)
-        carry = b""
+        carry = 0  # bytes after the last line end, read again with the next chunk
         while True:
+            f.seek(offset + carry)
             chunk = f.read(block_bytes)
             if not chunk:
                 break
-            data = carry + chunk
-            cut = data.rfind(b"\n")
+            cut = chunk.rfind(b"\n")
             if cut < 0:
-                carry = data
+                carry += len(chunk)
                 continue
-            carry, data = data[cut + 1 :], data[: cut + 1]
-            block = parse_block(data, fmt, path, line, columns)
-            line += block.n_lines
-            yield block
+            length = carry + cut + 1
+            lines = chunk.count(b"\n", 0, cut + 1)  # the carried bytes hold no line end
+            ranges.append(BlockRange(path, offset, length, line, columns))
+            offset, line, carry = offset + length, line + lines, 0
         if carry:
-            yield parse_block(carry, fmt, path, line, columns)
+            ranges.append(BlockRange(path, offset, carry, line, columns))
+    return ranges
+
+
+def read_block(block: BlockRange, fmt: DelimitedFormat) -> ParsedBlock:
+    """Reads and parses one block of :func:`block_ranges`."""
+    with open(block.path, "rb") as f:
+        f.seek(block.offset)
+        data = f.read(block.length)
+    return parse_block(data, fmt, block.path, block.first_line, block.columns)
+
+
+def iter_blocks(
+    path: str | os.PathLike, fmt: DelimitedFormat, block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> Iterator[ParsedBlock]:
+    """Yields the parsed blocks of a file, in order. Raises DataFormatError for an empty file."""
+    for block in block_ranges(path, fmt, block_bytes):
+        yield read_block(block, fmt)

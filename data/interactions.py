@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -12,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cmml.data import records as R
-from cmml.data.delimited import DEFAULT_BLOCK_BYTES, DelimitedFormat, ParsedBlock, iter_blocks
+from cmml.data.delimited import BlockRange, DelimitedFormat, ParsedBlock, read_block
 from cmml.errors import DataFormatError
 
 # Stable rejection kinds (the part of a reason before ':'); dead-letter counts are keyed by them.
@@ -160,10 +158,8 @@ class InteractionBatch:
     lines: np.ndarray | None = None  # file line of every row of ``table``
 
 
-def iter_interaction_file(
-    path: str | os.PathLike, spec: InteractionSpec, on_error: str = "raise", block_bytes: int = DEFAULT_BLOCK_BYTES
-) -> Iterator[InteractionBatch]:
-    """Reads one log file in blocks.
+def read_interaction_block(block: BlockRange, spec: InteractionSpec, on_error: str = "raise") -> InteractionBatch:
+    """One block of a log file (:func:`cmml.data.delimited.block_ranges`) -> canonical rows.
 
     Args:
       on_error: 'raise' stops at the first bad row with a DataFormatError naming file, line and
@@ -171,10 +167,10 @@ def iter_interaction_file(
     """
     if on_error not in ("raise", "collect"):
         raise ValueError(f"on_error must be 'raise' or 'collect', not {on_error!r}")
-    for block in iter_blocks(path, spec.fmt, block_bytes=block_bytes):
-        table, rejects, lines = convert_block(block, spec)
-        rejects = sorted(block.rejects + rejects, key=lambda r: r.line)
-        if rejects and on_error == "raise":
-            first = rejects[0]
-            raise DataFormatError(first.path, first.reason, line=first.line)
-        yield InteractionBatch(table, rejects, block.blank_lines, block.path, lines)
+    parsed = read_block(block, spec.fmt)
+    table, rejects, lines = convert_block(parsed, spec)
+    rejects = sorted(parsed.rejects + rejects, key=lambda r: r.line)
+    if rejects and on_error == "raise":
+        first = rejects[0]
+        raise DataFormatError(first.path, first.reason, line=first.line)
+    return InteractionBatch(table, rejects, parsed.blank_lines, parsed.path, lines)

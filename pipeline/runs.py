@@ -26,6 +26,7 @@ class RunSummary:
     serving_base: str | None
     components: list
     serving_check: dict | None = None  # the ServingValidator's report (serving_validation.json)
+    entities: dict | None = None  # LogExampleGen's user and item table counts
 
     def render(self) -> str:
         lines = [f"pipeline {self.pipeline}, run {self.run_id}: {self.seconds:.0f} s", ""]
@@ -33,6 +34,14 @@ class RunSummary:
             lines.append(
                 f"ingested {self.ingest.get('rows_ok', 0):,} rows; quarantined {self.ingest.get('rows_rejected', 0):,} "
                 f"(dead letters under the ExampleGen output)"
+            )
+        if self.entities:
+            e = self.entities
+            lines.append(
+                f"tables: {e.get('users_rows', 0):,} users, {e.get('items_rows', 0):,} items "
+                f"({e.get('items_without_interactions', 0):,} items and {e.get('users_without_interactions', 0):,} "
+                f"users without interactions; {e.get('users_unknown_kept', 0):,} users and "
+                f"{e.get('items_unknown_kept', 0):,} items known only from the log)"
             )
         if self.tasks:
             t = self.tasks
@@ -135,8 +144,11 @@ def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None
         which = f"run {run_id!r}" if run_id else "run"
         raise RuntimeError(f"no {which} of pipeline {pipeline_name!r} in {metadata_path(output_dir)}")
     examples = [
-        a for a in _artifacts_of(store, run, "Examples") if "rows_in" in a.custom_properties and "/TaskGen/" not in a.uri
+        a
+        for a in _artifacts_of(store, run, "Examples")
+        if "rows_in" in a.custom_properties and "/TaskGen/" not in a.uri
     ]
+    entities = [a for a in _artifacts_of(store, run, "Examples") if "users_rows" in a.custom_properties]
     tasks = [
         a
         for a in _artifacts_of(store, run, "Examples")
@@ -161,6 +173,7 @@ def summarize_run(output_dir: str, pipeline_name: str, run_id: str | None = None
         serving_base=os.path.dirname(pushed.rstrip("/")) if pushed else None,
         components=components,
         serving_check=serving_check,
+        entities=_props(entities[0]) if entities else None,
     )
 
 

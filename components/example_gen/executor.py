@@ -58,17 +58,24 @@ ENTITIES_KEY = "entities"  # the output artifact of the user and item tables
 UNKNOWN_ENTITIES_KEY = "unknown_entities"  # execution property: keep | quarantine
 
 
-class _ReadBlocks(beam.DoFn):
-    """Source index -> (source index, block number, canonical rows, rejects, blank lines, file, lines) per block."""
+class _ReadBlock(beam.DoFn):
+    """(source index, block number, file number, block range) -> the block's canonical rows.
 
-    def __init__(self, sources: Sequence[Source], block_bytes: int):
+    Only these descriptors travel through the runner; each worker reads its blocks from the file.
+    """
+
+    def __init__(self, sources: Sequence[Source]):
         self._sources = list(sources)
-        self._block_bytes = block_bytes
 
-    def process(self, index: int) -> Iterator[tuple]:
-        ds = self._sources[index].open()
-        for k, batch in enumerate(ds.iter_interactions(on_error="collect", block_bytes=self._block_bytes)):
-            yield index, k, batch.table, batch.rejects, batch.blank_lines, batch.path, batch.lines
+    def setup(self):
+        self._datasets: dict = {}
+
+    def process(self, element: tuple) -> Iterator[tuple]:
+        index, k, file, block = element
+        if index not in self._datasets:
+            self._datasets[index] = self._sources[index].open()
+        batch = self._datasets[index].read_block(file, block, on_error="collect")
+        yield index, k, batch.table, batch.rejects, batch.blank_lines, batch.path, batch.lines
 
 
 class _EncodeBlock(beam.DoFn):
@@ -231,11 +238,16 @@ def _encode_graph(
         side[i], rejects, side_stats[source.label()] = load_side_tables(source)
         side_rejects += [reject_record(source, r) for r in rejects]
 
+    descriptors = [
+        (i, k, file, block)
+        for i, source in enumerate(sources)
+        for k, (file, block) in enumerate(source.open().interaction_blocks(block_bytes))
+    ]
     blocks = (
         pipeline
-        | "Sources" >> beam.Create(list(range(len(sources))))
-        | "ReadBlocks" >> beam.ParDo(_ReadBlocks(sources, block_bytes))
+        | "Blocks" >> beam.Create(descriptors)
         | "SpreadBlocks" >> beam.Reshuffle()
+        | "ReadBlocks" >> beam.ParDo(_ReadBlock(sources))
     )
     side_input = beam.pvalue.AsSingleton(pipeline | "SideTables" >> beam.Create([side]))
     encoded = blocks | "Encode" >> beam.ParDo(
