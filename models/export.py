@@ -8,7 +8,12 @@ Signatures (inputs are the episode tensors of ``schemas/episodes.md`` with batch
 * ``update_context``: ``state`` + new interactions (``new_*``) → new ``state`` and ``context``:
   online updates in O(new interactions); equal to ``encode_context`` on the whole support set;
 * ``serve_tf_examples`` (when an ``example_spec`` is given): ``support_examples [B, S]`` and
-  ``query_examples [B, Q]`` serialized raw interaction tf.Examples, ``""`` for padding → ``scores``.
+  ``query_examples [B, Q]`` serialized raw interaction tf.Examples, ``""`` for padding → ``scores``;
+* ``serve_ids`` (when the item catalog is given): items named by id only — ``support_item_id
+  [B, S]`` (string, ``""`` pads), ``support_label [B, S]``, ``query_item_id [B, Q]`` and the task's
+  user attributes ``user_<field> [B]`` (raw values; ``""`` / 0 = unknown) → ``scores``. The
+  transformed item table is inside the SavedModel (a hash table from id to row, a variable per
+  feature); an id outside the catalog gets its id's transform (an OOV bucket) and no attributes.
 
 Episode models other than CMML (the DCN baseline) export ``serving_default`` (and
 ``serve_tf_examples``) only: they have no context to encode.
@@ -59,6 +64,41 @@ def _feature_specs(
     return specs
 
 
+class ItemCatalog(tf.Module):
+    """The transformed item table inside the SavedModel: raw id → row, and each feature's values per row.
+
+    Args:
+      keys: raw item ids, one per row.
+      features: feature name → ``[n]`` (categorical) or ``[n, L]`` (multi, 0-padded) int64 indices.
+    Row ``n`` (an id outside the catalog) holds zeros: missing.
+    """
+
+    def __init__(self, keys, features: Mapping[str, object]):
+        super().__init__(name="item_catalog")
+        import numpy as np
+
+        n = len(keys)
+        self.rows = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.string), tf.range(n, dtype=tf.int64)),
+            default_value=tf.constant(n, tf.int64),
+        )
+        self.features = {
+            name: tf.Variable(np.concatenate([v, np.zeros((1,) + v.shape[1:], v.dtype)]), trainable=False, name=name)
+            for name, v in features.items()
+        }
+
+    def gather(self, name: str, rows: tf.Tensor, kind: str) -> tf.Tensor:
+        """Values of ``name`` at ``rows`` ([N] / [N, L]); zeros for a feature the catalog lacks."""
+        if name in self.features:
+            return tf.gather(self.features[name], rows)
+        return tf.zeros(tf.stack([tf.size(rows), 1]) if kind == "multi" else tf.shape(rows), tf.int64)
+
+
+def user_input_name(feature: str) -> str:
+    """serve_ids' input of a user attribute: ``user_<field>`` (``gender`` → ``user_gender``, ``user_id`` itself)."""
+    return feature if feature.startswith("user_") else f"user_{feature}"
+
+
 class CMMLServingModule(tf.Module):
     """Holds the model (and optional preprocessing) and the serving functions.
 
@@ -72,8 +112,11 @@ class CMMLServingModule(tf.Module):
         preprocess: Preprocess | None = None,
         raw_specs: Mapping[str, tf.TensorSpec] | None = None,
         example_spec: Mapping[str, object] | None = None,
+        catalog: ItemCatalog | None = None,
     ):
         super().__init__(name="cmml_serving")
+        if catalog is not None and raw_specs is None:
+            raise ValueError("the item catalog needs preprocess and raw_specs (user attributes arrive raw)")
         if (preprocess is None) != (raw_specs is None):
             raise ValueError("preprocess and raw_specs go together")
         if example_spec is not None and raw_specs is None:
@@ -82,6 +125,7 @@ class CMMLServingModule(tf.Module):
         self.preprocess_layer = preprocess
         self.raw_specs = dict(raw_specs) if raw_specs else None
         self.example_spec = dict(example_spec) if example_spec else None
+        self.catalog = catalog
         self.is_cmml = isinstance(model, CMMLModel)
 
         # autograph=False: the serving functions and the model use static Python control flow only, and
@@ -92,6 +136,17 @@ class CMMLServingModule(tf.Module):
         if self.example_spec is not None:
             examples = {k: tf.TensorSpec([None, None], tf.string, name=k) for k in (SUPPORT_EXAMPLES, QUERY_EXAMPLES)}
             self.serve_tf_examples = tf.function(self._serve_examples, input_signature=[examples], autograph=False)
+        if self.catalog is not None:
+            ids = {
+                "support_item_id": tf.TensorSpec([None, None], tf.string, name="support_item_id"),
+                "support_label": tf.TensorSpec([None, None], tf.float32, name="support_label"),
+                "query_item_id": tf.TensorSpec([None, None], tf.string, name="query_item_id"),
+            }
+            for s in model.feature_specs:
+                if s.side == "user":
+                    name, spec = user_input_name(s.name), self.raw_specs[s.name]
+                    ids[name] = tf.TensorSpec([None] + list(spec.shape), spec.dtype, name=name)
+            self.serve_ids = tf.function(self._serve_ids, input_signature=[ids], autograph=False)
         if self.is_cmml:
             self.context_dim = model.context_dim
             self.state_dim = model.state_size
@@ -152,6 +207,31 @@ class CMMLServingModule(tf.Module):
             {**self._parse(examples[SUPPORT_EXAMPLES], SUPPORT), **self._parse(examples[QUERY_EXAMPLES], QUERY)}
         )
 
+    def _transform(self, rows: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return self.preprocess_layer(rows) if rows else {}
+
+    def _serve_ids(self, inputs):
+        """Items by id (attributes from the catalog), the task's user attributes broadcast to its rows."""
+        features = {key(SUPPORT, LABEL): inputs["support_label"]}
+        users = self._transform(
+            {s.name: inputs[user_input_name(s.name)] for s in self.model.feature_specs if s.side == "user"}
+        )
+        for part in (SUPPORT, QUERY):
+            ids = inputs[f"{part}_item_id"]
+            lead = tf.shape(ids)
+            flat = tf.reshape(ids, [-1])
+            rows = self.catalog.rows.lookup(flat)
+            own_id = self._transform({s.name: flat for s in self.model.feature_specs if s.name == "item_id"})
+            task_of_row = tf.repeat(tf.range(lead[0]), lead[1])
+            for s in self.model.feature_specs:
+                if s.side == "user":
+                    value = tf.gather(users[s.name], task_of_row)
+                else:
+                    value = own_id[s.name] if s.name in own_id else self.catalog.gather(s.name, rows, s.kind)
+                features[key(part, s.name)] = tf.reshape(value, tf.concat([lead, tf.shape(value)[1:]], 0))
+            features[key(part, MASK)] = tf.cast(tf.strings.length(ids) > 0, tf.float32)
+        return {"scores": self.model(features, training=False)}
+
     def _encode(self, features):
         f = self._ids(features, SUPPORT)
         state = self.model.update_state(self.model.initial_state(tf.shape(f[key(SUPPORT, MASK)])[0]), f)
@@ -169,6 +249,8 @@ class CMMLServingModule(tf.Module):
         out = {"serving_default": self.serving_default.get_concrete_function()}
         if self.example_spec is not None:
             out["serve_tf_examples"] = self.serve_tf_examples.get_concrete_function()
+        if self.catalog is not None:
+            out["serve_ids"] = self.serve_ids.get_concrete_function()
         if self.is_cmml:
             out["encode_context"] = self.encode_context.get_concrete_function()
             out["score"] = self.score.get_concrete_function()
@@ -183,13 +265,14 @@ def export_saved_model(
     raw_specs: Mapping[str, tf.TensorSpec] | None = None,
     extra_signatures: Mapping[str, Callable] | None = None,
     example_spec: Mapping[str, object] | None = None,
+    catalog: ItemCatalog | None = None,
 ) -> Path:
     """Writes the SavedModel with the signatures above (plus ``extra_signatures``). Returns the path.
 
     ``example_spec`` (a ``tf.io.parse_example`` spec of raw interaction examples, label included)
-    adds ``serve_tf_examples``; it needs ``preprocess`` and ``raw_specs``.
+    adds ``serve_tf_examples`` and ``catalog`` adds ``serve_ids``; both need ``preprocess`` and ``raw_specs``.
     """
-    module = CMMLServingModule(model, preprocess, raw_specs, example_spec)
+    module = CMMLServingModule(model, preprocess, raw_specs, example_spec, catalog)
     signatures = module.signatures()
     for name, fn in (extra_signatures or {}).items():
         signatures[name] = fn
@@ -254,17 +337,27 @@ IDS_DIR = "Format-Ids"  # beside TFX's Format-Serving: the model on transformed 
 SUMMARY_FILE = "training_summary.json"
 
 
-def export_models(model: tf.keras.Model, serving_dir: str, transform_output: str | None) -> None:
+def export_models(
+    model: tf.keras.Model, serving_dir: str, transform_output: str | None, item_catalog: str | None = None
+) -> None:
     """A Trainer's two exports: ``serving_dir`` (raw features through the Transform graph, when
-    ``transform_output`` is given) and ``Format-Ids`` beside it (transformed ids)."""
+    ``transform_output`` is given; ``serve_ids`` too with ``item_catalog``, TaskGen's transformed item
+    table) and ``Format-Ids`` beside it (transformed ids)."""
     from cmml.models.raw_inputs import raw_serving_inputs
+    from cmml.schemas.tasks import read_catalog
 
     model_root = os.path.dirname(serving_dir.rstrip("/"))
     export_saved_model(model, os.path.join(model_root, IDS_DIR))
     if transform_output:
         raw = raw_serving_inputs(transform_output, model)
+        catalog = ItemCatalog(*read_catalog(item_catalog)) if item_catalog and os.path.exists(item_catalog) else None
         export_saved_model(
-            model, serving_dir, preprocess=raw.preprocess, raw_specs=raw.specs, example_spec=raw.example_spec
+            model,
+            serving_dir,
+            preprocess=raw.preprocess,
+            raw_specs=raw.specs,
+            example_spec=raw.example_spec,
+            catalog=catalog,
         )
     else:
         export_saved_model(model, serving_dir)

@@ -39,9 +39,12 @@ class RawPreprocess(tf.Module):
         return tf.sparse.from_dense(tf.reshape(values, [tf.shape(values)[0], -1]))
 
     def __call__(self, rows: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Rows of some or all of the model's raw features -> the transformed features computable from them."""
         transformed = self.layer({name: self._layer_input(name, value) for name, value in rows.items()})
         out = {}
         for name, kind in self._features:
+            if name not in rows:
+                continue
             value = transformed[name]
             if isinstance(value, tf.SparseTensor):
                 value = tf.sparse.to_dense(value, default_value=0)

@@ -118,3 +118,46 @@ def check_record_features(names: Iterable[str], feature_specs: Sequence[FeatureS
         if spec.kind == "multi":
             need.add(lengths_key(spec.side, spec.name))
     return sorted(need - have)
+
+
+# --- the catalog: transformed user and item tables beside the records ------------------------------------
+CATALOG_DIR = "catalog"  # <TaskGen output>/catalog/{users,items}.npz
+CATALOG_KEYS = "keys"  # raw ids (bytes), one per row
+
+
+def catalog_path(root: str, side: str) -> str:
+    """``<root>/catalog/users.npz`` or ``items.npz``: every user or item of the transformed tables."""
+    if side not in ("user", "item"):
+        raise ValueError(f"side must be 'user' or 'item', not {side!r}")
+    return f"{str(root).rstrip('/')}/{CATALOG_DIR}/{side}s.npz"
+
+
+def write_catalog(path: str, keys, categorical: dict, multi: dict) -> None:
+    """One transformed table as npz: ``keys`` (raw ids), ``<f>`` [n] int64 for a categorical feature,
+    ``<f>`` [n, L] int64 (0-padded) for a multi-valued one, given as (values, offsets)."""
+    import os
+
+    import numpy as np
+
+    arrays = {CATALOG_KEYS: np.asarray(keys, dtype=bytes)}
+    for name, values in categorical.items():
+        arrays[name] = np.asarray(values, dtype=np.int64)
+    for name, (values, offsets) in multi.items():
+        lengths = np.diff(offsets)
+        padded = np.zeros((len(lengths), int(lengths.max(initial=0))), dtype=np.int64)
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        padded[rows, np.arange(len(values)) - np.repeat(offsets[:-1], lengths)] = values
+        arrays[name] = padded
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(path + ".tmp", path)
+
+
+def read_catalog(path: str) -> tuple:
+    """(raw ids, {feature: [n] or [n, L] int64}) of a table written by :func:`write_catalog`."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        features = {k: data[k] for k in data.files if k != CATALOG_KEYS}
+        return data[CATALOG_KEYS], features

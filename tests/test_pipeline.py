@@ -147,6 +147,50 @@ def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_
     assert want.shape == inputs["query_mask"].shape and np.isfinite(want).all()
 
 
+def test_items_named_by_id_score_as_their_raw_attributes(run):
+    """serve_ids (the catalog inside the model) == serving_default with every row's raw attributes."""
+    import tensorflow as tf
+
+    from cmml.components.serving_validator.canned import canned_episodes
+    from cmml.models.export import user_input_name
+    from cmml.serving.signatures import signature_def_map, signatures_from_map
+
+    config, output, summary = run
+    pushed = summary.pushed
+    fns = tf.saved_model.load(pushed).signatures
+    examples = sorted((output / "pipeline" / "LogExampleGen" / "examples").glob("*"))[-1]
+    entities = sorted((output / "pipeline" / "LogExampleGen" / "entities").glob("*"))[-1]
+    raw = canned_episodes(
+        str(examples), str(entities), signatures_from_map(signature_def_map(pushed))["serving_default"].inputs
+    )
+    raw = {k: v for k, v in raw.items() if not k.endswith("_examples")}
+
+    def call(name, inputs):
+        spec = fns[name].structured_input_signature[1]
+        return fns[name](**{k: tf.constant(v, spec[k].dtype) for k, v in inputs.items()})["scores"].numpy()
+
+    ids = {k: raw[k] for k in ("support_item_id", "support_label", "query_item_id")}
+    for name in fns["serve_ids"].structured_input_signature[1]:
+        if name not in ids:  # a user attribute: the task's, from its first support row
+            field = "user_id" if name == "user_id" else name[len("user_") :]
+            assert user_input_name(field) == name
+            ids[name] = raw[f"support_{field}"][:, 0]
+    assert {"user_gender", "user_age", "user_occupation"} <= set(ids)
+    want, got = call("serving_default", raw), call("serve_ids", ids)
+    mask = raw["query_mask"] > 0
+    assert mask.sum() >= 10
+    np.testing.assert_allclose(got[mask], want[mask], atol=1e-5)
+    # an item outside the catalog scores as a raw row with no attributes (its id's OOV bucket)
+    ids["query_item_id"] = ids["query_item_id"].copy()
+    ids["query_item_id"][0, 0] = b"no-such-item"
+    raw["query_item_id"] = ids["query_item_id"]
+    for feature in ("year", "rated", "genres", "directors", "actors"):
+        if f"query_{feature}" in raw:
+            raw[f"query_{feature}"] = raw[f"query_{feature}"].copy()
+            raw[f"query_{feature}"][0, 0] = 0 if raw[f"query_{feature}"].dtype != object else b""
+    np.testing.assert_allclose(call("serve_ids", ids)[0, 0], call("serving_default", raw)[0, 0], atol=1e-5)
+
+
 def test_rerun_reuses_cached_artifacts(run):
     from cmml.pipeline.runner import run_local
 
@@ -206,6 +250,7 @@ def test_a_two_domain_run_whose_catalogs_differ_in_attributes_is_pushed(syntheti
     assert summary.evaluation["blessed"], summary.evaluation
     assert summary.serving_check["blessed"], summary.serving_check.get("error")
     assert "serve_tf_examples equals serving_default on the same rows" in summary.serving_check["checks"]
+    assert "serve_ids equals serving_default on the same items" in summary.serving_check["checks"]  # both catalogs
     assert summary.pushed and Path(summary.pushed, "saved_model.pb").is_file()
 
 

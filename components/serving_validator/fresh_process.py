@@ -4,8 +4,9 @@ Loads the SavedModel with plain TensorFlow where ``cmml`` cannot be imported (an
 selected), so the export is shown to stand on its own, calls every signature on the canned
 inputs and checks shapes, finiteness and that the signatures agree with each other (two-stage =
 one call; ``update_context`` from an empty state = ``encode_context``; raw tf.Examples = raw
-tensors). Writes ``{"signatures", "checks"}`` to the report and exits 0; on a failed check or
-an error it adds ``"error"`` (TensorFlow's whole message), prints it to stderr and exits 1.
+tensors; items by id = their raw attributes). Writes ``{"signatures", "checks"}`` to the report and
+exits 0; on a failed check or an error it adds ``"error"`` (TensorFlow's whole message), prints it
+to stderr and exits 1.
 
 Run by path, never imported: it must not import ``cmml`` (nor anything next to it).
 """
@@ -57,6 +58,16 @@ def run_checks(model_dir: str, data: dict, report: dict) -> None:
             np.allclose(upd["context"], enc["context"], atol=1e-4),
             "update_context from an empty state equals encode_context",
         )
+    if "serve_ids" in fns:
+        ids = {}
+        for name in fns["serve_ids"].structured_input_signature[1]:
+            if name in ("support_item_id", "support_label", "query_item_id"):
+                ids[name] = data[name]
+            else:  # the task's user attribute user_<field>: the one of its first support row
+                ids[name] = data["support_" + (name if name == "user_id" else name[len("user_") :])][:, 0]
+        by_id = call("serve_ids", **ids)["scores"]
+        mask = data["query_mask"]
+        check(np.allclose(by_id * mask, scores * mask, atol=1e-4), "serve_ids equals serving_default on the same items")
     if "serve_tf_examples" in fns and "support_examples" in data:
         examples = {k: data[k] for k in ("support_examples", "query_examples")}
         ex = call("serve_tf_examples", **examples)["scores"]

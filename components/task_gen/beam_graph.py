@@ -42,6 +42,7 @@ from cmml.components.task_gen.themes import ThemeVocab, theme_plan
 from cmml.components.task_gen.user_tasks import build_user_tasks
 from cmml.models import preprocessing as TM
 from cmml.schemas import episodes as E
+from cmml.schemas import tasks as T
 
 QUARANTINE_DIR = "quarantine"
 
@@ -180,6 +181,14 @@ def _with_features(keys: FeatureTable | None, table: FeatureTable) -> FeatureTab
     return None if keys is None else with_features(keys, table)
 
 
+def _write_catalog(_, output_dir: str, users: FeatureTable, items: FeatureTable) -> None:
+    """The transformed user and item tables, every row of them, beside the records (``catalog/``)."""
+    for side, table in (("user", users), ("item", items)):
+        order = np.argsort(table.keys.to_numpy(zero_copy_only=False), kind="stable")  # by raw id: a stable file
+        t = table.take(order)
+        T.write_catalog(T.catalog_path(output_dir, side), t.keys.to_pylist(), t.categorical, t.multi)
+
+
 class _SummaryCombine(beam.CombineFn):
     def create_accumulator(self):
         return {"counters": {}, "index": []}
@@ -282,6 +291,11 @@ def build_pipeline(
             num_shards=1,
             shard_name_template="-SSSSS-of-NNNNN",
         )
+    )
+    (
+        p
+        | "CatalogSeed" >> beam.Create([None])
+        | "WriteCatalog" >> beam.Map(_write_catalog, output_dir, tables["user"], tables["item"])
     )
     return summaries | "Finalize" >> beam.Map(
         finalize,
