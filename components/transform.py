@@ -32,8 +32,7 @@ def make_transform(
         custom_config=dict(custom_config or {}),
         splits_config=transform_pb2.SplitsConfig(analyze=list(ENTITY_SPLITS), transform=list(ENTITY_SPLITS)),
         disable_statistics=disable_statistics,
-        # the tables are small: Beam graph construction, not data, is Transform's cost here. TF1 graph mode and
-        # no analyzer cache (whose stages double the graph) halve it; every run analyses the tables afresh.
-        force_tf_compat_v1=True,
+        # the tables are small: Beam graph construction, not data, is Transform's cost here, and the analyzer
+        # cache's stages double that graph while every run analyses the tables afresh
         disable_analyzer_cache=True,
     )
