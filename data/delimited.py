@@ -284,7 +284,6 @@ def block_ranges(
         columns, line = tuple(names), 2
     ranges = []
     with open(path, "rb") as f:
-        f.seek(offset)
         carry = 0  # bytes after the last line end, read again with the next chunk
         while True:
             f.seek(offset + carry)

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cmml.components.example_gen.columns import prefixed
 from cmml.components.task_gen.columns import DOMAIN, FeatureInfo, write_column_batches
 from cmml.components.task_gen.tables import FeatureTable, entity_table
 from cmml.components.task_gen.themes import ThemeVocab
@@ -30,11 +31,6 @@ def _codes(values: pa.Array) -> tuple[np.ndarray, list[str]]:
     idx = enc.indices.to_numpy(zero_copy_only=False)
     codes = np.where(np.isnan(idx.astype(np.float64)), 0, np.nan_to_num(idx) + 1).astype(np.int64)
     return codes, [str(v) for v in enc.dictionary.to_pylist()]
-
-
-def _prefixed(values, prefix: str | None) -> pa.Array:
-    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    return pc.binary_join_element_wise(pa.scalar(prefix + ":"), values, "") if prefix else values
 
 
 @dataclasses.dataclass
@@ -81,10 +77,10 @@ def _raw_columns(data: str | Path, prefix: str | None) -> dict:
     table = ds.read_interactions().table
     users, _ = ds.read_users()
     items, _ = ds.read_items()
-    user_ids = _prefixed(table[R.USER_ID], prefix)
-    item_ids = _prefixed(table[R.ITEM_ID], prefix)
-    u_pos = pc.index_in(user_ids, value_set=_prefixed(users[R.USER_ID], prefix))
-    i_pos = pc.index_in(item_ids, value_set=_prefixed(items[R.ITEM_ID], prefix))
+    user_ids = prefixed(table[R.USER_ID], prefix)
+    item_ids = prefixed(table[R.ITEM_ID], prefix)
+    u_pos = pc.index_in(user_ids, value_set=prefixed(users[R.USER_ID], prefix))
+    i_pos = pc.index_in(item_ids, value_set=prefixed(items[R.ITEM_ID], prefix))
     raw = {
         "table": table.set_column(0, R.USER_ID, user_ids).set_column(1, R.ITEM_ID, item_ids),
         R.USER_ID: user_ids,

@@ -48,35 +48,17 @@ class SideTables:
 
 
 def load_side_tables(source: Source) -> tuple[SideTables, list[R.RejectedRow], dict]:
-    """Reads a source's side-feature files; bad rows are returned (dead letters), never raised.
-
-    A second row for an id already read is rejected (``duplicate id``): the first one counts.
-    """
+    """Reads a source's side-feature files; bad rows (a repeated id among them: the readers keep its
+    first row) are returned (dead letters), never raised."""
     ds = source.open()
     tables, rejects, stats = {}, [], {}
     for side, (table, bad) in ((USERS, ds.read_users(on_error="collect")), (ITEMS, ds.read_items(on_error="collect"))):
         key = ID_OF[side]
         table = table.set_column(0, key, prefixed(table[key], source.name))
-        table = table.select([key, *FEATURES_OF[side]])
-        table, duplicates = _first_per_id(table, key, source, side)
-        tables[side] = table
-        rejects += bad + duplicates
-        stats[side] = {"rows": table.num_rows, "rejected": len(bad) + len(duplicates)}
+        tables[side] = table.select([key, *FEATURES_OF[side]])
+        rejects += bad
+        stats[side] = {"rows": table.num_rows, "rejected": len(bad)}
     return SideTables(tables[USERS], tables[ITEMS]), rejects, stats
-
-
-def _first_per_id(table: pa.Table, key: str, source: Source, side: str) -> tuple[pa.Table, list[R.RejectedRow]]:
-    ids = combined(table[key])
-    if len(pc.unique(ids)) == len(ids):
-        return table, []
-    first = np.zeros(len(ids), dtype=bool)
-    _, index = np.unique(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object), return_index=True)
-    first[index] = True
-    rejects = [
-        R.RejectedRow(f"{source.label()} {side} table", -1, str(ids[int(i)]), f"duplicate id: {ids[int(i)]} repeats")
-        for i in np.flatnonzero(~first)
-    ]
-    return table.filter(pa.array(first)), rejects
 
 
 def count_ids(ids: pa.Array) -> pa.Table:

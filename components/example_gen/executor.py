@@ -118,10 +118,15 @@ class _EncodeBlock(beam.DoFn):
         columns = interaction_columns(table, source.name)
         reasons = unknown_entity_reasons(columns, side[index], self._unknown_entities)
         keep = reasons == None  # noqa: E711
-        for r in np.flatnonzero(~keep):
-            text = f"{columns[R.USER_ID][r]},{columns[R.ITEM_ID][r]},{columns[R.LABEL][r]}"
-            line = int(lines[r]) if lines is not None else -1
-            rejects = rejects + [R.RejectedRow(path, line, text, reasons[r])]
+        rejects = rejects + [
+            R.RejectedRow(
+                path,
+                int(lines[r]) if lines is not None else -1,
+                f"{columns[R.USER_ID][r]},{columns[R.ITEM_ID][r]},{columns[R.LABEL][r]}",
+                reasons[r],
+            )
+            for r in np.flatnonzero(~keep)
+        ]
         for r in rejects:
             yield beam.pvalue.TaggedOutput(self.REJECTS, reject_record(source, r))
             kind = R.reason_kind(r.reason)

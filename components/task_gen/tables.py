@@ -183,9 +183,8 @@ def entity_table(columns: Sequence[dict], key: str, features: Sequence[str]) -> 
 
     parts = []
     for cols in columns:
-        keys = to_binary(
-            cols[key].dictionary.take(cols[key].indices) if isinstance(cols[key], pa.DictionaryArray) else cols[key]
-        )
+        keys = cols[key]
+        keys = to_binary(keys.dictionary_decode() if isinstance(keys, pa.DictionaryArray) else keys)
         categorical, multi = {}, {}
         for name in features:
             value = cols[name]
