@@ -9,7 +9,8 @@ Exports, inside the Model artifact (:func:`cmml.models.export.export_models`):
 * ``Format-Serving/`` (``fn_args.serving_model_dir``): the model with the tf.Transform graph in
   front, so serving takes raw features: signatures ``serving_default``, ``encode_context``,
   ``score``, ``update_context`` (CMML), ``serve_tf_examples`` (serialized raw tf.Examples) and
-  ``serve_ids`` (items named by id: TaskGen's transformed item table is inside the model);
+  ``serve_ids`` (items and known users named by id: TaskGen's transformed item and user tables
+  are inside the model);
 * ``Format-Ids/``: the same model on transformed ids, which the Evaluator scores on TaskGen's
   episodes;
 * ``training_summary.json`` (best epoch, validation curve) next to them.
@@ -26,7 +27,6 @@ from absl import logging
 import cmml  # noqa: F401
 from cmml.models import training
 from cmml.models.export import SUMMARY_FILE, export_models
-from cmml.schemas import tasks as T
 
 
 def run_fn(fn_args) -> None:
@@ -44,8 +44,8 @@ def run_fn(fn_args) -> None:
         log=logging.info,
         tensorboard_dir=os.path.join(fn_args.model_run_dir, "logs"),
     )
-    catalog = T.catalog_path(data.root, "item")  # TaskGen's transformed item table: items served by id
-    export_models(trained.model, fn_args.serving_model_dir, fn_args.transform_output, catalog)
+    # TaskGen's transformed item and user tables go inside the model: items and known users served by id
+    export_models(trained.model, fn_args.serving_model_dir, fn_args.transform_output, data.root)
     model_root = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     for folder in (model_root, fn_args.model_run_dir):
         tf.io.gfile.makedirs(folder)

@@ -19,7 +19,6 @@ from cmml.experiments.suites import ExperimentError, Suite, check_data
 from cmml.models import episodes, evaluation
 from cmml.models.training import TaskData, TrainingConfig
 from cmml.schemas import tasks as T
-from cmml.schemas.episodes import load_feature_specs
 
 Log = Callable[[str], None]
 
@@ -84,7 +83,6 @@ def task_rows(root: str) -> int:
 
 def user_record(root: str, user: str) -> dict[str, Any] | None:
     """One user's stored task (meta-test / meta-valid / meta-train): rows in protocol order, roles, raw item ids."""
-    specs = load_feature_specs(root)
     for split in T.SPLITS:
         try:
             files = episodes.task_files(root, split)
@@ -92,7 +90,7 @@ def user_record(root: str, user: str) -> dict[str, Any] | None:
             continue
         ds = tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz") else "")
         for batch in ds.batch(512):
-            parsed = T.parse_task_records(batch, specs)
+            parsed = T.parse_task_records(batch)
             keys = [k.decode() for k in parsed[T.TASK_KEY].numpy()]
             if user in keys:
                 i = keys.index(user)

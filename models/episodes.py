@@ -10,6 +10,8 @@
   scenario and evaluation user: the scenario's fixed support set, and every candidate item of
   the scenario for that user, label 1 for the user's held-out positives).
 
+Records hold ids only (``schemas/task_records.md``); every feature is gathered in-graph from the
+catalog TaskGen writes beside them (:func:`catalog_tables`: one id-indexed tensor per feature).
 All work is vectorised over a batch of tasks with TensorFlow ops (ragged gathers, sorts and
 binary searches); randomness is
 stateless, seeded by ``(seed, batch number)``, so a run is reproducible while every epoch draws
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 import cmml  # noqa: F401  (Keras 2 before TensorFlow)
@@ -51,6 +54,51 @@ def _records(files: Sequence[str]) -> tf.data.Dataset:
     return tf.data.TFRecordDataset(list(files), compression_type="GZIP" if gz else "", buffer_size=4 << 20)
 
 
+def catalog_tables(root: str | os.PathLike, feature_specs: Sequence[E.FeatureSpec]) -> dict[str, np.ndarray]:
+    """The catalog of a TaskGen output as one array per feature, indexed by the records' catalog rows.
+
+    Returns ``{feature: [n + 1] int64}`` (``[n + 1, max_len]`` for a multi-valued feature, cut or
+    0-padded to the spec's ``max_len``); row 0 is all zeros — an entity outside the catalog has
+    every attribute missing.
+    """
+    root = os.fspath(root)
+    out = {}
+    for side in ("user", "item"):
+        specs = [s for s in feature_specs if s.side == side]
+        if not specs:
+            continue
+        path = T.catalog_path(root, side)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"no {side} catalog at {path}: task records hold ids only and need the catalog TaskGen writes "
+                "beside them (pass catalog=<TaskGen output folder>)"
+            )
+        _, features = T.read_catalog(path)
+        for spec in specs:
+            if spec.name not in features:
+                raise ValueError(f"{path} has no feature {spec.name!r} (it has {sorted(features)})")
+            values = features[spec.name]
+            if spec.kind == "multi":
+                values = values.reshape(len(values), -1)[:, : spec.max_len]
+                values = np.pad(values, ((1, 0), (0, spec.max_len - values.shape[1])))
+            else:
+                values = np.pad(values.reshape(-1), (1, 0))
+            out[spec.name] = values.astype(np.int64)
+    return out
+
+
+def _catalog(source, files: Sequence[str], catalog, specs) -> dict[str, tf.Tensor]:
+    """The catalog tensors: given, from the folder given, or from the TaskGen output holding ``files``."""
+    if catalog is None:
+        if isinstance(source, (str, os.PathLike)) and os.path.isdir(os.fspath(source)):
+            catalog = source
+        else:  # <root>/Split-<split>/tasks-*.tfrecord*
+            catalog = os.path.dirname(os.path.dirname(os.path.abspath(files[0])))
+    if not isinstance(catalog, Mapping):
+        catalog = catalog_tables(catalog, specs)
+    return {spec.name: tf.constant(catalog[spec.name], tf.int64) for spec in specs}
+
+
 # --- ragged helpers -----------------------------------------------------------------------------------------
 def _take_rows(rt: tf.RaggedTensor, local: tf.RaggedTensor) -> tf.RaggedTensor:
     """Per task b, ``rt[b][local[b]]`` (``rt``: [B, (n)] or [B, (n), (L)]; ``local``: [B, (r)])."""
@@ -59,6 +107,7 @@ def _take_rows(rt: tf.RaggedTensor, local: tf.RaggedTensor) -> tf.RaggedTensor:
 
 
 def _dense(rt: tf.RaggedTensor, spec: E.FeatureSpec) -> tf.Tensor:
+    """[B, (r)] or [B, (r), max_len] ragged -> dense, padding with 0 at the end."""
     if spec.kind == "multi":
         return rt.to_tensor(default_value=tf.constant(0, tf.int64), shape=[None, None, spec.max_len])
     return rt.to_tensor(default_value=tf.constant(0, tf.int64))
@@ -70,17 +119,20 @@ def _select(values: tf.Tensor, rowids: tf.Tensor, keep: tf.Tensor, nrows) -> tf.
 
 def _episode_part(
     parsed: dict,
+    tables: Mapping[str, tf.Tensor],
     specs: Sequence[E.FeatureSpec],
     part: str,
     user: tf.RaggedTensor,
     item: tf.RaggedTensor,
     label: tf.RaggedTensor,
 ) -> dict:
-    """Rows given as (local user index, local item index, label) -> the dense tensors of one part."""
+    """Rows given as (local user index, local item index, label) -> the dense tensors of one part,
+    attributes gathered from the catalog ``tables``."""
+    rows = {"user": _take_rows(parsed[T.USER_INDEX], user), "item": _take_rows(parsed[T.ITEM_INDEX], item)}
     out = {}
     for spec in specs:
-        local = user if spec.side == "user" else item
-        out[E.key(part, spec.name)] = _dense(_take_rows(parsed[T.table_key(spec.side, spec.name)], local), spec)
+        index = rows[spec.side]
+        out[E.key(part, spec.name)] = _dense(index.with_values(tf.gather(tables[spec.name], index.values)), spec)
     out[E.key(part, E.LABEL)] = tf.cast(label, tf.float32).to_tensor(0.0)
     out[E.key(part, E.MASK)] = tf.ones_like(tf.cast(label, tf.float32)).to_tensor(0.0)
     return out
@@ -121,7 +173,7 @@ def _check_setting(parsed: dict, setting: str) -> None:
 
 
 # --- user setting -------------------------------------------------------------------------------------------
-def _user_training(parsed, specs, seed, query_size: int, max_support: int | None):
+def _user_training(parsed, tables, specs, seed, query_size: int, max_support: int | None):
     local, pos, rowids, n = _shuffled_positions(parsed[T.ROW_ROLE], seed)
     q = tf.minimum(tf.constant(query_size, tf.int64), tf.maximum(n - 1, 0))
     s_end = n - q
@@ -130,12 +182,12 @@ def _user_training(parsed, specs, seed, query_size: int, max_support: int | None
     nrows = tf.shape(n, out_type=tf.int64)[0]
     support = _select(local, rowids, pos < tf.gather(s_end, rowids), nrows)
     query = _select(local, rowids, pos >= tf.gather(n - q, rowids), nrows)
-    out = _episode_part(parsed, specs, E.SUPPORT, *_rows(parsed, support))
-    out.update(_episode_part(parsed, specs, E.QUERY, *_rows(parsed, query)))
+    out = _episode_part(parsed, tables, specs, E.SUPPORT, *_rows(parsed, support))
+    out.update(_episode_part(parsed, tables, specs, E.QUERY, *_rows(parsed, query)))
     return out
 
 
-def _fixed_user(parsed, specs, pool_query_size: int | None):
+def _fixed_user(parsed, tables, specs, pool_query_size: int | None):
     role = parsed[T.ROW_ROLE]
     if pool_query_size is not None:  # pool rows: the stored protocol order, last k rows are the query
         pos = tf.range(tf.shape(role.values, out_type=tf.int64)[0]) - tf.gather(role.row_starts(), role.value_rowids())
@@ -149,8 +201,8 @@ def _fixed_user(parsed, specs, pool_query_size: int | None):
     nrows = role.nrows()
     support = _select(local.values, role.value_rowids(), role.values == T.ROLE_SUPPORT, nrows)
     query = _select(local.values, role.value_rowids(), role.values == T.ROLE_QUERY, nrows)
-    out = _episode_part(parsed, specs, E.SUPPORT, *_rows(parsed, support))
-    out.update(_episode_part(parsed, specs, E.QUERY, *_rows(parsed, query)))
+    out = _episode_part(parsed, tables, specs, E.SUPPORT, *_rows(parsed, support))
+    out.update(_episode_part(parsed, tables, specs, E.QUERY, *_rows(parsed, query)))
     return out
 
 
@@ -184,7 +236,7 @@ def _sample_negatives(parsed, user: tf.RaggedTensor, seed) -> tf.RaggedTensor:
     return user.with_values(tf.where(free > 0, chosen, fallback))
 
 
-def _scenario_training(parsed, specs, seed, support_positives: int, query_positives: int):
+def _scenario_training(parsed, tables, specs, seed, support_positives: int, query_positives: int):
     label = parsed[T.ROW_LABEL]
     # positive rows only (meta-train records have no stored negatives, but stay safe on others)
     positives = tf.ragged.boolean_mask(
@@ -208,13 +260,19 @@ def _scenario_training(parsed, specs, seed, support_positives: int, query_positi
         ones = tf.ones_like(tf.cast(user, tf.float32))
         parts.update(
             _episode_part(
-                parsed, specs, name, _interleave(user, user), _interleave(item, neg), _interleave(ones, 0.0 * ones)
+                parsed,
+                tables,
+                specs,
+                name,
+                _interleave(user, user),
+                _interleave(item, neg),
+                _interleave(ones, 0.0 * ones),
             )
         )
     return parts
 
 
-def _ranking_rows(parsed, specs, include_task_key: bool) -> tf.data.Dataset:
+def _ranking_rows(parsed, tables, specs, include_task_key: bool) -> tf.data.Dataset:
     """One parsed scenario record (batch of 1) -> a dataset of (scenario, evaluation user) task rows."""
     role = parsed[T.ROW_ROLE].values
     r_user, r_item, r_label = parsed[T.ROW_USER].values, parsed[T.ROW_ITEM].values, parsed[T.ROW_LABEL].values
@@ -230,9 +288,8 @@ def _ranking_rows(parsed, specs, include_task_key: bool) -> tf.data.Dataset:
     labels = tf.minimum(labels, 1.0)  # a duplicated interaction is still one positive
     out = {}
     for spec in specs:
-        table = parsed[T.table_key(spec.side, spec.name)].values  # [u] / [m] or ragged [u|m, (L)]
-        if spec.kind == "multi":
-            table = table.to_tensor(default_value=tf.constant(0, tf.int64), shape=[None, spec.max_len])
+        index = parsed[T.USER_INDEX if spec.side == "user" else T.ITEM_INDEX].values
+        table = tf.gather(tables[spec.name], index)  # the task's users [u] / items [m] ([u|m, L] for multi)
         support_idx = tf.gather(r_user if spec.side == "user" else r_item, s_idx)
         support = tf.gather(table, support_idx)
         out[E.key(E.SUPPORT, spec.name)] = tf.broadcast_to(
@@ -271,6 +328,7 @@ def training_episodes(
     shuffle_buffer: int = 4096,
     repeat: bool | int = True,
     include_task_key: bool = False,
+    catalog: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Fresh training episodes from meta-train records (TaskGen output folder or record files).
 
@@ -284,6 +342,8 @@ def training_episodes(
         (fewer for scenarios with few interactions: support min(support_positives, n // 3)).
       seed: seeds the task shuffle and every random draw (stateless, per batch number).
       repeat: True = endless, False = one pass over the tasks, n = n passes (fresh draws in each).
+      catalog: the catalog the records' ids point into: a TaskGen output folder or the arrays of
+        :func:`catalog_tables`; by default the TaskGen output holding the records.
     """
     if setting not in T.SETTINGS:
         raise ValueError(f"setting must be one of {T.SETTINGS}, not {setting!r}")
@@ -292,6 +352,7 @@ def training_episodes(
     else:
         files = task_files(source)
     specs = list(feature_specs)
+    tables = _catalog(source, files, catalog, specs)
     ds = _records(files)
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -303,14 +364,14 @@ def training_episodes(
 
     @tf.autograph.experimental.do_not_convert  # static control flow; converting it cost ~1 s per epoch
     def build(step, serialized):
-        parsed = T.parse_task_records(serialized, specs)
+        parsed = T.parse_task_records(serialized)
         _check_setting(parsed, setting)
         base = tf.stack([tf.constant(seed, tf.int64), step])
         if setting == "user":
-            out = _user_training(parsed, specs, base * [1, 3], query_size, max_support)
+            out = _user_training(parsed, tables, specs, base * [1, 3], query_size, max_support)
         else:
             seeds = [base * [1, 3] + [0, k] for k in range(3)]
-            out = _scenario_training(parsed, specs, seeds, support_positives, query_positives)
+            out = _scenario_training(parsed, tables, specs, seeds, support_positives, query_positives)
         if include_task_key:
             out["task_key"] = parsed[T.TASK_KEY]
         return out
@@ -327,6 +388,7 @@ def evaluation_episodes(
     batch_size: int = 32,
     pool_query_size: int | None = None,
     include_task_key: bool = False,
+    catalog: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Fixed, reproducible episodes (same order and content on every pass).
 
@@ -337,6 +399,7 @@ def evaluation_episodes(
       pool_query_size: user setting; also turn meta-train (pool) records into fixed episodes,
         the last ``pool_query_size`` stored rows (protocol order) being the query.
       include_task_key: add ``task_key`` (and ``user_raw_id`` for ranking rows) to each batch.
+      catalog: as in :func:`training_episodes`.
     """
     if setting not in T.SETTINGS:
         raise ValueError(f"setting must be one of {T.SETTINGS}, not {setting!r}")
@@ -345,14 +408,15 @@ def evaluation_episodes(
     else:
         files = task_files(source)
     specs = list(feature_specs)
+    tables = _catalog(source, files, catalog, specs)
     ds = _records(files)
     if setting == "user":
 
         @tf.autograph.experimental.do_not_convert
         def build(serialized):
-            parsed = T.parse_task_records(serialized, specs)
+            parsed = T.parse_task_records(serialized)
             _check_setting(parsed, setting)
-            out = _fixed_user(parsed, specs, pool_query_size)
+            out = _fixed_user(parsed, tables, specs, pool_query_size)
             if include_task_key:
                 out["task_key"] = parsed[T.TASK_KEY]
             return out
@@ -365,12 +429,12 @@ def evaluation_episodes(
 
     @tf.autograph.experimental.do_not_convert
     def parse_one(serialized):
-        parsed = T.parse_task_records(serialized, specs)
+        parsed = T.parse_task_records(serialized)
         _check_setting(parsed, setting)
         return parsed
 
     ranking_rows = tf.autograph.experimental.do_not_convert(
-        lambda parsed: _ranking_rows(parsed, specs, include_task_key)
+        lambda parsed: _ranking_rows(parsed, tables, specs, include_task_key)
     )
     rows = ds.batch(1).map(parse_one).flat_map(ranking_rows)
     return rows.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)

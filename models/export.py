@@ -64,20 +64,21 @@ def _feature_specs(
     return specs
 
 
-class ItemCatalog(tf.Module):
-    """The transformed item table inside the SavedModel: raw id → row, and each feature's values per row.
+class CatalogTable(tf.Module):
+    """A transformed user or item table inside the SavedModel: raw id → row, and each feature's values per row.
 
     Args:
-      keys: raw item ids, one per row.
+      side: 'user' or 'item'.
+      keys: raw ids, one per row.
       features: feature name → ``[n]`` (categorical) or ``[n, L]`` (multi, 0-padded) int64 indices.
     Row ``n`` (an id outside the catalog) holds zeros: missing.
     """
 
-    def __init__(self, keys, features: Mapping[str, object]):
-        super().__init__(name="item_catalog")
+    def __init__(self, side: str, keys, features: Mapping[str, object]):
+        super().__init__(name=f"{side}_catalog")
         import numpy as np
 
-        n = len(keys)
+        n = self.size = len(keys)
         self.rows = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.string), tf.range(n, dtype=tf.int64)),
             default_value=tf.constant(n, tf.int64),
@@ -92,6 +93,19 @@ class ItemCatalog(tf.Module):
         if name in self.features:
             return tf.gather(self.features[name], rows)
         return tf.zeros(tf.stack([tf.size(rows), 1]) if kind == "multi" else tf.shape(rows), tf.int64)
+
+
+def _where_rows(use: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Row i of ``a`` where ``use[i]``, else of ``b`` ([N] or [N, L]; L may differ: 0-padded to the wider)."""
+    if a.shape.rank == 2:
+        width = tf.maximum(tf.shape(a)[1], tf.shape(b)[1])
+        a = tf.pad(a, [[0, 0], [0, width - tf.shape(a)[1]]])
+        b = tf.pad(b, [[0, 0], [0, width - tf.shape(b)[1]]])
+        use = use[:, None]
+    return tf.where(use, a, b)
+
+
+USER_ID_INPUT = "user_id"  # serve_ids: the task's user, looked up in the user catalog
 
 
 def user_input_name(feature: str) -> str:
@@ -112,11 +126,14 @@ class CMMLServingModule(tf.Module):
         preprocess: Preprocess | None = None,
         raw_specs: Mapping[str, tf.TensorSpec] | None = None,
         example_spec: Mapping[str, object] | None = None,
-        catalog: ItemCatalog | None = None,
+        catalog: CatalogTable | None = None,
+        user_catalog: CatalogTable | None = None,
     ):
         super().__init__(name="cmml_serving")
         if catalog is not None and raw_specs is None:
             raise ValueError("the item catalog needs preprocess and raw_specs (user attributes arrive raw)")
+        if user_catalog is not None and catalog is None:
+            raise ValueError("the user catalog serves serve_ids, which needs the item catalog")
         if (preprocess is None) != (raw_specs is None):
             raise ValueError("preprocess and raw_specs go together")
         if example_spec is not None and raw_specs is None:
@@ -126,6 +143,7 @@ class CMMLServingModule(tf.Module):
         self.raw_specs = dict(raw_specs) if raw_specs else None
         self.example_spec = dict(example_spec) if example_spec else None
         self.catalog = catalog
+        self.user_catalog = user_catalog
         self.is_cmml = isinstance(model, CMMLModel)
 
         # autograph=False: the serving functions and the model use static Python control flow only, and
@@ -146,6 +164,8 @@ class CMMLServingModule(tf.Module):
                 if s.side == "user":
                     name, spec = user_input_name(s.name), self.raw_specs[s.name]
                     ids[name] = tf.TensorSpec([None] + list(spec.shape), spec.dtype, name=name)
+            if self.user_catalog is not None:  # a known user is named by id; "" = a new user
+                ids[USER_ID_INPUT] = tf.TensorSpec([None], tf.string, name=USER_ID_INPUT)
             self.serve_ids = tf.function(self._serve_ids, input_signature=[ids], autograph=False)
         if self.is_cmml:
             self.context_dim = model.context_dim
@@ -211,11 +231,16 @@ class CMMLServingModule(tf.Module):
         return self.preprocess_layer(rows) if rows else {}
 
     def _serve_ids(self, inputs):
-        """Items by id (attributes from the catalog), the task's user attributes broadcast to its rows."""
+        """Items by id (attributes from the catalog), the task's user attributes broadcast to its rows:
+        a user of the user catalog gets the table's, any other user the request's raw ones, transformed."""
         features = {key(SUPPORT, LABEL): inputs["support_label"]}
-        users = self._transform(
-            {s.name: inputs[user_input_name(s.name)] for s in self.model.feature_specs if s.side == "user"}
-        )
+        user_specs = [s for s in self.model.feature_specs if s.side == "user"]
+        users = self._transform({s.name: inputs[user_input_name(s.name)] for s in user_specs})
+        if self.user_catalog is not None and user_specs:
+            rows = self.user_catalog.rows.lookup(inputs[USER_ID_INPUT])
+            known = rows < self.user_catalog.size
+            for s in user_specs:
+                users[s.name] = _where_rows(known, self.user_catalog.gather(s.name, rows, s.kind), users[s.name])
         for part in (SUPPORT, QUERY):
             ids = inputs[f"{part}_item_id"]
             lead = tf.shape(ids)
@@ -265,14 +290,17 @@ def export_saved_model(
     raw_specs: Mapping[str, tf.TensorSpec] | None = None,
     extra_signatures: Mapping[str, Callable] | None = None,
     example_spec: Mapping[str, object] | None = None,
-    catalog: ItemCatalog | None = None,
+    catalog: CatalogTable | None = None,
+    user_catalog: CatalogTable | None = None,
 ) -> Path:
     """Writes the SavedModel with the signatures above (plus ``extra_signatures``). Returns the path.
 
     ``example_spec`` (a ``tf.io.parse_example`` spec of raw interaction examples, label included)
-    adds ``serve_tf_examples`` and ``catalog`` adds ``serve_ids``; both need ``preprocess`` and ``raw_specs``.
+    adds ``serve_tf_examples`` and ``catalog`` (the item table) adds ``serve_ids``; both need
+    ``preprocess`` and ``raw_specs``. ``user_catalog`` adds serve_ids' ``user_id`` input (known users'
+    attributes from the table).
     """
-    module = CMMLServingModule(model, preprocess, raw_specs, example_spec, catalog)
+    module = CMMLServingModule(model, preprocess, raw_specs, example_spec, catalog, user_catalog)
     signatures = module.signatures()
     for name, fn in (extra_signatures or {}).items():
         signatures[name] = fn
@@ -338,26 +366,31 @@ SUMMARY_FILE = "training_summary.json"
 
 
 def export_models(
-    model: tf.keras.Model, serving_dir: str, transform_output: str | None, item_catalog: str | None = None
+    model: tf.keras.Model, serving_dir: str, transform_output: str | None, catalog_root: str | None = None
 ) -> None:
     """A Trainer's two exports: ``serving_dir`` (raw features through the Transform graph, when
-    ``transform_output`` is given; ``serve_ids`` too with ``item_catalog``, TaskGen's transformed item
-    table) and ``Format-Ids`` beside it (transformed ids)."""
+    ``transform_output`` is given; ``serve_ids`` too when ``catalog_root``, the TaskGen output, holds
+    the transformed item and user tables) and ``Format-Ids`` beside it (transformed ids)."""
     from cmml.models.raw_inputs import raw_serving_inputs
-    from cmml.schemas.tasks import read_catalog
+    from cmml.schemas import tasks as T
 
     model_root = os.path.dirname(serving_dir.rstrip("/"))
     export_saved_model(model, os.path.join(model_root, IDS_DIR))
     if transform_output:
         raw = raw_serving_inputs(transform_output, model)
-        catalog = ItemCatalog(*read_catalog(item_catalog)) if item_catalog and os.path.exists(item_catalog) else None
+        tables = {}
+        for side in ("item", "user") if catalog_root else ():
+            path = T.catalog_path(catalog_root, side)
+            if os.path.exists(path):
+                tables[side] = CatalogTable(side, *T.read_catalog(path))
         export_saved_model(
             model,
             serving_dir,
             preprocess=raw.preprocess,
             raw_specs=raw.specs,
             example_spec=raw.example_spec,
-            catalog=catalog,
+            catalog=tables.get("item"),
+            user_catalog=tables.get("user") if "item" in tables else None,
         )
     else:
         export_saved_model(model, serving_dir)

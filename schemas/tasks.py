@@ -1,20 +1,22 @@
 """Per-task TFRecords written by TaskGen: names, roles and the ONE parsing function.
 
 The format is documented in ``task_records.md`` next to this file. Each record is a tf.Example
-holding one task (a user, or a scenario) in normalised form: the task's rows reference a small
-per-task user table and item table by local index, so a scenario's candidate items and users are
-stored once, and user tasks need no repeated user features. Trainer and Evaluator both parse
-records with :func:`parse_task_records`; the tf.data episode builders
-(``cmml.models.episodes``) turn the parsed tasks into the tensors of ``episodes.md``.
+holding one task (a user, or a scenario) by ids only: the task's rows reference a small per-task
+user table and item table by local index, and those tables hold raw ids and rows of the
+**catalog** — the transformed user and item tables TaskGen writes once beside the records. No
+attribute is stored per task: the tf.data episode builders (``cmml.models.episodes``) gather the
+attributes from the catalog in-graph. Trainer and Evaluator both parse records with
+:func:`parse_task_records` and read the catalog with :func:`read_catalog`.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from cmml.schemas.episodes import FeatureSpec
+if TYPE_CHECKING:
+    import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # task-level scalars
 TASK_KEY = "task_key"
@@ -28,7 +30,8 @@ ROW_ROLE = "role"
 # table lists
 USER_RAW_ID = "user_raw_id"
 ITEM_RAW_ID = "item_raw_id"
-LENGTHS_SUFFIX = "/lengths"
+USER_INDEX = "user_index"  # catalog row of each task user: 1..n, 0 = not in the catalog (no attributes)
+ITEM_INDEX = "item_index"  # catalog row of each task item
 
 # Row roles.
 ROLE_POOL = 0  # meta-train: drawn into support / query afresh every epoch
@@ -38,15 +41,6 @@ ROLE_QUERY = 2  # fixed query row (user setting) / held-out positive of an evalu
 SETTINGS = ("user", "scenario")
 SPLITS = ("meta_train", "meta_valid", "meta_test")
 RECORD_PATTERN = "tasks-*.tfrecord*"
-
-
-def table_key(side: str, name: str) -> str:
-    """('item', 'genres') -> 'item/genres'."""
-    return f"{side}/{name}"
-
-
-def lengths_key(side: str, name: str) -> str:
-    return f"{side}/{name}{LENGTHS_SUFFIX}"
 
 
 def split_dir(root: str, split: str) -> str:
@@ -62,62 +56,43 @@ def split_pattern(root: str, split: str) -> str:
     return f"{split_dir(root, split)}/{RECORD_PATTERN}"
 
 
-def task_feature_description(feature_specs: Sequence[FeatureSpec]) -> dict:
-    """``tf.io.parse_example`` description of a task record for the given features."""
+TASK_FEATURES = (TASK_KEY, SETTING, SPLIT, ROW_USER, ROW_ITEM, ROW_LABEL, ROW_ROLE)
+TABLE_FEATURES = (USER_RAW_ID, ITEM_RAW_ID, USER_INDEX, ITEM_INDEX)
+
+
+def task_feature_description() -> dict:
+    """``tf.io.parse_example`` description of a task record."""
     import tensorflow as tf
 
-    desc = {
-        TASK_KEY: tf.io.FixedLenFeature([], tf.string),
-        SETTING: tf.io.FixedLenFeature([], tf.string),
-        SPLIT: tf.io.FixedLenFeature([], tf.string),
-        ROW_USER: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64),
-        ROW_ITEM: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64),
-        ROW_LABEL: tf.io.RaggedFeature(tf.float32, row_splits_dtype=tf.int64),
-        ROW_ROLE: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64),
-        USER_RAW_ID: tf.io.RaggedFeature(tf.string, row_splits_dtype=tf.int64),
-        ITEM_RAW_ID: tf.io.RaggedFeature(tf.string, row_splits_dtype=tf.int64),
-    }
-    for spec in feature_specs:
-        key = table_key(spec.side, spec.name)
-        if spec.kind == "multi":
-            desc[key] = tf.io.RaggedFeature(
-                tf.int64,
-                value_key=key,
-                partitions=[tf.io.RaggedFeature.RowLengths(lengths_key(spec.side, spec.name))],
-                row_splits_dtype=tf.int64,
-            )
-        else:
-            desc[key] = tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64)
+    desc = {k: tf.io.FixedLenFeature([], tf.string) for k in (TASK_KEY, SETTING, SPLIT)}
+    for key, dtype in (
+        (ROW_USER, tf.int64),
+        (ROW_ITEM, tf.int64),
+        (ROW_LABEL, tf.float32),
+        (ROW_ROLE, tf.int64),
+        (USER_RAW_ID, tf.string),
+        (ITEM_RAW_ID, tf.string),
+        (USER_INDEX, tf.int64),
+        (ITEM_INDEX, tf.int64),
+    ):
+        desc[key] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
     return desc
 
 
-def parse_task_records(serialized, feature_specs: Sequence[FeatureSpec]) -> dict:
+def parse_task_records(serialized) -> dict:
     """Parses a batch of serialised task records.
 
     Args:
       serialized: string tensor ``[B]``.
-      feature_specs: the features to read (``feature_specs.json`` of the same TaskGen output).
     Returns:
       ``task_key``, ``setting``, ``split``: string ``[B]``;
       ``row_user``, ``row_item``, ``role``: int64 ragged ``[B, (n)]``; ``label``: float32 ``[B, (n)]``;
       ``user_raw_id`` ``[B, (u)]``, ``item_raw_id`` ``[B, (m)]``: string ragged;
-      ``user/<f>`` / ``item/<f>``: int64 ragged ``[B, (u)]`` / ``[B, (m)]`` for categorical
-      features, ``[B, (u), (L)]`` / ``[B, (m), (L)]`` for multi features.
+      ``user_index`` ``[B, (u)]``, ``item_index`` ``[B, (m)]``: int64 ragged catalog rows.
     """
     import tensorflow as tf
 
-    return tf.io.parse_example(serialized, task_feature_description(feature_specs))
-
-
-def check_record_features(names: Iterable[str], feature_specs: Sequence[FeatureSpec]) -> list[str]:
-    """Record keys the given features need that are missing from ``names`` (for error messages)."""
-    have = set(names)
-    need = {TASK_KEY, SETTING, SPLIT, ROW_USER, ROW_ITEM, ROW_LABEL, ROW_ROLE, USER_RAW_ID, ITEM_RAW_ID}
-    for spec in feature_specs:
-        need.add(table_key(spec.side, spec.name))
-        if spec.kind == "multi":
-            need.add(lengths_key(spec.side, spec.name))
-    return sorted(need - have)
+    return tf.io.parse_example(serialized, task_feature_description())
 
 
 # --- the catalog: transformed user and item tables beside the records ------------------------------------
@@ -132,9 +107,19 @@ def catalog_path(root: str, side: str) -> str:
     return f"{str(root).rstrip('/')}/{CATALOG_DIR}/{side}s.npz"
 
 
+def catalog_order(keys) -> np.ndarray:
+    """Positions of ``keys`` (raw ids, bytes) in catalog order: sorted by raw id, so a file does not
+    depend on how the table was built. Record row ``r`` of the catalog is ``keys[catalog_order(keys)][r - 1]``
+    (row 0 is "not in the catalog")."""
+    import numpy as np
+
+    return np.argsort(np.asarray(keys, dtype=object), kind="stable")
+
+
 def write_catalog(path: str, keys, categorical: dict, multi: dict) -> None:
-    """One transformed table as npz: ``keys`` (raw ids), ``<f>`` [n] int64 for a categorical feature,
-    ``<f>`` [n, L] int64 (0-padded) for a multi-valued one, given as (values, offsets)."""
+    """One transformed table as npz, rows in the order given (callers sort with :func:`catalog_order`):
+    ``keys`` (raw ids), ``<f>`` [n] int64 for a categorical feature, ``<f>`` [n, L] int64 (0-padded)
+    for a multi-valued one, given as (values, offsets)."""
     import os
 
     import numpy as np

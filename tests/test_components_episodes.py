@@ -8,10 +8,11 @@ import pytest
 from cmml.components import common
 from cmml.components.task_gen.config import TaskGenConfig
 from cmml.components.task_gen.keys import to_binary
+from cmml.components.task_gen.records import write_catalog
 from cmml.components.task_gen.rows import ShardRows
 from cmml.components.task_gen.scenario_tasks import build_scenario_tasks
 from cmml.components.task_gen.splits import make_plan
-from cmml.components.task_gen.tables import FeatureTable, offsets_from_lengths
+from cmml.components.task_gen.tables import FeatureTable, offsets_from_lengths, with_features
 from cmml.components.task_gen.user_tasks import build_user_tasks
 from cmml.models import episodes as ED
 from cmml.schemas import episodes as E
@@ -55,10 +56,13 @@ def _tables(n_users: int):
 
 
 def _write(blocks, setting, users, items, folder) -> None:
+    """Records by TaskGen's writer, the tables written as their catalog (every user and item)."""
     from tfx_bsl.coders import example_coder
 
+    write_catalog(str(folder), users, items)
+    users, items = with_features(users, users), with_features(items, items)
     for split, block in blocks.items():
-        batch = block.record_batch(setting, users, items, SPECS)
+        batch = block.record_batch(setting, users, items)
         common.write_tfrecords(
             T.split_dir(str(folder), split) + "/tasks-00000-of-00001.tfrecord.gz",
             example_coder.RecordBatchToExamples(batch),

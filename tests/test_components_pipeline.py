@@ -49,16 +49,21 @@ def test_task_records_from_the_pipeline(data_pipeline):
     genre_vocab = [g.decode() for g in tft_out.vocabulary_by_name("genres")]
     movies = pd.read_csv(data / "movies.dat", sep="::", engine="python", names=["item", "title", "genres"], dtype=str)
     movie_genres = dict(zip(movies.item, movies.genres.str.split("|")))
+    from cmml.models.episodes import catalog_tables
+
+    catalog = catalog_tables(out, list(specs.values()))
     files = sorted((out / "Split-meta_test").glob("*.gz"))
     for serialized in tf.data.TFRecordDataset([str(f) for f in files], compression_type="GZIP").batch(8).take(1):
-        parsed = T.parse_task_records(serialized, list(specs.values()))
+        parsed = T.parse_task_records(serialized)
         for b in range(int(parsed[T.TASK_KEY].shape[0])):
             user = parsed[T.TASK_KEY][b].numpy().decode()
-            assert int(parsed["user/user_id"][b][0]) == users_vocab.index(user) + 1
+            [user_row] = parsed[T.USER_INDEX][b].numpy()
+            assert catalog["user_id"][user_row] == users_vocab.index(user) + 1
             raw_items = [x.decode() for x in parsed[T.ITEM_RAW_ID][b].numpy()]
-            assert parsed["item/item_id"][b].numpy().tolist() == [items_vocab.index(i) + 1 for i in raw_items]
-            for i, g in zip(raw_items, parsed["item/genres"][b].to_list()):
-                assert sorted(genre_vocab[x - 1] for x in g) == sorted(movie_genres[i])
+            item_rows = parsed[T.ITEM_INDEX][b].numpy()
+            assert catalog["item_id"][item_rows].tolist() == [items_vocab.index(i) + 1 for i in raw_items]
+            for i, g in zip(raw_items, catalog["genres"][item_rows]):
+                assert sorted(genre_vocab[x - 1] for x in g if x) == sorted(movie_genres[i])
             role = parsed[T.ROW_ROLE][b].numpy()
             assert (role == T.ROLE_QUERY).sum() == 10
     # the episodes feed straight from this output

@@ -51,14 +51,13 @@ def read_records(out, split: str, limit: int | None = None) -> dict:
     """task key -> parsed record (plain lists / numpy), for every record of a split (or the first ``limit``)."""
     import tensorflow as tf
 
-    specs = E.load_feature_specs(out)
     files = sorted(glob.glob(T.split_pattern(str(out), split)))
     records = {}
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if limit:
         ds = ds.take(limit)
     for batch in ds.batch(512):
-        parsed = T.parse_task_records(batch, specs)
+        parsed = T.parse_task_records(batch)
         plain = {k: (v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy()) for k, v in parsed.items()}
         for b, key in enumerate(plain[T.TASK_KEY]):
             records[key.decode()] = {k: v[b] for k, v in plain.items()}
@@ -154,12 +153,18 @@ def test_meta_train_records_hold_full_lists(users_v1, ml1m_ratings):
     records = read_records(out, "meta_train", limit=100)
     assert stats["tasks_by_split"]["meta_train"] == 2736 and len(records) == 100
     counts = ml1m_ratings.groupby("user_id").size()
+    item_keys, item_features = T.read_catalog(T.catalog_path(str(out), "item"))
+    user_keys, _ = T.read_catalog(T.catalog_path(str(out), "user"))
     for key in records:
         rec = records[key]
         assert len(rec[T.ROW_ROLE]) == counts[int(key)]
         assert set(np.asarray(rec[T.ROW_ROLE]).tolist()) == {T.ROLE_POOL}
-        # item features are the item's: genres of the record's movie ids are non-empty lists of indices
-        assert len(rec["item/genres"]) == counts[int(key)] and all(len(g) >= 1 for g in rec["item/genres"])
+        # ids only: the catalog rows name the record's user and movies, whose genres are non-empty lists
+        assert user_keys[np.asarray(rec[T.USER_INDEX]) - 1].tolist() == [key.encode()]
+        rows = np.asarray(rec[T.ITEM_INDEX]) - 1
+        assert len(rows) == counts[int(key)] and (rows >= 0).all()
+        assert item_keys[rows].tolist() == list(rec[T.ITEM_RAW_ID])
+        assert (item_features["genres"][rows] > 0).any(axis=1).all()
     specs = {s.name: s for s in E.load_feature_specs(out)}
     assert specs["genres"].kind == "multi" and specs["genres"].max_len == 6
     assert specs["user_id"].vocab_size == 5991 + 2
@@ -322,11 +327,10 @@ def test_multi_domain_themes_keep_domains_apart(ml100k_dir, ml1m_partial_dir, tm
     assert index.task_key.str.match(r"^(ml100k|ml1m)/genre=").all()
     import tensorflow as tf
 
-    specs = E.load_feature_specs(tmp_path / "out")
     files = glob.glob(str(tmp_path / "out" / "Split-meta_*" / "*.gz"))
     n = 0
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(64):
-        parsed = T.parse_task_records(batch, specs)
+        parsed = T.parse_task_records(batch)
         domain = tf.strings.split(parsed[T.TASK_KEY], "/").to_tensor()[:, 0]
         for name in (T.USER_RAW_ID, T.ITEM_RAW_ID):
             ids = parsed[name]

@@ -133,3 +133,92 @@ def test_pooling_update_is_chunk_free(pooling):
         piece = {k: v[:, a:b] for k, v in f.items() if k.startswith("support_")}
         state = model.update_state(state, piece)
     np.testing.assert_allclose(model.context_from_state(state).numpy(), full, atol=1e-5)
+
+
+def test_serve_ids_reads_items_and_known_users_from_the_catalog_tables(tmp_path):
+    """serve_ids: items by id get the item table's attributes; a user of the user table named by id
+    gets the table's attributes whatever the request says; any other user its raw attributes."""
+    from cmml.models.export import CatalogTable
+    from cmml.schemas.episodes import FeatureSpec
+
+    specs = (
+        FeatureSpec("gender", "user", "categorical", 4),
+        FeatureSpec("item_id", "item", "categorical", 12),
+        FeatureSpec("genres", "item", "multi", 8, max_len=3),
+    )
+
+    def number(s):  # "i7" / "7" -> 7, "" -> 0
+        digits = tf.strings.regex_replace(s, "[^0-9]", "")
+        return tf.strings.to_number(tf.where(digits == "", "0", digits), tf.int64)
+
+    class Preprocess(tf.Module):  # raw -> transformed ids, as the tf.Transform layer does
+        def __init__(self):
+            super().__init__()
+            self.genders = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(["M", "F"]), tf.constant([1, 2], tf.int64)), 0
+            )
+
+        def __call__(self, raw):
+            out = {"gender": self.genders.lookup(raw["gender"])} if "gender" in raw else {}
+            out.update({k: number(raw[k]) for k in ("item_id", "genres") if k in raw})
+            return out
+
+    preprocess = Preprocess()
+
+    raw_specs = {
+        "gender": tf.TensorSpec([], tf.string),
+        "item_id": tf.TensorSpec([], tf.string),
+        "genres": tf.TensorSpec([None], tf.string),
+    }
+    item_genres = {"i1": ["1", "2"], "i2": ["3"], "i3": ["4", "5", "6"], "i4": ["7"], "i5": ["2", "7"]}
+    items = CatalogTable(
+        "item",
+        [k.encode() for k in item_genres],
+        {"genres": np.array([[int(g) for g in v] + [0] * (3 - len(v)) for v in item_genres.values()], np.int64)},
+    )
+    users = CatalogTable("user", [b"u1", b"u2"], {"gender": np.array([1, 2], np.int64)})
+    tf.keras.utils.set_random_seed(3)
+    model = CMMLModel(specs, CMMLConfig(embedding_dim=8, encoder="mean", hybrid="mlp"))
+    model({k: tf.constant(v) for k, v in random_episodes(specs, tasks=2, support=3, query=2, seed=5).items()})
+    path = export_saved_model(
+        model, tmp_path / "model", preprocess=preprocess, raw_specs=raw_specs, catalog=items, user_catalog=users
+    )
+    fns = tf.saved_model.load(str(path)).signatures
+    assert {"user_id", "user_gender", "support_item_id", "support_label", "query_item_id"} == set(
+        fns["serve_ids"].structured_input_signature[1]
+    )
+    support, query = [["i1", "i2", "i3"], ["i4", ""]], [["i5", "i2"], ["i1", "i3"]]
+    support = [r + [""] * (3 - len(r)) for r in support]
+    labels = np.array([[5, 1, 3], [4, 0, 0]], np.float32)
+
+    def by_id(user_id, gender):
+        return fns["serve_ids"](
+            support_item_id=tf.constant(support),
+            support_label=tf.constant(labels),
+            query_item_id=tf.constant(query),
+            user_id=tf.constant(user_id),
+            user_gender=tf.constant(gender),
+        )["scores"].numpy()
+
+    def raw(gender):
+        def part(rows):
+            return {
+                "item_id": tf.constant(rows),
+                "genres": tf.constant(
+                    [[item_genres.get(i, []) + [""] * (3 - len(item_genres.get(i, []))) for i in r] for r in rows]
+                ),
+                "gender": tf.constant([[g] * len(r) for g, r in zip(gender, rows)]),
+                "mask": tf.constant([[float(i != "") for i in r] for r in rows]),
+            }
+
+        s, q = part(support), part(query)
+        inputs = {f"support_{k}": v for k, v in s.items()} | {f"query_{k}": v for k, v in q.items()}
+        inputs["support_label"] = tf.constant(labels)
+        return fns["serving_default"](**inputs)["scores"].numpy()
+
+    want = raw(["M", "F"])
+    np.testing.assert_allclose(by_id(["", ""], ["M", "F"]), want, atol=1e-5)  # new users: raw attributes
+    np.testing.assert_allclose(by_id(["u1", "u2"], ["", ""]), want, atol=1e-5)  # known users: the table's
+    np.testing.assert_allclose(by_id(["u1", "u2"], ["F", "M"]), want, atol=1e-5)  # the table wins
+    assert not np.allclose(by_id(["", ""], ["F", "M"]), want, atol=1e-5)  # gender matters to the model
+    assert not np.allclose(by_id(["u2", "u1"], ["M", "F"]), want, atol=1e-5)

@@ -163,6 +163,7 @@ def test_items_named_by_id_score_as_their_raw_attributes(run):
     raw = canned_episodes(
         str(examples), str(entities), signatures_from_map(signature_def_map(pushed))["serving_default"].inputs
     )
+    first = tf.io.parse_example(raw["support_examples"][:, 0], {"user_id": tf.io.FixedLenFeature([], tf.string)})
     raw = {k: v for k, v in raw.items() if not k.endswith("_examples")}
 
     def call(name, inputs):
@@ -170,16 +171,29 @@ def test_items_named_by_id_score_as_their_raw_attributes(run):
         return fns[name](**{k: tf.constant(v, spec[k].dtype) for k, v in inputs.items()})["scores"].numpy()
 
     ids = {k: raw[k] for k in ("support_item_id", "support_label", "query_item_id")}
+    ids["user_id"] = np.full(len(raw["support_label"]), b"", object)  # new users: their raw attributes
     for name in fns["serve_ids"].structured_input_signature[1]:
         if name not in ids:  # a user attribute: the task's, from its first support row
-            field = "user_id" if name == "user_id" else name[len("user_") :]
+            field = name[len("user_") :]
             assert user_input_name(field) == name
             ids[name] = raw[f"support_{field}"][:, 0]
-    assert {"user_gender", "user_age", "user_occupation"} <= set(ids)
+    assert {"user_id", "user_gender", "user_age", "user_occupation"} <= set(ids)
+    assert set(ids) == set(fns["serve_ids"].structured_input_signature[1])
     want, got = call("serving_default", raw), call("serve_ids", ids)
     mask = raw["query_mask"] > 0
     assert mask.sum() >= 10
     np.testing.assert_allclose(got[mask], want[mask], atol=1e-5)
+    # known users named by id alone: their attributes come from the user table inside the model
+    known = {**ids, "user_id": first["user_id"].numpy()}
+    known.update(
+        {
+            k: (np.full(v.shape, b"", object) if v.dtype.kind in "OS" else np.zeros_like(v))
+            for k, v in ids.items()
+            if k.startswith("user_") and k != "user_id"
+        }
+    )
+    np.testing.assert_allclose(call("serve_ids", known)[mask], want[mask], atol=1e-5)
+    assert not np.allclose(call("serve_ids", {**known, "user_id": ids["user_id"]})[mask], want[mask], atol=1e-5)
     # an item outside the catalog scores as a raw row with no attributes (its id's OOV bucket)
     ids["query_item_id"] = ids["query_item_id"].copy()
     ids["query_item_id"][0, 0] = b"no-such-item"

@@ -60,14 +60,31 @@ def run_checks(model_dir: str, data: dict, report: dict) -> None:
         )
     if "serve_ids" in fns:
         ids = {}
+        by_catalog = "user_id" not in data and "support_user_id" not in data  # user_id = a user catalog key
         for name in fns["serve_ids"].structured_input_signature[1]:
             if name in ("support_item_id", "support_label", "query_item_id"):
                 ids[name] = data[name]
-            else:  # the task's user attribute user_<field>: the one of its first support row
+            elif name == "user_id" and by_catalog:  # the task's user: the one of its first support row
+                first = tf.io.parse_example(
+                    data["support_examples"][:, 0], {"user_id": tf.io.FixedLenFeature([], tf.string, default_value="")}
+                )
+                ids[name] = first["user_id"].numpy()
+            else:  # the task's user attribute user_<field>
                 ids[name] = data["support_" + (name if name == "user_id" else name[len("user_") :])][:, 0]
         by_id = call("serve_ids", **ids)["scores"]
         mask = data["query_mask"]
         check(np.allclose(by_id * mask, scores * mask, atol=1e-4), "serve_ids equals serving_default on the same items")
+        if by_catalog and "user_id" in ids:  # a known user named by id alone: attributes from the user catalog
+            blank = {
+                k: (np.full(v.shape, b"", object) if v.dtype.kind in "OS" else np.zeros_like(v))
+                for k, v in ids.items()
+                if k.startswith("user_") and k != "user_id"
+            }
+            by_user_id = call("serve_ids", **{**ids, **blank})["scores"]
+            check(
+                np.allclose(by_user_id * mask, scores * mask, atol=1e-4),
+                "serve_ids: a known user by id alone equals the user's raw attributes",
+            )
     if "serve_tf_examples" in fns and "support_examples" in data:
         examples = {k: data[k] for k in ("support_examples", "query_examples")}
         ex = call("serve_tf_examples", **examples)["scores"]

@@ -33,7 +33,7 @@ from cmml.components.task_gen.accounting import STATS_FILE, finalize
 from cmml.components.task_gen.columns import FeatureInfo, ReadColumns, entity_parse_spec, read_columns
 from cmml.components.task_gen.config import TaskGenConfig
 from cmml.components.task_gen.extract import ExtractContext, extract_batch, unique_pairs
-from cmml.components.task_gen.records import write_shard
+from cmml.components.task_gen.records import write_catalog, write_shard
 from cmml.components.task_gen.rows import ShardRows
 from cmml.components.task_gen.scenario_tasks import build_scenario_tasks
 from cmml.components.task_gen.splits import NO_SCENARIO, OUT_OF_BOUNDS, TaskPlan, make_plan
@@ -41,8 +41,6 @@ from cmml.components.task_gen.tables import FeatureTable, FeatureTableCombine, e
 from cmml.components.task_gen.themes import ThemeVocab, theme_plan
 from cmml.components.task_gen.user_tasks import build_user_tasks
 from cmml.models import preprocessing as TM
-from cmml.schemas import episodes as E
-from cmml.schemas import tasks as T
 
 QUARANTINE_DIR = "quarantine"
 
@@ -172,21 +170,12 @@ class _BuildShard(beam.DoFn):
         rows = ShardRows.concat(parts)
         build = build_user_tasks if config.setting == "user" else build_scenario_tasks
         blocks, counters, index = build(rows, plan, users, items, config)
-        specs = [E.FeatureSpec(f.name, f.side, f.kind, f.vocab_size, 1) for f in self._ctx.features]
-        write_shard(blocks, shard, self._output_dir, config, users, items, specs)
+        write_shard(blocks, shard, self._output_dir, config, users, items)
         yield {"counters": counters, "index": index}
 
 
 def _with_features(keys: FeatureTable | None, table: FeatureTable) -> FeatureTable | None:
     return None if keys is None else with_features(keys, table)
-
-
-def _write_catalog(_, output_dir: str, users: FeatureTable, items: FeatureTable) -> None:
-    """The transformed user and item tables, every row of them, beside the records (``catalog/``)."""
-    for side, table in (("user", users), ("item", items)):
-        order = np.argsort(table.keys.to_numpy(zero_copy_only=False), kind="stable")  # by raw id: a stable file
-        t = table.take(order)
-        T.write_catalog(T.catalog_path(output_dir, side), t.keys.to_pylist(), t.categorical, t.multi)
 
 
 class _SummaryCombine(beam.CombineFn):
@@ -295,7 +284,7 @@ def build_pipeline(
     (
         p
         | "CatalogSeed" >> beam.Create([None])
-        | "WriteCatalog" >> beam.Map(_write_catalog, output_dir, tables["user"], tables["item"])
+        | "WriteCatalog" >> beam.Map(lambda _, u, i: write_catalog(output_dir, u, i), tables["user"], tables["item"])
     )
     return summaries | "Finalize" >> beam.Map(
         finalize,

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from cmml.components import common
 from cmml.components.task_gen.config import TaskGenConfig
-from cmml.components.task_gen.tables import FeatureTable, offsets_from_lengths, ragged_take
+from cmml.components.task_gen.tables import FeatureTable
 from cmml.schemas import tasks as T
 
 RECORD_CHUNK_ROWS = 100_000  # rows encoded at a time when writing a shard's records
@@ -30,6 +30,12 @@ def _list_array(values: np.ndarray | pa.Array, offsets: np.ndarray) -> pa.LargeL
 
 def _one_per_row(values: Sequence[bytes]) -> pa.LargeListArray:
     return _list_array(pa.array(list(values), pa.large_binary()), np.arange(len(values) + 1, dtype=np.int64))
+
+
+def _catalog_rows(table: FeatureTable, side: str) -> np.ndarray:
+    if table.catalog is None:
+        raise ValueError(f"internal error: the merged {side} table has no catalog rows (with_features not applied)")
+    return table.catalog.astype(np.int64)
 
 
 @dataclasses.dataclass
@@ -78,7 +84,8 @@ class TaskBlock:
             )
             start = stop
 
-    def record_batch(self, setting: str, users: FeatureTable, items: FeatureTable, specs: Sequence) -> pa.RecordBatch:
+    def record_batch(self, setting: str, users: FeatureTable, items: FeatureTable) -> pa.RecordBatch:
+        """The block's tasks as columns of the record format (ids and catalog rows, no attributes)."""
         n = len(self.keys)
         cols = {
             T.TASK_KEY: _one_per_row(self.keys),
@@ -90,22 +97,9 @@ class TaskBlock:
             T.ROW_ROLE: _list_array(self.role.astype(np.int64), self.row_off),
             T.USER_RAW_ID: _list_array(users.keys.take(pa.array(self.user_rows)), self.user_off),
             T.ITEM_RAW_ID: _list_array(items.keys.take(pa.array(self.item_rows)), self.item_off),
+            T.USER_INDEX: _list_array(_catalog_rows(users, "user")[self.user_rows], self.user_off),
+            T.ITEM_INDEX: _list_array(_catalog_rows(items, "item")[self.item_rows], self.item_off),
         }
-        for spec in specs:
-            table, rows, off = (
-                (users, self.user_rows, self.user_off)
-                if spec.side == "user"
-                else (items, self.item_rows, self.item_off)
-            )
-            key = T.table_key(spec.side, spec.name)
-            if spec.kind == "multi":
-                values, offsets = table.multi[spec.name]
-                flat, lengths = ragged_take(values, offsets, rows)
-                value_off = offsets_from_lengths(lengths)[off]
-                cols[key] = _list_array(flat.astype(np.int64), value_off)
-                cols[T.lengths_key(spec.side, spec.name)] = _list_array(lengths.astype(np.int64), off)
-            else:
-                cols[key] = _list_array(table.categorical[spec.name][rows].astype(np.int64), off)
         return pa.RecordBatch.from_arrays(list(cols.values()), list(cols))
 
 
@@ -116,7 +110,6 @@ def write_shard(
     config: TaskGenConfig,
     users: FeatureTable,
     items: FeatureTable,
-    specs: Sequence,
 ) -> None:
     """Records of one shard's tasks: one file per split, ``Split-<split>/tasks-SSSSS-of-NNNNN.tfrecord[.gz]``."""
     from tfx_bsl.coders import example_coder
@@ -127,7 +120,15 @@ def write_shard(
         )
         with common.TFRecordFile(os.path.join(T.split_dir(output_dir, split), name), config.compression) as f:
             for chunk in block.chunks(RECORD_CHUNK_ROWS):
-                f.write(example_coder.RecordBatchToExamples(chunk.record_batch(config.setting, users, items, specs)))
+                f.write(example_coder.RecordBatchToExamples(chunk.record_batch(config.setting, users, items)))
+
+
+def write_catalog(output_dir: str, users: FeatureTable, items: FeatureTable) -> None:
+    """The transformed user and item tables, every row of them, beside the records (``catalog/``),
+    in catalog order: the rows the records' ``user_index`` / ``item_index`` point at."""
+    for side, table in (("user", users), ("item", items)):
+        t = table.take(T.catalog_order(table.keys.to_numpy(zero_copy_only=False)))
+        T.write_catalog(T.catalog_path(output_dir, side), t.keys.to_pylist(), t.categorical, t.multi)
 
 
 def write_index(index: Iterable[tuple], output_dir: str) -> None:

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cmml.components.task_gen.keys import canonical_order, to_binary
+from cmml.schemas import tasks as T
 
 
 def ragged_take(values: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +53,7 @@ class FeatureTable:
     multi: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (values, offsets)
     counts: np.ndarray  # int64
     domains: pa.Array | None = None  # large_binary domain per key (multi-domain data), else None
+    catalog: np.ndarray | None = None  # int64 catalog row per key (1..n, 0 = not in it), set by with_features
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -69,6 +71,7 @@ class FeatureTable:
             multi,
             self.counts[idx],
             None if self.domains is None else self.domains.take(pa.array(idx)),
+            None if self.catalog is None else self.catalog[idx],
         )
 
     @staticmethod
@@ -157,14 +160,18 @@ class FeatureTableCombine(beam.CombineFn):
 
 
 def with_features(table: FeatureTable, entities: FeatureTable) -> FeatureTable:
-    """``table``'s keys, counts and domains with their features from ``entities`` (deduplicated, e.g.
-    the transformed user or item table); a key absent from ``entities`` gets no values (0 / empty)."""
+    """``table``'s keys, counts and domains with their features and catalog rows from ``entities``
+    (deduplicated, e.g. the transformed user or item table, written as the catalog); a key absent
+    from ``entities`` gets no values (0 / empty) and catalog row 0."""
     n = len(table)
     if len(entities):
         pos = np.minimum(np.searchsorted(entities.hashes, table.hashes), len(entities) - 1)
         found = entities.hashes[pos] == table.hashes
     else:
         pos, found = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    rank = np.empty(len(entities), dtype=np.int64)
+    rank[T.catalog_order(entities.keys.to_numpy(zero_copy_only=False))] = np.arange(1, len(entities) + 1)
+    catalog = np.where(found, rank[pos] if len(entities) else 0, 0).astype(np.int64)
     categorical = {
         k: np.where(found, v[pos] if len(v) else 0, 0).astype(np.int64) for k, v in entities.categorical.items()
     }
@@ -174,7 +181,7 @@ def with_features(table: FeatureTable, entities: FeatureTable) -> FeatureTable:
         lengths = np.zeros(n, dtype=np.int64)
         lengths[found] = found_lengths
         multi[name] = (flat, offsets_from_lengths(lengths))
-    return FeatureTable(table.hashes, table.keys, categorical, multi, table.counts, table.domains)
+    return FeatureTable(table.hashes, table.keys, categorical, multi, table.counts, table.domains, catalog)
 
 
 def entity_table(columns: Sequence[dict], key: str, features: Sequence[str]) -> FeatureTable:
