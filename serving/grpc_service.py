@@ -37,7 +37,8 @@ def _answer(context: grpc.ServicerContext, method: str, work: Callable[[], T]) -
     except Exception as exc:  # keep the server up whatever a request does
         log.exception("test double: %s failed unexpectedly", method)
         error = ServingError(grpc.StatusCode.INTERNAL, f"{method}: {type(exc).__name__}: {exc}")
-    context.abort(error.code, error.message)
+    message = error.message  # TF Serving's ToGRPCStatus keeps the first 1024 characters
+    context.abort(error.code, message if len(message) <= 1024 else message[:1024] + "...TRUNCATED")
     raise AssertionError("unreachable: context.abort raises")
 
 
@@ -73,7 +74,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = model.version
         response.model_spec.signature_name = signature
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(ndarray_to_tensor_proto(value))
+            response.outputs[name].CopyFrom(ndarray_to_tensor_proto(value, typed_fields=True))  # as TF Serving
         return response
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext):

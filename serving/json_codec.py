@@ -65,11 +65,37 @@ def _string_array(value: Any, name: str, max_elements: int) -> np.ndarray:
     return out.reshape(shape)
 
 
+_TF_TYPE = {
+    types_pb2.DT_FLOAT: "float",
+    types_pb2.DT_DOUBLE: "double",
+    types_pb2.DT_INT64: "int64",
+    types_pb2.DT_INT32: "int32",
+}
+
+
+def _first_bool(value: Any) -> bool | None:
+    """The first boolean a JSON value holds, or None (``True == 1`` in Python, so test the type)."""
+    if type(value) is bool:
+        return value
+    if isinstance(value, list):
+        for x in value:
+            found = _first_bool(x) if isinstance(x, list) or type(x) is bool else None
+            if found is not None:
+                return found
+    return None
+
+
 def json_to_ndarray(value: Any, dtype: int, name: str, max_elements: int = Limits.max_tensor_elements) -> np.ndarray:
     """A JSON value (scalar or rectangular nested lists) as an array of the signature's dtype."""
     np_dtype = numpy_dtype(dtype)
     if dtype == types_pb2.DT_STRING:
         return _string_array(value, name, max_elements)
+    flag = _first_bool(value) if np_dtype.kind != "b" else None
+    if flag is not None:  # numpy would read true as 1; TF Serving refuses it (json_tensor.cc)
+        tf_type = _TF_TYPE.get(dtype, dtype_name(dtype))
+        raise invalid(
+            f"input '{name}': JSON Value: {str(flag).lower()} Type: {flag} is not of expected type: {tf_type}"
+        )
     try:
         array = np.asarray(value)
     except (ValueError, TypeError, OverflowError) as exc:  # ragged lists, mixed nesting
@@ -155,13 +181,11 @@ def parse_predict_body(
     if has_cols:
         value = body["inputs"]
         if isinstance(value, dict) and not (len(names) == 1 and set(value) == {"b64"}):
-            unknown = sorted(set(value) - set(names))
-            if unknown:
-                raise invalid(
-                    f"the request has input(s) the signature does not take; unexpected: {unknown}; "
-                    f"the signature takes {sorted(names)}"
-                )
-            return {k: json_to_ndarray(v, input_dtypes[k], k, max_elements) for k, v in value.items()}, False
+            # TF Serving reads the signature's inputs from the object and never looks at other keys
+            missing = [k for k in names if k not in value]
+            if missing:
+                raise invalid(f"Missing named input: {missing[0]} in 'inputs' object.")
+            return {k: json_to_ndarray(value[k], input_dtypes[k], k, max_elements) for k in names}, False
         if len(names) != 1:
             raise invalid(
                 f"'inputs' must be an object keyed by input name: the signature has {len(names)} inputs {sorted(names)}"

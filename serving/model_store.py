@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,26 @@ from cmml.serving.signatures import (
 
 log = logging.getLogger("cmml.serving.double")
 State = get_model_status_pb2.ModelVersionStatus.State
+
+
+def kernel_message(exc: Exception) -> str:
+    """TensorFlow's own message of a failed graph run, as TF Serving returns it: the kernel's text and its
+    node (``indices[0,1] = 99 is not in [0, 10)\n\t [[{{node ...}}]]``), without what eager Python adds
+    around it (``Graph execution error:``, ``Detected at node ... defined at``, its stack and ``[Op:...]``)."""
+    lines = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
+    out, skipping = [], False
+    for line in lines:
+        if not out and (line.strip() in ("", "Graph execution error:")):
+            continue
+        if line.startswith("Detected at node "):
+            skipping = True
+            continue
+        if skipping and (line.startswith((" ", "<stack traces unavailable>")) or not line.strip()):
+            continue
+        skipping = False
+        out.append(line)
+    text = "\n".join(out).strip() or type(exc).__name__
+    return re.sub(r"\s*\[Op:[^\]]*\]\s*$", "", text)
 
 
 class LoadedModel:
@@ -67,12 +88,17 @@ class LoadedModel:
         Raises ServingError: INVALID_ARGUMENT for a request that does not fit the signature or that
         the graph rejects (TensorFlow's own code otherwise); the servers answer anything else with INTERNAL.
         """
-        sig = signature_or_error(self.signatures, signature_name)
-        unknown = sorted(set(output_filter) - set(sig.outputs))
-        if unknown:
-            raise invalid(
-                f"output_filter names unknown output(s) {unknown}; signature '{sig.name}' has {sorted(sig.outputs)}"
-            )
+        sig = signature_or_error(self.signatures, signature_name, grpc_style=True)
+        seen = set()
+        for alias in output_filter:  # TF Serving's PreProcessPrediction, in order
+            if alias in seen:
+                raise invalid(f"duplicate output tensor alias: {alias}")
+            if alias not in sig.outputs:
+                raise invalid(
+                    f"output tensor alias not found in signature: {alias} Outputs expected to be in the set "
+                    f"{{{','.join(sorted(sig.outputs))}}}."
+                )
+            seen.add(alias)
         validate_inputs(sig, inputs, self.limits)
         tf = self._tf
         try:
@@ -81,9 +107,8 @@ class LoadedModel:
             wanted = output_filter or list(sig.outputs)
             return {k: result[k].numpy() for k in wanted}
         except tf.errors.OpError as exc:
-            # the graph's own checks (e.g. an id outside an embedding table, mismatched batch sizes)
-            message = exc.message.strip().splitlines()[0] if exc.message else type(exc).__name__
-            raise ServingError(code_from_int(exc.error_code), f"signature '{sig.name}': {message}") from None
+            # the graph's own checks (e.g. an id outside an embedding table): TensorFlow's message, as TF Serving
+            raise ServingError(code_from_int(exc.error_code), kernel_message(exc)) from None
         except (ValueError, TypeError) as exc:  # argument conversion by the function wrapper
             raise invalid(f"signature '{sig.name}': {exc}") from None
         except MemoryError:
@@ -227,28 +252,24 @@ class ModelManager:
         return self._current
 
     def resolve(self, name: str, version: int | None = None, label: str = "") -> LoadedModel:
-        """The servable for a ModelSpec, or NOT_FOUND like TF Serving."""
+        """The servable for a ModelSpec, or TF Serving's error: NOT_FOUND for an unknown model or version,
+        INVALID_ARGUMENT for a label (labels come from a model config file, which the double does not read)."""
         if not name:
-            raise invalid("Missing ModelSpec name")
+            raise invalid("ModelSpec has no name specified.")
         if label:
-            raise ServingError(
-                grpc.StatusCode.NOT_FOUND, f"version label '{label}' is not assigned: the test double serves no labels"
-            )
+            raise invalid(f"Unrecognized servable version label: {label}")
         model = self._current
         if name != self.model_name or model is None:
             what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {what}")
         if version is not None and version != model.version:
             raise ServingError(
-                grpc.StatusCode.NOT_FOUND,
-                f"Servable not found for request: Specific({name}, {version}); serving version {model.version}",
+                grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, {version})"
             )
         return model
 
     def statuses(self, name: str, version: int | None = None) -> list[VersionStatus]:
-        if not name:
-            raise invalid("Missing ModelSpec name")
-        if name != self.model_name:
+        if name != self.model_name:  # also an empty name, as TF Serving's get_model_status_impl.cc
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
         with self._lock:
             table = dict(self._status)

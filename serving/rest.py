@@ -133,10 +133,7 @@ class RestHandler(BaseHTTPRequestHandler):
                 "model_spec": _proto_json(response.model_spec),
                 "metadata": {"signature_def": _proto_json(model.signature_defs)},
             }
-        if label:
-            raise ServingError(
-                grpc.StatusCode.NOT_FOUND, f"version label '{label}' is not assigned: the test double serves no labels"
-            )
+        # TF Serving's status request reads no label (get_model_status_impl.cc): every version, as without one
         return 200, _proto_json(status_response(manager, name, version))
 
     # --- POST: predict ---------------------------------------------------------------------------------------

@@ -12,12 +12,13 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+import grpc
 import numpy as np
 from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from cmml.serving.errors import Limits, invalid
+from cmml.serving.errors import Limits, ServingError, invalid
 from cmml.serving.tensors import dtype_enum, dtype_name
 
 SERVE_TAG = "serve"
@@ -121,12 +122,14 @@ def signatures_from_map(proto: get_model_metadata_pb2.SignatureDefMap) -> dict[s
     }
 
 
-def signature_or_error(signatures: Mapping[str, SignatureInfo], name: str) -> SignatureInfo:
+def signature_or_error(signatures: Mapping[str, SignatureInfo], name: str, grpc_style: bool = False) -> SignatureInfo:
+    """The signature called ``name`` ('' = serving_default), or TF Serving's error for an unknown one:
+    over gRPC FAILED_PRECONDITION (``predict_util.cc``), over REST INVALID_ARGUMENT (``GetInfoMap``)."""
     name = name or DEFAULT_SIGNATURE
     if name not in signatures:
-        raise invalid(
-            f'Serving signature name: "{name}" not found in signature def; the model has {sorted(signatures)}'
-        )
+        if grpc_style:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+        raise invalid(f'Serving signature name: "{name}" not found in signature def')
     return signatures[name]
 
 
@@ -134,13 +137,21 @@ def validate_inputs(sig: SignatureInfo, inputs: Mapping[str, np.ndarray], limits
     """Raises INVALID_ARGUMENT unless ``inputs`` match the signature: same names, dtypes, ranks and
     fixed dimensions, and sizes within ``limits``. Checks everything cheap before the model runs."""
     sent, expected = set(inputs), set(sig.inputs)
-    if sent != expected:
-        parts = [f"signature '{sig.name}' takes {len(expected)} input(s), the request has {len(sent)}"]
-        if sent - expected:
-            parts.append(f"unexpected: {sorted(sent - expected)}")
-        if expected - sent:
-            parts.append(f"missing: {sorted(expected - sent)}")
-        raise invalid("; ".join(parts))
+    if sent != expected:  # TF Serving's texts (predict_util.cc, then TensorFlow's GetInputValues)
+
+        def names(xs):
+            return "{" + ",".join(sorted(xs)) + "}"
+
+        if len(sent) != len(expected):
+            raise invalid(
+                f"input size does not match signature: {len(sent)}!={len(expected)} len({names(sent)}) != "
+                f"len({names(expected)}). Sent extra: {names(sent - expected)}. "
+                f"Missing but required: {names(expected - sent)}."
+            )
+        raise invalid(
+            f"Signature input alias: {sorted(expected - sent)[0]} not found in request and no default value "
+            f"provided. Sent extra: {names(sent - expected)}."
+        )
     total = 0
     for name, spec in sig.inputs.items():
         array = inputs[name]

@@ -76,14 +76,25 @@ def _as_bytes_array(array: np.ndarray) -> np.ndarray:
     return out
 
 
-def ndarray_to_tensor_proto(value: Any) -> tensor_pb2.TensorProto:
-    """A numpy array (or nested list) as a TensorProto: numbers in ``tensor_content``, strings in ``string_val``."""
+def ndarray_to_tensor_proto(value: Any, typed_fields: bool = False) -> tensor_pb2.TensorProto:
+    """A numpy array (or nested list) as a TensorProto; strings always in ``string_val``.
+
+    Numbers go in ``tensor_content`` (as ``tf.make_tensor_proto`` writes a request), or with
+    ``typed_fields`` in the dtype's value field, every element (``float_val``, ``int64_val``, ...;
+    ``half_val`` holds float16 bit patterns): what TF Serving's ``Tensor::AsProtoField`` writes in a
+    PredictResponse, and what its example clients read (``outputs['scores'].float_val``).
+    """
     array = np.asarray(value)
     enum = dtype_enum(array)
     proto = tensor_pb2.TensorProto(dtype=enum)
     proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in array.shape)
     if enum == types_pb2.DT_STRING:
         proto.string_val.extend(_as_bytes_array(array).reshape(-1).tolist())
+    elif typed_fields:
+        flat = array.reshape(-1)
+        if enum == types_pb2.DT_HALF:
+            flat = flat.view(np.uint16)
+        getattr(proto, _DTYPES[enum][1]).extend(flat.tolist())
     else:
         proto.tensor_content = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     return proto

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 from google.protobuf.message import DecodeError
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from cmml.serving.errors import Limits, ServingError
@@ -30,6 +31,8 @@ WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving refuses more
 CMML_SIGNATURES = ("serving_default", "encode_context", "score", "update_context")
+# the pipeline's raw-feature export adds these (Format-Serving): warmed up too when the model has them
+RAW_SIGNATURES = ("serve_tf_examples", "serve_ids")
 
 # A canned request: a PredictRequest, or (signature_name, {input name: array}).
 CannedRequest = Union[predict_pb2.PredictRequest, tuple[str, Mapping[str, np.ndarray]]]
@@ -141,15 +144,20 @@ def canned_requests(
     episodes: Mapping[str, np.ndarray],
     signatures: Sequence[str] | None = None,
 ) -> list[predict_pb2.PredictRequest]:
-    """One request per CMML signature, filled from a batch of episode tensors (episodes.md).
+    """One request per signature, filled from a batch of episode tensors (episodes.md, or the raw
+    request inputs of the pipeline's export, with ``support_examples`` / ``query_examples``).
 
     Inputs are taken from ``episodes`` by name; ``new_<f>`` inputs (update_context) use the first
-    support row ``support_<f>[:, :1]``; fixed-width float inputs that episodes do not hold
-    (``context``, ``state``) are zeros of the signature's width. ``signatures`` defaults to the
-    CMML signatures the model has; one whose inputs cannot be filled raises ValueError.
+    support row ``support_<f>[:, :1]``; serve_ids' per-task ``user_<f>`` the first support row's
+    ``support_<f>[:, 0]`` and ``user_id`` ``""`` (a new user) when the episodes lack it; fixed-width
+    float inputs that episodes do not hold (``context``, ``state``) are zeros of the signature's
+    width. ``signatures`` defaults to the CMML signatures and ``serve_tf_examples`` / ``serve_ids``
+    the model has; one whose inputs cannot be filled raises ValueError.
     """
     known = signatures_from_map(signature_def_map(saved_model_dir))
-    names = list(signatures) if signatures is not None else [s for s in CMML_SIGNATURES if s in known]
+    names = (
+        list(signatures) if signatures is not None else [s for s in CMML_SIGNATURES + RAW_SIGNATURES if s in known]
+    )
     if not names:
         raise ValueError(f"{saved_model_dir} has none of the CMML signatures {CMML_SIGNATURES}; pass signatures=")
     batch = int(np.asarray(episodes["support_mask"]).shape[0]) if "support_mask" in episodes else 1
@@ -162,6 +170,10 @@ def canned_requests(
                 inputs[key] = np.asarray(episodes[key])
             elif key.startswith("new_") and "support_" + key[4:] in episodes:
                 inputs[key] = np.asarray(episodes["support_" + key[4:]])[:, :1]
+            elif key == "user_id" and spec.dtype == types_pb2.DT_STRING:
+                inputs[key] = np.full(batch, b"", dtype=object)
+            elif key.startswith("user_") and "support_" + key[5:] in episodes:
+                inputs[key] = np.asarray(episodes["support_" + key[5:]])[:, 0]
             elif spec.shape is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
                 inputs[key] = np.zeros((batch, spec.shape[1]), dtype=numpy_dtype(spec.dtype))
             else:

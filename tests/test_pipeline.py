@@ -111,6 +111,11 @@ def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_
     assert len(versions) == 1 and summary.pushed == str(versions[0])
     pushed = versions[0]
     assert (pushed / "saved_model.pb").is_file() and (pushed / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    from cmml.serving.warmup import read_warmup_requests
+
+    warmed = [r.predict_log.request.model_spec.signature_name for r in read_warmup_requests(pushed)]
+    callable_signatures = set(signatures_from_map(signature_def_map(str(pushed))))
+    assert set(warmed) == callable_signatures and len(warmed) == 4 * len(callable_signatures)  # 4 tasks each
 
     trainer_model = sorted((output / "pipeline" / "Trainer" / "model").glob("*/Format-Serving"))[-1]
     serve = tf.saved_model.load(str(trainer_model)).signatures["serving_default"]

@@ -128,7 +128,7 @@ def test_a_failing_warmup_record_fails_the_load_and_the_old_version_keeps_servin
     manager.refresh()
     states = {s.version: s for s in manager.statuses("cmml")}
     assert states[1].state == ModelVersionStatus.AVAILABLE
-    assert states[2].state == ModelVersionStatus.END and "unexpected: ['not_an_input']" in states[2].error_message
+    assert states[2].state == ModelVersionStatus.END and "Sent extra: {not_an_input}" in states[2].error_message
     assert manager.current.version == 1
     outputs = manager.resolve("cmml").predict("encode_context", serving_inputs(episodes, "encode_context"))
     assert outputs["context"].shape[0] == 2

@@ -139,7 +139,7 @@ class Fuzzer:
         if r < 0.10:
             return Case(
                 "unknown signature",
-                frozenset({INVALID}),
+                frozenset({grpc.StatusCode.FAILED_PRECONDITION}),  # TF Serving's predict_util.cc
                 self._grpc(
                     _request(inputs, signature=str(pick(["nope", "", "__saved_model_init_op", "x" * 500])) or "nope")
                 ),

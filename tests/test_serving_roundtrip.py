@@ -119,29 +119,80 @@ def test_metadata_and_status_over_both_transports(served):
         assert (status.version, status.state, status.error_code) == (1, "AVAILABLE", "OK")
 
 
-def _bad_requests(ep):
+INVALID, PRECONDITION = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION
+
+
+def _bad_requests(ep, transport: str):
+    """(what, inputs, signature, status, message) with TF Serving 2.16.1's status and text per transport
+    (predict_util.cc and TensorFlow's GetInputValues over gRPC, http_rest_api_handler.cc and
+    json_tensor.cc over REST); graph errors carry TensorFlow's kernel message."""
     good = serving_inputs(ep, "serving_default")
-    yield "unknown signature", {"inputs": good, "signature": "no_such_signature"}, "not found in signature def"
-    yield "missing input", {"inputs": {k: v for k, v in good.items() if k != "query_mask"}}, "missing: ['query_mask']"
-    yield "extra input", {"inputs": {**good, "bogus": good["query_mask"]}}, "unexpected: ['bogus']"
-    yield "wrong rank", {"inputs": {**good, "support_genres": good["support_item_id"]}}, "expects rank 3"
+    grpc_ = transport == "grpc"
     yield (
-        "batch mismatch",
-        {"inputs": {**good, **{k: v[:2] for k, v in good.items() if k.startswith("query_")}}},
-        "serving_default",
+        "unknown signature",
+        good,
+        "no_such_signature",
+        PRECONDITION if grpc_ else INVALID,
+        'Serving signature key "no_such_signature" not found.'
+        if grpc_
+        else 'Serving signature name: "no_such_signature" not found in signature def',
     )
-    yield "id out of range", {"inputs": {**good, "query_item_id": good["query_item_id"] + 10**6}}, "serving_default"
+    yield (
+        "missing input",
+        {k: v for k, v in good.items() if k != "query_mask"},
+        "serving_default",
+        INVALID,
+        "Missing but required: {query_mask}." if grpc_ else "Missing named input: query_mask in 'inputs' object.",
+    )
+    if grpc_:  # REST's columnar format ignores keys the signature does not take (below)
+        yield "extra input", {**good, "bogus": good["query_mask"]}, "serving_default", INVALID, "Sent extra: {bogus}."
+    yield "wrong rank", {**good, "support_genres": good["support_item_id"]}, "serving_default", INVALID, "rank 3"
+    yield (
+        "id out of range",
+        {**good, "query_item_id": good["query_item_id"] + 10**6},
+        "serving_default",
+        INVALID,
+        "is not in [0, ",  # TensorFlow's gather: indices[i,j] = 1000xxx is not in [0, n)
+    )
 
 
 @pytest.mark.parametrize("transport", ["grpc", "rest-inputs"])
-def test_bad_requests_are_invalid_argument_with_a_message(served, transport):
-    for what, case, message in _bad_requests(served.episodes):
+def test_bad_requests_get_tf_servings_status_and_message(served, transport):
+    for what, inputs, signature, code, message in _bad_requests(served.episodes, transport):
         with pytest.raises(ServingError) as err:
-            _call(served, transport, case["inputs"], case.get("signature", "serving_default"))
-        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT, what
+            _call(served, transport, inputs, signature)
+        assert err.value.code == code, (what, err.value.code)
         assert message in err.value.message, (what, err.value.message)
+        assert "Graph execution error" not in err.value.message and "[Op:" not in err.value.message
         if transport != "grpc":
             assert err.value.http_status == 400
+
+
+def test_rest_columnar_inputs_ignore_keys_the_signature_does_not_take(served):
+    good = serving_inputs(served.episodes, "serving_default")
+    out = served.rest.predict({**good, "bogus": good["query_mask"]}, "serving_default").outputs
+    np.testing.assert_allclose(out["scores"], served.expected["scores"], atol=ATOL)
+
+
+def test_a_client_written_like_tf_servings_mnist_client_reads_float_val(served):
+    """TF Serving's example clients build requests with tf.make_tensor_proto and read the typed field
+    ``outputs['scores'].float_val``, which TF Serving fills (Tensor::AsProtoField), never tensor_content."""
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{served.double.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "cmml"
+    request.model_spec.signature_name = "serving_default"
+    for name, value in serving_inputs(served.episodes, "serving_default").items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    result = stub.Predict(request, 10.0)
+    channel.close()
+    scores = result.outputs["scores"]
+    assert scores.tensor_content == b"" and scores.dtype == tf.float32.as_datatype_enum
+    shape = [d.size for d in scores.tensor_shape.dim]
+    np.testing.assert_allclose(np.array(scores.float_val).reshape(shape), served.expected["scores"], atol=ATOL)
+    np.testing.assert_allclose(tf.make_ndarray(scores), served.expected["scores"], atol=ATOL)
 
 
 def test_wrong_dtype_over_grpc_and_wrong_json_type_over_rest(served):
@@ -171,6 +222,48 @@ def test_unknown_model_or_version_is_not_found(served):
         with pytest.raises(ServingError, match="Specific") as err:
             client.predict(inputs, "encode_context", version=7)
         assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_labels_output_filters_and_json_types_are_refused_as_tf_serving_does(served):
+    """Status codes and texts of TF Serving 2.16.1 (server_core.cc, predict_util.cc, json_tensor.cc,
+    get_model_status_impl.cc, grpc_status_util.cc) for what the double used to accept or answer otherwise."""
+    inputs = serving_inputs(served.episodes, "encode_context")
+    # a version label: the double reads no model config file, so no label exists
+    request = served.grpc.predict_request(inputs, "encode_context")
+    request.model_spec.version_label = "stable"
+    with pytest.raises(ServingError) as err:
+        served.grpc.predict_raw(request)
+    assert (err.value.code, err.value.message) == (INVALID, "Unrecognized servable version label: stable")
+    body = json.dumps({"signature_name": "encode_context", **inputs_to_json(inputs)}).encode()
+    with pytest.raises(ServingError) as err:
+        served.rest.request("POST", "/v1/models/cmml/labels/stable:predict", body)
+    assert err.value.http_status == 400 and "Unrecognized servable version label: stable" in err.value.message
+    # ... but a status request reads no label: every version, HTTP 200
+    with_label = served.rest.request("GET", "/v1/models/cmml/labels/stable")
+    assert with_label == served.rest.request("GET", "/v1/models/cmml")
+    # an unknown version: the request, nothing more
+    with pytest.raises(ServingError) as err:
+        served.grpc.predict(inputs, "encode_context", version=7)
+    assert err.value.message == "Servable not found for request: Specific(cmml, 7)"
+    # output_filter: duplicates and unknown aliases
+    with pytest.raises(ServingError) as err:
+        served.grpc.predict(inputs, "encode_context", output_filter=["context", "context"])
+    assert (err.value.code, err.value.message) == (INVALID, "duplicate output tensor alias: context")
+    with pytest.raises(ServingError) as err:
+        served.grpc.predict(inputs, "encode_context", output_filter=["nope"])
+    assert err.value.message.startswith("output tensor alias not found in signature: nope")
+    # JSON true is not a number for TF Serving
+    json_body = {"signature_name": "encode_context", **inputs_to_json(inputs)}
+    json_body["inputs"]["support_item_id"][0][0] = True
+    with pytest.raises(ServingError) as err:
+        served.rest.predict_json(json_body)
+    assert err.value.http_status == 400
+    assert "JSON Value: true Type: True is not of expected type: int64" in err.value.message
+    # gRPC messages are cut at 1024 characters
+    with pytest.raises(ServingError) as err:
+        served.grpc.predict(inputs, "x" * 2000)
+    assert err.value.code == PRECONDITION
+    assert len(err.value.message) == 1024 + len("...TRUNCATED") and err.value.message.endswith("x...TRUNCATED")
 
 
 def test_rest_protocol_errors_are_json(served):

@@ -13,7 +13,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from cmml.components.common import ArtifactDict
-from cmml.components.serving_validator.canned import EXAMPLES, canned_episodes
+from cmml.components.serving_validator.canned import canned_episodes
 from cmml.components.serving_validator.checks import check_in_fresh_process, check_with_model_server
 from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_def_map, signatures_from_map
 
@@ -22,7 +22,7 @@ REPORT_FILE = "serving_validation.json"
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: dict[str, Any]) -> None:
-        from cmml.serving.warmup import write_warmup_requests
+        from cmml.serving.warmup import canned_requests, write_warmup_requests
 
         self._log_startup(input_dict, output_dict, exec_properties)
         model = artifact_utils.get_single_instance(input_dict["model"])
@@ -34,10 +34,9 @@ class Executor(base_executor.BaseExecutor):
 
         signature = signatures_from_map(signature_def_map(stamped))[DEFAULT_SIGNATURE]
         inputs = canned_episodes(examples.uri, entities.uri, signature.inputs)
-        requests = []
+        requests = []  # warm-up: the first tasks, one request per signature each (TF Serving loads them all)
         for k in range(min(int(exec_properties.get("warmup_requests") or 0), len(inputs["query_mask"]))):
-            one = {name: value[k : k + 1] for name, value in inputs.items() if not name.endswith(f"_{EXAMPLES}")}
-            requests.append((DEFAULT_SIGNATURE, one))
+            requests += canned_requests(stamped, {name: value[k : k + 1] for name, value in inputs.items()})
         if requests:
             write_warmup_requests(stamped, requests)
 
