@@ -10,10 +10,14 @@ Signatures (inputs are the episode tensors of ``schemas/episodes.md`` with batch
 * ``serve_tf_examples`` (when an ``example_spec`` is given): ``support_examples [B, S]`` and
   ``query_examples [B, Q]`` serialized raw interaction tf.Examples, ``""`` for padding → ``scores``;
 * ``serve_ids`` (when the item catalog is given): items named by id only — ``support_item_id
-  [B, S]`` (string, ``""`` pads), ``support_label [B, S]``, ``query_item_id [B, Q]`` and the task's
-  user attributes ``user_<field> [B]`` (raw values; ``""`` / 0 = unknown) → ``scores``. The
-  transformed item table is inside the SavedModel (a hash table from id to row, a variable per
-  feature); an id outside the catalog gets its id's transform (an OOV bucket) and no attributes.
+  [B, S]`` (string, ``""`` pads), ``support_label [B, S]``, ``query_item_id [B, Q]``, the task's
+  user ``user_id [B]`` (with the user catalog; ``""`` = a new user) and user attributes
+  ``user_<field> [B]`` (raw values; ``""`` / 0 = unknown) → ``scores``. The transformed item (and
+  user) table is inside the SavedModel (a hash table from id to row, a variable per feature); an
+  item id outside the catalog gets its id's transform (an OOV bucket) and no attributes;
+* ``recommend`` (with the item catalog): serve_ids' support and user inputs and ``k`` (int32
+  scalar) → ``item_id [B, k]`` and ``scores [B, k]``: the top of the whole catalog, the task's
+  support items left out.
 
 Episode models other than CMML (the DCN baseline) export ``serving_default`` (and
 ``serve_tf_examples``) only: they have no context to encode.
@@ -79,6 +83,7 @@ class CatalogTable(tf.Module):
         import numpy as np
 
         n = self.size = len(keys)
+        self.keys = tf.Variable(tf.constant(keys, tf.string), trainable=False, name="keys")
         self.rows = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.string), tf.range(n, dtype=tf.int64)),
             default_value=tf.constant(n, tf.int64),
@@ -167,6 +172,9 @@ class CMMLServingModule(tf.Module):
             if self.user_catalog is not None:  # a known user is named by id; "" = a new user
                 ids[USER_ID_INPUT] = tf.TensorSpec([None], tf.string, name=USER_ID_INPUT)
             self.serve_ids = tf.function(self._serve_ids, input_signature=[ids], autograph=False)
+            top = {k: v for k, v in ids.items() if k != "query_item_id"}
+            top["k"] = tf.TensorSpec([], tf.int32, name="k")
+            self.recommend = tf.function(self._recommend, input_signature=[top], autograph=False)
         if self.is_cmml:
             self.context_dim = model.context_dim
             self.state_dim = model.state_size
@@ -230,10 +238,9 @@ class CMMLServingModule(tf.Module):
     def _transform(self, rows: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return self.preprocess_layer(rows) if rows else {}
 
-    def _serve_ids(self, inputs):
-        """Items by id (attributes from the catalog), the task's user attributes broadcast to its rows:
-        a user of the user catalog gets the table's, any other user the request's raw ones, transformed."""
-        features = {key(SUPPORT, LABEL): inputs["support_label"]}
+    def _task_users(self, inputs) -> dict[str, tf.Tensor]:
+        """The task's transformed user attributes ([B] / [B, L]): a user of the user catalog gets the
+        table's, any other user the request's raw ones through the transform."""
         user_specs = [s for s in self.model.feature_specs if s.side == "user"]
         users = self._transform({s.name: inputs[user_input_name(s.name)] for s in user_specs})
         if self.user_catalog is not None and user_specs:
@@ -241,21 +248,54 @@ class CMMLServingModule(tf.Module):
             known = rows < self.user_catalog.size
             for s in user_specs:
                 users[s.name] = _where_rows(known, self.user_catalog.gather(s.name, rows, s.kind), users[s.name])
-        for part in (SUPPORT, QUERY):
-            ids = inputs[f"{part}_item_id"]
-            lead = tf.shape(ids)
-            flat = tf.reshape(ids, [-1])
-            rows = self.catalog.rows.lookup(flat)
-            own_id = self._transform({s.name: flat for s in self.model.feature_specs if s.name == "item_id"})
-            task_of_row = tf.repeat(tf.range(lead[0]), lead[1])
-            for s in self.model.feature_specs:
-                if s.side == "user":
-                    value = tf.gather(users[s.name], task_of_row)
-                else:
-                    value = own_id[s.name] if s.name in own_id else self.catalog.gather(s.name, rows, s.kind)
-                features[key(part, s.name)] = tf.reshape(value, tf.concat([lead, tf.shape(value)[1:]], 0))
-            features[key(part, MASK)] = tf.cast(tf.strings.length(ids) > 0, tf.float32)
+        return users
+
+    def _items_by_id(self, ids: tf.Tensor, users: Mapping[str, tf.Tensor], part: str) -> dict[str, tf.Tensor]:
+        """One part's episode tensors for items named by id ([B, R] strings, "" pads): item attributes
+        from the catalog, the task's user attributes broadcast to its rows."""
+        lead = tf.shape(ids)
+        flat = tf.reshape(ids, [-1])
+        rows = self.catalog.rows.lookup(flat)
+        own_id = self._transform({s.name: flat for s in self.model.feature_specs if s.name == "item_id"})
+        task_of_row = tf.repeat(tf.range(lead[0]), lead[1])
+        features = {}
+        for s in self.model.feature_specs:
+            if s.side == "user":
+                value = tf.gather(users[s.name], task_of_row)
+            else:
+                value = own_id[s.name] if s.name in own_id else self.catalog.gather(s.name, rows, s.kind)
+            features[key(part, s.name)] = tf.reshape(value, tf.concat([lead, tf.shape(value)[1:]], 0))
+        features[key(part, MASK)] = tf.cast(tf.strings.length(ids) > 0, tf.float32)
+        return features
+
+    def _serve_ids(self, inputs):
+        """Items by id (attributes from the catalog), the task's user attributes broadcast to its rows."""
+        users = self._task_users(inputs)
+        features = {key(SUPPORT, LABEL): inputs["support_label"]}
+        features.update(self._items_by_id(inputs["support_item_id"], users, SUPPORT))
+        features.update(self._items_by_id(inputs["query_item_id"], users, QUERY))
         return {"scores": self.model(features, training=False)}
+
+    def _recommend(self, inputs):
+        """The top ``k`` items of the whole catalog for each task, its support items left out."""
+        users = self._task_users(inputs)
+        support = inputs["support_item_id"]
+        batch = tf.shape(support)[0]
+        keys = self.catalog.keys
+        n = tf.shape(keys)[0]
+        features = {key(SUPPORT, LABEL): inputs["support_label"]}
+        features.update(self._items_by_id(support, users, SUPPORT))
+        features.update(self._items_by_id(tf.broadcast_to(keys[None], tf.stack([batch, n])), users, QUERY))
+        scores = self.model(features, training=False)
+        # leave out the support items: their rows (an id outside the catalog or padding has none)
+        rows = self.catalog.rows.lookup(support)
+        seen = tf.where(rows < tf.cast(n, tf.int64))
+        at = tf.stack([seen[:, 0], tf.gather_nd(rows, seen)], axis=1)
+        scores = tf.tensor_scatter_nd_update(
+            scores, at, tf.fill(tf.shape(at)[:1], tf.constant(float("-inf"), scores.dtype))
+        )
+        top = tf.math.top_k(scores, k=tf.minimum(inputs["k"], n))
+        return {"item_id": tf.gather(keys, top.indices), "scores": top.values}
 
     def _encode(self, features):
         f = self._ids(features, SUPPORT)
@@ -276,6 +316,7 @@ class CMMLServingModule(tf.Module):
             out["serve_tf_examples"] = self.serve_tf_examples.get_concrete_function()
         if self.catalog is not None:
             out["serve_ids"] = self.serve_ids.get_concrete_function()
+            out["recommend"] = self.recommend.get_concrete_function()
         if self.is_cmml:
             out["encode_context"] = self.encode_context.get_concrete_function()
             out["score"] = self.score.get_concrete_function()

@@ -66,7 +66,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="call a TF Serving model (or the test double) over gRPC or REST and rank the candidates",
         description="Sends a Predict request and prints ranked items with scores. Input: a :predict JSON body "
-        "(--input) or a user id and candidate items resolved from a dataset (--data --user --candidates).",
+        "(--input), a user id and candidate items resolved from a dataset (--data --user --candidates), or the "
+        "items a user rated (--items --ratings): the top of the whole catalog from the model's recommend signature "
+        "(titles from --data when given).",
     )
     where = predict.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", help="gRPC target host:port (PredictionService)")
@@ -85,12 +87,23 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--data", help="dataset (name, folder or CSV log) to resolve --user and --candidates from")
     predict.add_argument("--columns", help="for a CSV log: field=column pairs")
     predict.add_argument("--delimiter", default=",", help="for a CSV log: field separator")
-    predict.add_argument("--users", dest="users_path", help="for a CSV log: user side-feature file")
-    predict.add_argument("--items", dest="items_path", help="for a CSV log: item side-feature file")
-    predict.add_argument("--user", help="user id whose history is the support set")
+    predict.add_argument("--user_features", dest="users_path", help="for a CSV log: user side-feature file")
+    predict.add_argument("--item_features", dest="items_path", help="for a CSV log: item side-feature file")
+    predict.add_argument(
+        "--user", help="user id: with --data, whose history is the support set; with --items, a known user of the model"
+    )
     predict.add_argument("--candidates", help="comma-separated candidate item ids (the query set)")
+    predict.add_argument(
+        "--items", help="comma-separated item ids the user rated (support set): recommend from the whole catalog"
+    )
+    predict.add_argument("--ratings", help="with --items: their ratings, comma-separated, in the same order")
+    predict.add_argument(
+        "--user_attributes", help="with --items: a new user's raw attributes, e.g. gender=F,age=25 (default: unknown)"
+    )
     predict.add_argument("--max_support", type=int, default=64, help="most recent interactions used as the support set")
-    predict.add_argument("--top", type=int, default=None, help="print only the top N items per task")
+    predict.add_argument(
+        "--top", type=int, default=None, help="print only the top N items per task (with --items: N, default 10)"
+    )
     predict.add_argument("--format", choices=["text", "json"], default="text")
     predict.set_defaults(handler=_predict)
 
@@ -209,6 +222,91 @@ class _UsageError(Exception):
     pass
 
 
+RECOMMEND = "recommend"
+
+
+def _inputs_from_items(args: argparse.Namespace, signatures: dict):
+    """recommend's inputs for one task: the rated items, the user (known id or raw attributes), k."""
+    from cmml.serving.tensors import numpy_dtype
+
+    sig = signatures.get(RECOMMEND)
+    if sig is None:
+        raise _UsageError(
+            f"--items needs the model's '{RECOMMEND}' signature (the pipeline's export with its item catalog); "
+            f"the model has {sorted(signatures)}"
+        )
+    items = [i.strip() for i in args.items.split(",") if i.strip()]
+    try:
+        ratings = [float(r) for r in (args.ratings or "").split(",") if r.strip()]
+    except ValueError:
+        raise _UsageError(f"--ratings must be numbers, not {args.ratings!r}") from None
+    if len(ratings) != len(items):
+        raise _UsageError(f"--items names {len(items)} item(s) but --ratings gives {len(ratings)} rating(s)")
+    attributes = {}
+    for pair in (args.user_attributes or "").split(","):
+        if pair.strip():
+            field, sep, value = pair.partition("=")
+            if not sep:
+                raise _UsageError(f"--user_attributes takes field=value pairs, not {pair!r}")
+            attributes["user_" + field.strip()] = value.strip()
+    unknown = sorted(set(attributes) - set(sig.inputs))
+    if unknown:
+        takes = sorted(n[len("user_") :] for n in sig.inputs if n.startswith("user_") and n != "user_id")
+        raise _UsageError(f"the model takes no user attribute(s) {[u[5:] for u in unknown]}; it takes {takes}")
+    inputs = {}
+    for name, spec in sig.inputs.items():
+        dtype = numpy_dtype(spec.dtype)
+        if name == "support_item_id":
+            inputs[name] = np.array([[i.encode() for i in items]], dtype=object)
+        elif name == "support_label":
+            inputs[name] = np.array([ratings], dtype=np.float32)
+        elif name == "k":
+            inputs[name] = np.array(args.top or 10, dtype=dtype)
+        elif name == "user_id":
+            inputs[name] = np.array([(args.user or "").encode()], dtype=object)
+        elif dtype.kind == "O":  # a user attribute: the one given, else unknown
+            inputs[name] = np.array([attributes.get(name, "").encode()], dtype=object)
+        else:
+            try:
+                inputs[name] = np.array([attributes.get(name, 0)], dtype=dtype)
+            except ValueError:
+                raise _UsageError(f"user attribute {name[5:]} must be a number, not {attributes[name]!r}") from None
+    return sig, inputs
+
+
+def _print_recommendations(args, result, version, titles: dict[str, str]) -> None:
+    item_ids = [x.decode("utf-8", "replace") for x in np.asarray(result.outputs["item_id"])[0]]
+    scores = [float(x) for x in np.asarray(result.outputs["scores"])[0]]
+    if args.format == "json":
+        rows = [{"item": i, "title": titles.get(i), "score": s} for i, s in zip(item_ids, scores)]
+        print(json.dumps({"model_version": version, "signature_name": RECOMMEND, "items": rows}, indent=1))
+        return
+    who = f"user {args.user}" if args.user else "a new user"
+    print(f"model '{args.model_name}' version {version}: top {len(item_ids)} of the catalog for {who}")
+    print(f"{'rank':>4}  {'item':<10} {'score':>8}  title")
+    for k, (i, s) in enumerate(zip(item_ids, scores), 1):
+        print(f"{k:>4}  {i:<10} {s:>8.4f}  {titles.get(i, '')}")
+
+
+def _titles(args: argparse.Namespace) -> dict[str, str]:
+    """Item id -> title from --data (empty without it, or when the items have no title)."""
+    if not args.data:
+        return {}
+    from cmml.data import open_dataset
+
+    dataset = open_dataset(
+        args.data,
+        columns=args.columns,
+        delimiter=args.delimiter,
+        users_path=args.users_path,
+        items_path=args.items_path,
+    )
+    items, _ = dataset.read_items(on_error="collect")
+    if "title" not in items.column_names:
+        return {}
+    return {i: t for i, t in zip(items.column("item_id").to_pylist(), items.column("title").to_pylist()) if t}
+
+
 def _predict(args: argparse.Namespace) -> int:
     from cmml.serving.errors import ServingError
     from cmml.serving.grpc_client import GrpcClient
@@ -229,6 +327,12 @@ def _predict(args: argparse.Namespace) -> int:
                     print(sig.describe())
                 return 0
             task = None
+            if args.items:
+                sig, inputs = _inputs_from_items(args, signatures)
+                result = client.predict(inputs, RECOMMEND, args.version)
+                titles = _titles(args)
+                _print_recommendations(args, result, result.version if result.version is not None else version, titles)
+                return 0
             if args.input:
                 sig, inputs, row_format = _inputs_from_file(args.input, signatures, args.signature_name)
             elif args.data:

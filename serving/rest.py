@@ -29,9 +29,11 @@ from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_or_error
 
 log = logging.getLogger("cmml.serving.double")
 
+# TF Serving's routes (http_rest_api_util.cc): case-insensitive, matched against the path with its query
+# string, so a trailing "/" is malformed and "?x=1" becomes part of the model name (or makes the path malformed)
 _MODEL = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-_GET = re.compile(_MODEL + r"(?P<metadata>/metadata)?/?")
-_POST = re.compile(_MODEL + r":(?P<method>predict|classify|regress)")
+_GET = re.compile(_MODEL + r"(?P<metadata>/metadata)?", re.IGNORECASE)
+_POST = re.compile(_MODEL + r":(?P<method>predict|classify|regress)", re.IGNORECASE)
 _MAX_VERSION = 2**63 - 1
 
 
@@ -119,7 +121,7 @@ class RestHandler(BaseHTTPRequestHandler):
         self._dispatch(self._get)
 
     def _get(self) -> tuple[int, dict]:
-        match = _GET.fullmatch(self.path.split("?", 1)[0])
+        match = _GET.fullmatch(self.path)
         _check_prefix(self.path)
         if match is None:
             raise invalid(f"Malformed request: GET {self.path[:200]}")
@@ -146,7 +148,7 @@ class RestHandler(BaseHTTPRequestHandler):
         _check_prefix(self.path)
         if match is None:
             raise invalid(f"Malformed request: POST {self.path[:200]}")
-        if match["method"] != "predict":
+        if match["method"].lower() != "predict":
             raise ServingError(
                 grpc.StatusCode.UNIMPLEMENTED,
                 f":{match['method']} is not implemented by the cmml test double (use :predict)",
@@ -197,7 +199,7 @@ class RestHandler(BaseHTTPRequestHandler):
 
 def _check_prefix(path: str) -> None:
     """Only /v1/... reaches the API handler (TF Serving answers other paths with 404)."""
-    if not path.startswith("/v1/"):
+    if not path.lower().startswith("/v1/"):
         raise ServingError(
             grpc.StatusCode.NOT_FOUND, f"no API at {path[:200]}: TF Serving's REST API lives under /v1/models"
         )

@@ -32,7 +32,8 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving refuses more
 CMML_SIGNATURES = ("serving_default", "encode_context", "score", "update_context")
 # the pipeline's raw-feature export adds these (Format-Serving): warmed up too when the model has them
-RAW_SIGNATURES = ("serve_tf_examples", "serve_ids")
+RAW_SIGNATURES = ("serve_tf_examples", "serve_ids", "recommend")
+WARMUP_TOP_K = 10  # recommend's k in a warm-up request
 
 # A canned request: a PredictRequest, or (signature_name, {input name: array}).
 CannedRequest = Union[predict_pb2.PredictRequest, tuple[str, Mapping[str, np.ndarray]]]
@@ -149,15 +150,14 @@ def canned_requests(
 
     Inputs are taken from ``episodes`` by name; ``new_<f>`` inputs (update_context) use the first
     support row ``support_<f>[:, :1]``; serve_ids' per-task ``user_<f>`` the first support row's
-    ``support_<f>[:, 0]`` and ``user_id`` ``""`` (a new user) when the episodes lack it; fixed-width
+    ``support_<f>[:, 0]`` and ``user_id`` ``""`` (a new user) when the episodes lack it; recommend's
+    ``k`` is 10; fixed-width
     float inputs that episodes do not hold (``context``, ``state``) are zeros of the signature's
-    width. ``signatures`` defaults to the CMML signatures and ``serve_tf_examples`` / ``serve_ids``
-    the model has; one whose inputs cannot be filled raises ValueError.
+    width. ``signatures`` defaults to the CMML signatures and ``serve_tf_examples`` / ``serve_ids`` /
+    ``recommend`` the model has; one whose inputs cannot be filled raises ValueError.
     """
     known = signatures_from_map(signature_def_map(saved_model_dir))
-    names = (
-        list(signatures) if signatures is not None else [s for s in CMML_SIGNATURES + RAW_SIGNATURES if s in known]
-    )
+    names = list(signatures) if signatures is not None else [s for s in CMML_SIGNATURES + RAW_SIGNATURES if s in known]
     if not names:
         raise ValueError(f"{saved_model_dir} has none of the CMML signatures {CMML_SIGNATURES}; pass signatures=")
     batch = int(np.asarray(episodes["support_mask"]).shape[0]) if "support_mask" in episodes else 1
@@ -170,6 +170,8 @@ def canned_requests(
                 inputs[key] = np.asarray(episodes[key])
             elif key.startswith("new_") and "support_" + key[4:] in episodes:
                 inputs[key] = np.asarray(episodes["support_" + key[4:]])[:, :1]
+            elif key == "k" and spec.shape == ():
+                inputs[key] = np.array(WARMUP_TOP_K, dtype=numpy_dtype(spec.dtype))
             elif key == "user_id" and spec.dtype == types_pb2.DT_STRING:
                 inputs[key] = np.full(batch, b"", dtype=object)
             elif key.startswith("user_") and "support_" + key[5:] in episodes:

@@ -187,6 +187,9 @@ def test_serve_ids_reads_items_and_known_users_from_the_catalog_tables(tmp_path)
     assert {"user_id", "user_gender", "support_item_id", "support_label", "query_item_id"} == set(
         fns["serve_ids"].structured_input_signature[1]
     )
+    assert {"user_id", "user_gender", "support_item_id", "support_label", "k"} == set(
+        fns["recommend"].structured_input_signature[1]
+    )
     support, query = [["i1", "i2", "i3"], ["i4", ""]], [["i5", "i2"], ["i1", "i3"]]
     support = [r + [""] * (3 - len(r)) for r in support]
     labels = np.array([[5, 1, 3], [4, 0, 0]], np.float32)
@@ -222,3 +225,29 @@ def test_serve_ids_reads_items_and_known_users_from_the_catalog_tables(tmp_path)
     np.testing.assert_allclose(by_id(["u1", "u2"], ["F", "M"]), want, atol=1e-5)  # the table wins
     assert not np.allclose(by_id(["", ""], ["F", "M"]), want, atol=1e-5)  # gender matters to the model
     assert not np.allclose(by_id(["u2", "u1"], ["M", "F"]), want, atol=1e-5)
+
+    # recommend: the top of the whole catalog, support items left out, scored as serve_ids scores them
+    everything = [list(item_genres)] * 2
+    all_scores = fns["serve_ids"](
+        support_item_id=tf.constant(support),
+        support_label=tf.constant(labels),
+        query_item_id=tf.constant(everything),
+        user_id=tf.constant(["u1", ""]),
+        user_gender=tf.constant(["", "F"]),
+    )["scores"].numpy()
+    top = fns["recommend"](
+        support_item_id=tf.constant(support),
+        support_label=tf.constant(labels),
+        user_id=tf.constant(["u1", ""]),
+        user_gender=tf.constant(["", "F"]),
+        k=tf.constant(2),
+    )
+    for b in range(2):
+        seen = set(support[b])
+        ranked = sorted(
+            (i for i in item_genres if i not in seen), key=lambda i: -all_scores[b][list(item_genres).index(i)]
+        )
+        assert [x.decode() for x in top["item_id"][b].numpy()] == ranked[:2]
+        want_top = [all_scores[b][list(item_genres).index(i)] for i in ranked[:2]]
+        np.testing.assert_allclose(top["scores"][b].numpy(), want_top, atol=1e-5)
+    assert fns["recommend"].structured_input_signature[1]["k"].shape == ()

@@ -210,6 +210,54 @@ def test_items_named_by_id_score_as_their_raw_attributes(run):
     np.testing.assert_allclose(call("serve_ids", ids)[0, 0], call("serving_default", raw)[0, 0], atol=1e-5)
 
 
+def test_cmml_predict_recommends_from_the_pushed_model_over_grpc_and_rest(run, synthetic_400, capsys):
+    """The pushed model's recommend signature through the serving double, as a user calls it: rated items in,
+    the top of the catalog out (support items left out, titles from the dataset), the same over both APIs
+    as the SavedModel itself."""
+    import json
+
+    import pyarrow.compute as pc
+    import tensorflow as tf
+
+    from cmml.data import open_dataset
+    from cmml.serving import cli
+    from cmml.serving.server import ServingDouble
+
+    config, output, summary = run
+    pushed = Path(summary.pushed)
+    log = open_dataset(str(synthetic_400)).read_interactions().table
+    rated = log.filter(pc.equal(log.column("user_id"), log.column("user_id")[0]))
+    items = [str(i) for i in rated.column("item_id").to_pylist()[:8]]
+    ratings = [float(r) for r in rated.column("label").to_pylist()[:8]]
+    recommend = tf.saved_model.load(str(pushed)).signatures["recommend"]
+    spec = recommend.structured_input_signature[1]
+    inputs = {n: tf.zeros([1], s.dtype) if s.dtype != tf.string else tf.constant([""]) for n, s in spec.items()}
+    inputs.update(
+        support_item_id=tf.constant([items]), support_label=tf.constant([ratings]), k=tf.constant(5, tf.int32)
+    )
+    want = [x.decode() for x in recommend(**inputs)["item_id"].numpy()[0]]
+    assert len(want) == 5 and not set(want) & set(items)
+    double = ServingDouble(pushed.parent, "cmml", poll_seconds=0).start()
+    try:
+        for where in (
+            ["--server", f"127.0.0.1:{double.grpc_port}"],
+            ["--rest_url", f"http://127.0.0.1:{double.rest_port}"],
+        ):
+            argv = ["predict", *where, "--model_name", "cmml", "--items", ",".join(items), "--ratings"]
+            argv += [",".join(str(r) for r in ratings), "--top", "5", "--data", str(synthetic_400), "--format", "json"]
+            assert cli.main(argv) == 0
+            got = json.loads(capsys.readouterr().out)
+            assert [r["item"] for r in got["items"]] == want
+            assert all(r["title"] for r in got["items"])
+            scores = [r["score"] for r in got["items"]]
+            assert scores == sorted(scores, reverse=True)
+        argv = ["predict", "--server", f"127.0.0.1:{double.grpc_port}", "--model_name", "cmml", "--items", "1,2"]
+        assert cli.main([*argv, "--ratings", "5"]) == 2
+        assert "--items names 2 item(s) but --ratings gives 1" in capsys.readouterr().err
+    finally:
+        double.stop()
+
+
 def test_rerun_reuses_cached_artifacts(run):
     from cmml.pipeline.runner import run_local
 

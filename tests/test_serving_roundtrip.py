@@ -241,6 +241,7 @@ def test_labels_output_filters_and_json_types_are_refused_as_tf_serving_does(ser
     # ... but a status request reads no label: every version, HTTP 200
     with_label = served.rest.request("GET", "/v1/models/cmml/labels/stable")
     assert with_label == served.rest.request("GET", "/v1/models/cmml")
+    assert served.rest.request("GET", "/V1/Models/cmml") == with_label  # routes are case-insensitive
     # an unknown version: the request, nothing more
     with pytest.raises(ServingError) as err:
         served.grpc.predict(inputs, "encode_context", version=7)
@@ -273,6 +274,10 @@ def test_rest_protocol_errors_are_json(served):
         ("POST", "/v1/models/cmml:predict", b"[1, 2]", 400, "JSON object"),
         ("POST", "/v1/models/cmml:classify", b"{}", 501, "not implemented"),
         ("GET", "/v1/models/cmml/versions/1/metadata/extra", None, 400, "Malformed request"),
+        # TF Serving matches routes against the path with its query string, and allows no trailing "/"
+        ("GET", "/v1/models/cmml/", None, 400, "Malformed request"),
+        ("GET", "/v1/models/cmml/metadata?x=1", None, 400, "Malformed request"),
+        ("GET", "/v1/models/cmml?x=1", None, 404, "Could not find any versions of model cmml?x=1"),
         ("GET", "/index.html", None, 404, "/v1/models"),
     ]:
         with pytest.raises(ServingError) as err:

@@ -85,6 +85,18 @@ def run_checks(model_dir: str, data: dict, report: dict) -> None:
                 np.allclose(by_user_id * mask, scores * mask, atol=1e-4),
                 "serve_ids: a known user by id alone equals the user's raw attributes",
             )
+    if "recommend" in fns and "serve_ids" in fns:
+        k = 5
+        top = call("recommend", **{n: v for n, v in ids.items() if n != "query_item_id"}, k=np.int32(k))
+        check(top["item_id"].shape == (b, k), f"recommend returns {top['item_id'].shape} items for {b} tasks, k={k}")
+        again = call("serve_ids", **{**ids, "query_item_id": top["item_id"]})["scores"]
+        check(np.allclose(again, top["scores"], atol=1e-4), "recommend's top items score as serve_ids scores them")
+        check(bool(np.all(top["scores"][:, :-1] >= top["scores"][:, 1:] - 1e-6)), "recommend's scores are in order")
+        support = [set(row) - {b""} for row in np.asarray(ids["support_item_id"]).tolist()]
+        check(
+            all(not (set(row) & s) for row, s in zip(top["item_id"].tolist(), support)),
+            "recommend leaves the support items out",
+        )
     if "serve_tf_examples" in fns and "support_examples" in data:
         examples = {k: data[k] for k in ("support_examples", "query_examples")}
         ex = call("serve_tf_examples", **examples)["scores"]
