@@ -196,19 +196,12 @@ def _select_inputs(body: dict, names: set[str]) -> dict:
 
 
 def _inputs_from_dataset(args: argparse.Namespace, signatures: dict):
-    from cmml.data import open_dataset
     from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_or_error
     from cmml.serving.task_inputs import build_user_inputs
 
     if not (args.user and args.candidates):
         raise _UsageError("--data needs --user and --candidates")
-    dataset = open_dataset(
-        args.data,
-        columns=args.columns,
-        delimiter=args.delimiter,
-        users_path=args.users_path,
-        items_path=args.items_path,
-    )
+    dataset = _dataset(args)
     sig = signature_or_error(signatures, args.signature_name or DEFAULT_SIGNATURE)
     candidates = [i.strip() for i in args.candidates.split(",") if i.strip()]
     try:
@@ -220,6 +213,19 @@ def _inputs_from_dataset(args: argparse.Namespace, signatures: dict):
 
 class _UsageError(Exception):
     pass
+
+
+def _dataset(args: argparse.Namespace):
+    """The dataset of --data (with the CSV options)."""
+    from cmml.data import open_dataset
+
+    return open_dataset(
+        args.data,
+        columns=args.columns,
+        delimiter=args.delimiter,
+        users_path=args.users_path,
+        items_path=args.items_path,
+    )
 
 
 RECOMMEND = "recommend"
@@ -292,16 +298,7 @@ def _titles(args: argparse.Namespace) -> dict[str, str]:
     """Item id -> title from --data (empty without it, or when the items have no title)."""
     if not args.data:
         return {}
-    from cmml.data import open_dataset
-
-    dataset = open_dataset(
-        args.data,
-        columns=args.columns,
-        delimiter=args.delimiter,
-        users_path=args.users_path,
-        items_path=args.items_path,
-    )
-    items, _ = dataset.read_items(on_error="collect")
+    items, _ = _dataset(args).read_items(on_error="collect")
     if "title" not in items.column_names:
         return {}
     return {i: t for i, t in zip(items.column("item_id").to_pylist(), items.column("title").to_pylist()) if t}
