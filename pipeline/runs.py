@@ -61,10 +61,10 @@ class RunSummary:
                 "",
                 f"pushed to {self.pushed} (TF Serving layout: --model_base_path={self.serving_base})",
                 "query it with the test double (or tensorflow_model_server with the same flags):",
-                f"  cmml serve --model_base_path {self.serving_base} --model_name {name} "
-                "--port 8500 --rest_api_port 8501",
-                f"  cmml predict --server localhost:8500 --model_name {name} --data <dataset> --user <user id> "
-                "--candidates <item ids>",
+                f"  cmml serve --model_base_path={self.serving_base} --model_name={name} "
+                "--port=8500 --rest_api_port=8501",
+                f"  cmml predict --server localhost:8500 --model_name {name} --items <rated item ids> "
+                "--ratings <their ratings> --top 10",
             ]
         if self.serving_check is not None and not self.serving_check.get("blessed"):
             lines += [
