@@ -227,7 +227,13 @@ class CMMLModel(EpisodeModel):
 
     def score(self, context: tf.Tensor, features: Features, training: bool | None = None) -> dict[str, tf.Tensor]:
         """Context + query pairs → ``{"score": [B, Q], ...}`` (Soft-M adds ``routes``, ``final_route``)."""
-        x = self.embed(features, QUERY)  # [B, Q, Dx]
+        return self.score_rows(context, self.embed(features, QUERY), self.baseline(features, QUERY), training)
+
+    def score_rows(
+        self, context: tf.Tensor, x: tf.Tensor, baseline: tf.Tensor, training: bool | None = None
+    ) -> dict[str, tf.Tensor]:
+        """:meth:`score` on query rows already embedded: ``x = [e_u; e_i]`` ``[B, Q, Dx]`` (:meth:`embed`)
+        and their ``baseline`` ``[B, Q]`` (:meth:`baseline`); lets a server embed a fixed catalog once."""
         shape = tf.shape(x)[:2]
         x_rows = tf.reshape(x, [-1, x.shape[-1]])
         if self.config.hybrid == "none":
@@ -239,7 +245,7 @@ class CMMLModel(EpisodeModel):
         out = {}
         for name, value in flat.items():
             out[name] = tf.reshape(value, tf.concat([shape, tf.shape(value)[1:]], 0))
-        out["score"] = out["score"] + self.baseline(features, QUERY)
+        out["score"] = out["score"] + baseline
         if self.shrinkage is not None:
             out["score"] = out["score"] + context[:, self.x_dim][:, None]
         return out

@@ -174,6 +174,27 @@ class CMMLServingModule(tf.Module):
             self.serve_ids = tf.function(self._serve_ids, input_signature=[ids], autograph=False)
             top = {k: v for k, v in ids.items() if k != "query_item_id"}
             top["k"] = tf.TensorSpec([], tf.int32, name="k")
+            # every catalog item's transformed attributes, computed once here rather than in every request
+            everything = self.catalog.keys.read_value()
+            rows = tf.range(tf.shape(everything, out_type=tf.int64)[0])
+            own_id = self._transform({s.name: everything for s in model.feature_specs if s.name == "item_id"})
+            self.catalog_items = {
+                s.name: tf.Variable(
+                    own_id[s.name] if s.name in own_id else self.catalog.gather(s.name, rows, s.kind),
+                    trainable=False,
+                    name=f"catalog_{s.name}",
+                )
+                for s in model.feature_specs
+                if s.side == "item"
+            }
+            if self.is_cmml:  # and their embeddings and baselines: a request only scores them
+                items = {s.name: self.catalog_items[s.name][None] for s in model.item_specs}  # [1, n(, L)]
+                self.catalog_x = tf.Variable(model.item_embedding(items)[0], trainable=False, name="catalog_x")
+                base = {key(QUERY, name): value for name, value in items.items()}
+                base[key(QUERY, MASK)] = tf.ones(tf.stack([1, tf.size(rows)]), tf.float32)
+                self.catalog_baseline = tf.Variable(
+                    model.baseline(base, QUERY)[0], trainable=False, name="catalog_base"
+                )
             self.recommend = tf.function(self._recommend, input_signature=[top], autograph=False)
         if self.is_cmml:
             self.context_dim = model.context_dim
@@ -276,6 +297,28 @@ class CMMLServingModule(tf.Module):
         features.update(self._items_by_id(inputs["query_item_id"], users, QUERY))
         return {"scores": self.model(features, training=False)}
 
+    def _model_on_catalog(self, features, users, batch, n):
+        """Scores of every catalog item through the model's call: the query is the whole catalog."""
+        features = dict(features)
+        for s in self.model.feature_specs:  # the task's user on each row
+            value = users[s.name][:, None] if s.side == "user" else self.catalog_items[s.name][None]
+            shape = tf.concat([tf.stack([batch, n]), tf.shape(value)[2:]], 0)
+            features[key(QUERY, s.name)] = tf.broadcast_to(value, shape)
+        features[key(QUERY, MASK)] = tf.ones(tf.stack([batch, n]), tf.float32)
+        return self.model(features, training=False)
+
+    def _score_catalog(self, features, users, batch, n):
+        """CMML's scores of every catalog item from the task's context and the catalog's embeddings
+        computed at export: only the context-dependent part runs per request."""
+        model = self.model
+        context = model.encode_context(features)
+        x = tf.broadcast_to(self.catalog_x[None], tf.stack([batch, n, tf.shape(self.catalog_x)[1]]))
+        if model.user_embedding is not None:
+            e_u = model.user_embedding({s.name: users[s.name][:, None] for s in model.user_specs})  # [B, 1, Du]
+            x = tf.concat([tf.broadcast_to(e_u, tf.stack([batch, n, tf.shape(e_u)[2]])), x], axis=-1)
+        baseline = tf.broadcast_to(self.catalog_baseline[None], tf.stack([batch, n]))
+        return model.score_rows(context, x, baseline, training=False)["score"]
+
     def _recommend(self, inputs):
         """The top ``k`` items of the whole catalog for each task, its support items left out."""
         users = self._task_users(inputs)
@@ -285,9 +328,12 @@ class CMMLServingModule(tf.Module):
         n = tf.shape(keys)[0]
         features = {key(SUPPORT, LABEL): inputs["support_label"]}
         features.update(self._items_by_id(support, users, SUPPORT))
-        features.update(self._items_by_id(tf.broadcast_to(keys[None], tf.stack([batch, n])), users, QUERY))
-        scores = self.model(features, training=False)
+        if self.is_cmml:
+            scores = self._score_catalog(features, users, batch, n)
+        else:
+            scores = self._model_on_catalog(features, users, batch, n)
         # leave out the support items: their rows (an id outside the catalog or padding has none)
+
         rows = self.catalog.rows.lookup(support)
         seen = tf.where(rows < tf.cast(n, tf.int64))
         at = tf.stack([seen[:, 0], tf.gather_nd(rows, seen)], axis=1)
