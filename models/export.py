@@ -20,7 +20,7 @@ Signatures (inputs are the episode tensors of ``schemas/episodes.md`` with batch
   support items left out.
 
 Episode models other than CMML (the DCN baseline) export ``serving_default`` (and
-``serve_tf_examples``) only: they have no context to encode.
+``serve_tf_examples``, ``serve_ids``, ``recommend``) only: they have no context to encode.
 
 An optional ``preprocess`` callable maps raw interaction-level features to transformed ids (the
 pipeline attaches the tf.Transform graph here so that serving takes raw features). The exported
@@ -383,7 +383,7 @@ def export_saved_model(
     """Writes the SavedModel with the signatures above (plus ``extra_signatures``). Returns the path.
 
     ``example_spec`` (a ``tf.io.parse_example`` spec of raw interaction examples, label included)
-    adds ``serve_tf_examples`` and ``catalog`` (the item table) adds ``serve_ids``; both need
+    adds ``serve_tf_examples`` and ``catalog`` (the item table) adds ``serve_ids`` and ``recommend``; both need
     ``preprocess`` and ``raw_specs``. ``user_catalog`` adds serve_ids' ``user_id`` input (known users'
     attributes from the table).
     """
