@@ -324,8 +324,7 @@ class CMMLServingModule(tf.Module):
         users = self._task_users(inputs)
         support = inputs["support_item_id"]
         batch = tf.shape(support)[0]
-        keys = self.catalog.keys
-        n = tf.shape(keys)[0]
+        n = self.catalog.size  # fixed at export
         features = {key(SUPPORT, LABEL): inputs["support_label"]}
         features.update(self._items_by_id(support, users, SUPPORT))
         if self.is_cmml:
@@ -333,15 +332,14 @@ class CMMLServingModule(tf.Module):
         else:
             scores = self._model_on_catalog(features, users, batch, n)
         # leave out the support items: their rows (an id outside the catalog or padding has none)
-
         rows = self.catalog.rows.lookup(support)
-        seen = tf.where(rows < tf.cast(n, tf.int64))
+        seen = tf.where(rows < n)
         at = tf.stack([seen[:, 0], tf.gather_nd(rows, seen)], axis=1)
         scores = tf.tensor_scatter_nd_update(
             scores, at, tf.fill(tf.shape(at)[:1], tf.constant(float("-inf"), scores.dtype))
         )
         top = tf.math.top_k(scores, k=tf.minimum(inputs["k"], n))
-        return {"item_id": tf.gather(keys, top.indices), "scores": top.values}
+        return {"item_id": tf.gather(self.catalog.keys, top.indices), "scores": top.values}
 
     def _encode(self, features):
         f = self._ids(features, SUPPORT)
