@@ -90,7 +90,8 @@ def _data_inspect(args: argparse.Namespace) -> int:
 DEFAULT_OUTPUT = "runs"
 
 
-def _run(args: argparse.Namespace) -> int:
+def _pipeline_config(args: argparse.Namespace):
+    """The pipeline config of ``run`` / ``refresh-catalog`` and its output folder."""
     from cmml.pipeline.config import load_config
 
     overrides = {}
@@ -101,7 +102,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.columns:
         overrides["columns"] = args.columns
     config = load_config(args.config, overrides)
-    output = args.output or f"{DEFAULT_OUTPUT}/{config.name}-{config.setting}"
+    return config, args.output or f"{DEFAULT_OUTPUT}/{config.name}-{config.setting}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    config, output = _pipeline_config(args)
     if args.runner == "kubeflow":
         from cmml.pipeline.runner import compile_kubeflow
 
@@ -117,6 +122,15 @@ def _run(args: argparse.Namespace) -> int:
     )
     summary = run_local(config, output, enable_cache=not args.no_cache, verbose=args.verbose)
     print(summary.render())
+    return 0
+
+
+def _refresh_catalog(args: argparse.Namespace) -> int:
+    from cmml.pipeline.catalog_refresh import refresh_catalog
+
+    config, output = _pipeline_config(args)
+    report = refresh_catalog(config, output, log=lambda m: print(m, file=sys.stderr))
+    print(report.render())
     return 0
 
 
@@ -139,6 +153,28 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        action="append",
+        help="dataset: synthetic | ml-100k | ml-1m | ml-1m-partial | ml-20m | a folder | a CSV log; "
+        "repeat for multi-domain (default: from the config, synthetic)",
+    )
+    p.add_argument(
+        "--setting",
+        choices=("user", "scenario", "multi-domain"),
+        help="cold-start setting (default: from the config, user)",
+    )
+    p.add_argument("--config", help="YAML file merged over pipeline/configs/default.yaml")
+    p.add_argument(
+        "--columns", help="for a CSV log: field=column pairs, e.g. user=uid,item=iid,label=rating,timestamp=ts"
+    )
+    p.add_argument(
+        "--output",
+        help=f"output folder (pipeline root, ML-Metadata, pushed models); default {DEFAULT_OUTPUT}/<name>-<setting>",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cmml",
@@ -147,25 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the TFX pipeline end to end (default: user setting on the synthetic data)")
-    run.add_argument(
-        "--data",
-        action="append",
-        help="dataset: synthetic | ml-100k | ml-1m | ml-1m-partial | ml-20m | a folder | a CSV log; "
-        "repeat for multi-domain (default: from the config, synthetic)",
-    )
-    run.add_argument(
-        "--setting",
-        choices=("user", "scenario", "multi-domain"),
-        help="cold-start setting (default: from the config, user)",
-    )
-    run.add_argument("--config", help="YAML file merged over pipeline/configs/default.yaml")
-    run.add_argument(
-        "--columns", help="for a CSV log: field=column pairs, e.g. user=uid,item=iid,label=rating,timestamp=ts"
-    )
-    run.add_argument(
-        "--output",
-        help=f"output folder (pipeline root, ML-Metadata, pushed models); default {DEFAULT_OUTPUT}/<name>-<setting>",
-    )
+    _add_pipeline_args(run)
     run.add_argument(
         "--verbose", action="store_true", help="show TFX's and Beam's INFO logs, not just one line per component"
     )
@@ -188,6 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubeflow-output", default="cmml_pipeline.json", help="kubeflow: where to write the pipeline spec"
     )
     run.set_defaults(handler=_run)
+
+    refresh = sub.add_parser(
+        "refresh-catalog",
+        help="rebuild the pushed model's item table from the data's item file and push it as a new version",
+        description="Catalog refresh without retraining: the item files of --data (read as the pipeline reads them) "
+        "go through the run's tf.Transform graph into the served model's item table; the same weights, user table and "
+        "warm-up records are exported as a new version under the run's serving base path, which TF Serving (or "
+        "`cmml serve`) loads on its next poll. Items missing from the new file keep their previous row.",
+    )
+    _add_pipeline_args(refresh)
+    refresh.set_defaults(handler=_refresh_catalog)
 
     runs = sub.add_parser("runs", help="list past pipeline runs recorded in ML-Metadata")
     runs.add_argument("--output", help=f"a run's output folder (default: every folder under {DEFAULT_OUTPUT}/)")

@@ -6,11 +6,11 @@ with ``custom_config`` = ``{"kind": "cmml" | "dcn", "setting": "user" | "scenari
 
 Exports, inside the Model artifact (:func:`cmml.models.export.export_models`):
 
-* ``Format-Serving/`` (``fn_args.serving_model_dir``): the model with the tf.Transform graph in
-  front, so serving takes raw features: signatures ``serving_default``, ``encode_context``,
-  ``score``, ``update_context`` (CMML), ``serve_tf_examples`` (serialized raw tf.Examples) and
-  ``serve_ids`` and ``recommend`` (items and known users named by id, the top of the whole
-  catalog: TaskGen's transformed item and user tables are inside the model);
+* ``Format-Serving/`` (``fn_args.serving_model_dir``): the model with the tf.Transform graph and
+  TaskGen's transformed item and user tables inside, so requests name items and known users by id:
+  signatures ``serving_default``, ``recommend`` (the top of the whole catalog), ``encode_context``,
+  ``score``, ``update_context`` (CMML), and ``serve_tf_examples`` / ``serve_raw`` (raw attributes,
+  for items outside the catalog);
 * ``Format-Ids/``: the same model on transformed ids, which the Evaluator scores on TaskGen's
   episodes;
 * ``training_summary.json`` (best epoch, validation curve) next to them.

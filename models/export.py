@@ -1,26 +1,36 @@
 """Exporting a CMML model as a SavedModel with the serving signatures of SPEC §4.
 
-Signatures (inputs are the episode tensors of ``schemas/episodes.md`` with batch axis B = tasks):
+Two contracts, by what the export holds:
 
-* ``serving_default``: support set + query pairs → ``scores [B, Q]`` (adapt and score in one call);
-* ``encode_context``: support set → ``context [B, C]`` and the encoder ``state [B, S]``;
-* ``score``: ``context`` + query pairs → ``scores`` (two-stage serving with a cached context);
-* ``update_context``: ``state`` + new interactions (``new_*``) → new ``state`` and ``context``:
-  online updates in O(new interactions); equal to ``encode_context`` on the whole support set;
-* ``serve_tf_examples`` (when an ``example_spec`` is given): ``support_examples [B, S]`` and
-  ``query_examples [B, Q]`` serialized raw interaction tf.Examples, ``""`` for padding → ``scores``;
-* ``serve_ids`` (when the item catalog is given): items named by id only — ``support_item_id
-  [B, S]`` (string, ``""`` pads), ``support_label [B, S]``, ``query_item_id [B, Q]``, the task's
-  user ``user_id [B]`` (with the user catalog; ``""`` = a new user) and user attributes
-  ``user_<field> [B]`` (raw values; ``""`` / 0 = unknown) → ``scores``. The transformed item (and
-  user) table is inside the SavedModel (a hash table from id to row, a variable per feature); an
-  item id outside the catalog gets its id's transform (an OOV bucket) and no attributes;
-* ``recommend`` (with the item catalog): serve_ids' support and user inputs and ``k`` (int32
-  scalar) → ``item_id [B, k]`` and ``scores [B, k]``: the top of the whole catalog, the task's
-  support items left out.
+**Items by id** (the pipeline's ``Format-Serving``: the tf.Transform graph and TaskGen's item
+catalog inside the model). Every item is named by id; the task's user by ``user_id [B]`` (string;
+with the user catalog, a known user's attributes come from the table; ``""`` = a new user) and its
+attributes ``user_<field> [B]`` (raw values; ``""`` / 0 = unknown):
 
-Episode models other than CMML (the DCN baseline) export ``serving_default`` (and
-``serve_tf_examples``, ``serve_ids``, ``recommend``) only: they have no context to encode.
+* ``serving_default``: ``support_item_id [B, S]`` (string, ``""`` pads), ``support_label [B, S]``,
+  ``query_item_id [B, Q]`` and the user inputs → ``scores [B, Q]`` (adapt and score in one call);
+* ``encode_context``: the support and user inputs → ``context [B, C]`` and the encoder ``state``;
+* ``score``: ``context`` + ``query_item_id`` and the user inputs → ``scores``;
+* ``update_context``: ``state`` + ``new_item_id``, ``new_label`` and the user inputs → new ``state``
+  and ``context`` (online updates; from an empty state equal to ``encode_context``);
+* ``recommend``: the support and user inputs and ``k`` (int32 scalar) → ``item_id [B, k]`` and
+  ``scores [B, k]``: the top of the whole catalog, the task's support items left out;
+* ``serve_tf_examples``: ``support_examples [B, S]`` and ``query_examples [B, Q]`` serialized raw
+  interaction tf.Examples (``""`` pads) → ``scores``: items outside the catalog, with their attributes;
+* ``serve_raw``: the episode tensors below with raw values → ``scores``: the same, as columns.
+
+The transformed item (and user) table is inside the SavedModel (a hash table from id to row, a
+variable per feature); an item id outside the catalog gets its id's transform (an OOV bucket) and no
+attributes.
+
+**Episode tensors** (no catalog: the ``Format-Ids`` model on transformed ids, or a model exported
+with its preprocessing only): inputs are the tensors of ``schemas/episodes.md`` with batch axis B
+= tasks (``support_<f>``, ``support_label``, ``support_mask``, ``query_<f>``, ``query_mask``):
+``serving_default``, ``encode_context``, ``score``, ``update_context`` (``new_<f>``) as above, and
+``serve_tf_examples`` when an ``example_spec`` is given.
+
+Episode models other than CMML (the DCN baseline) have no context to encode: they export
+``serving_default``, ``recommend``, ``serve_tf_examples`` and ``serve_raw`` only.
 
 An optional ``preprocess`` callable maps raw interaction-level features to transformed ids (the
 pipeline attaches the tf.Transform graph here so that serving takes raw features). The exported
@@ -30,6 +40,7 @@ graph uses stock TensorFlow ops only; :func:`graph_ops` lists them for checks.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -110,11 +121,12 @@ def _where_rows(use: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return tf.where(use, a, b)
 
 
-USER_ID_INPUT = "user_id"  # serve_ids: the task's user, looked up in the user catalog
+USER_ID_INPUT = "user_id"  # items-by-id signatures: the task's user, looked up in the user catalog
 
 
 def user_input_name(feature: str) -> str:
-    """serve_ids' input of a user attribute: ``user_<field>`` (``gender`` → ``user_gender``, ``user_id`` itself)."""
+    """The items-by-id input of a user attribute: ``user_<field>`` (``gender`` → ``user_gender``;
+    ``user_id`` stays itself)."""
     return feature if feature.startswith("user_") else f"user_{feature}"
 
 
@@ -138,7 +150,7 @@ class CMMLServingModule(tf.Module):
         if catalog is not None and raw_specs is None:
             raise ValueError("the item catalog needs preprocess and raw_specs (user attributes arrive raw)")
         if user_catalog is not None and catalog is None:
-            raise ValueError("the user catalog serves serve_ids, which needs the item catalog")
+            raise ValueError("the user catalog serves the items-by-id signatures, which need the item catalog")
         if (preprocess is None) != (raw_specs is None):
             raise ValueError("preprocess and raw_specs go together")
         if example_spec is not None and raw_specs is None:
@@ -153,58 +165,73 @@ class CMMLServingModule(tf.Module):
 
         # autograph=False: the serving functions and the model use static Python control flow only, and
         # converting them (with every Keras layer they call) took most of the export's time
+        def fn(python_function, *signature):
+            return tf.function(python_function, input_signature=list(signature), autograph=False)
+
         support = _feature_specs(model, SUPPORT, self.raw_specs)
         query = _feature_specs(model, QUERY, self.raw_specs)
-        self.serving_default = tf.function(self._serve, input_signature=[{**support, **query}], autograph=False)
         if self.example_spec is not None:
             examples = {k: tf.TensorSpec([None, None], tf.string, name=k) for k in (SUPPORT_EXAMPLES, QUERY_EXAMPLES)}
-            self.serve_tf_examples = tf.function(self._serve_examples, input_signature=[examples], autograph=False)
-        if self.catalog is not None:
-            ids = {
-                "support_item_id": tf.TensorSpec([None, None], tf.string, name="support_item_id"),
-                "support_label": tf.TensorSpec([None, None], tf.float32, name="support_label"),
-                "query_item_id": tf.TensorSpec([None, None], tf.string, name="query_item_id"),
-            }
-            for s in model.feature_specs:
-                if s.side == "user":
-                    name, spec = user_input_name(s.name), self.raw_specs[s.name]
-                    ids[name] = tf.TensorSpec([None] + list(spec.shape), spec.dtype, name=name)
-            if self.user_catalog is not None:  # a known user is named by id; "" = a new user
-                ids[USER_ID_INPUT] = tf.TensorSpec([None], tf.string, name=USER_ID_INPUT)
-            self.serve_ids = tf.function(self._serve_ids, input_signature=[ids], autograph=False)
-            top = {k: v for k, v in ids.items() if k != "query_item_id"}
-            top["k"] = tf.TensorSpec([], tf.int32, name="k")
-            # every catalog item's transformed attributes, computed once here rather than in every request
-            everything = self.catalog.keys.read_value()
-            rows = tf.range(tf.shape(everything, out_type=tf.int64)[0])
-            own_id = self._transform({s.name: everything for s in model.feature_specs if s.name == "item_id"})
-            self.catalog_items = {
-                s.name: tf.Variable(
-                    own_id[s.name] if s.name in own_id else self.catalog.gather(s.name, rows, s.kind),
-                    trainable=False,
-                    name=f"catalog_{s.name}",
-                )
-                for s in model.feature_specs
-                if s.side == "item"
-            }
-            if self.is_cmml:  # and their embeddings and baselines: a request only scores them
-                items = {s.name: self.catalog_items[s.name][None] for s in model.item_specs}  # [1, n(, L)]
-                self.catalog_x = tf.Variable(model.item_embedding(items)[0], trainable=False, name="catalog_x")
-                base = {key(QUERY, name): value for name, value in items.items()}
-                base[key(QUERY, MASK)] = tf.ones(tf.stack([1, tf.size(rows)]), tf.float32)
-                self.catalog_baseline = tf.Variable(
-                    model.baseline(base, QUERY)[0], trainable=False, name="catalog_base"
-                )
-            self.recommend = tf.function(self._recommend, input_signature=[top], autograph=False)
+            self.serve_tf_examples = fn(self._serve_examples, examples)
         if self.is_cmml:
             self.context_dim = model.context_dim
             self.state_dim = model.state_size
-            new = _feature_specs(model, NEW, self.raw_specs)
             context = tf.TensorSpec([None, self.context_dim], tf.float32, name="context")
             state = tf.TensorSpec([None, self.state_dim], tf.float32, name="state")
-            self.encode_context = tf.function(self._encode, input_signature=[support], autograph=False)
-            self.score = tf.function(self._score, input_signature=[context, query], autograph=False)
-            self.update_context = tf.function(self._update, input_signature=[state, new], autograph=False)
+        if self.catalog is None:  # episode tensors
+            self.serving_default = fn(self._serve, {**support, **query})
+            if self.is_cmml:
+                self.encode_context = fn(self._encode, support)
+                self.score = fn(self._score, context, query)
+                self.update_context = fn(self._update, state, _feature_specs(model, NEW, self.raw_specs))
+            return
+        # items by id
+        from cmml.models.training import describe_model
+
+        # what a catalog refresh rebuilds the model from (pipeline/catalog_refresh.py)
+        self.model_description = tf.Variable(json.dumps(describe_model(model)), trainable=False, name="model_json")
+        self.serve_raw = fn(self._serve, {**support, **query})
+        user = {}
+        for s in model.feature_specs:
+            if s.side == "user":
+                name, spec = user_input_name(s.name), self.raw_specs[s.name]
+                user[name] = tf.TensorSpec([None] + list(spec.shape), spec.dtype, name=name)
+        if self.user_catalog is not None:  # a known user is named by id; "" = a new user
+            user[USER_ID_INPUT] = tf.TensorSpec([None], tf.string, name=USER_ID_INPUT)
+
+        def by_id(part: str, label: bool) -> dict[str, tf.TensorSpec]:
+            out = {f"{part}_item_id": tf.TensorSpec([None, None], tf.string, name=f"{part}_item_id")}
+            if label:
+                out[key(part, LABEL)] = tf.TensorSpec([None, None], tf.float32, name=key(part, LABEL))
+            return {**out, **user}
+
+        self.serving_default = fn(self._serve_ids, {**by_id(SUPPORT, True), **by_id(QUERY, False)})
+        if self.is_cmml:
+            self.encode_context = fn(self._encode_ids, by_id(SUPPORT, True))
+            self.score = fn(self._score_ids, context, by_id(QUERY, False))
+            self.update_context = fn(self._update_ids, state, by_id(NEW, True))
+        # every catalog item's transformed attributes, computed once here rather than in every request
+        everything = self.catalog.keys.read_value()
+        rows = tf.range(tf.shape(everything, out_type=tf.int64)[0])
+        own_id = self._transform({s.name: everything for s in model.feature_specs if s.name == "item_id"})
+        self.catalog_items = {
+            s.name: tf.Variable(
+                own_id[s.name] if s.name in own_id else self.catalog.gather(s.name, rows, s.kind),
+                trainable=False,
+                name=f"catalog_{s.name}",
+            )
+            for s in model.feature_specs
+            if s.side == "item"
+        }
+        if self.is_cmml:  # and their embeddings and baselines: a request only scores them
+            items = {s.name: self.catalog_items[s.name][None] for s in model.item_specs}  # [1, n(, L)]
+            self.catalog_x = tf.Variable(model.item_embedding(items)[0], trainable=False, name="catalog_x")
+            base = {key(QUERY, name): value for name, value in items.items()}
+            base[key(QUERY, MASK)] = tf.ones(tf.stack([1, tf.size(rows)]), tf.float32)
+            self.catalog_baseline = tf.Variable(model.baseline(base, QUERY)[0], trainable=False, name="catalog_base")
+        top = by_id(SUPPORT, True)
+        top["k"] = tf.TensorSpec([], tf.int32, name="k")
+        self.recommend = fn(self._recommend, top)
 
     def _ids(self, features: Mapping[str, tf.Tensor], part: str) -> dict[str, tf.Tensor]:
         """Raw → transformed ids for one part, keeping label and mask."""
@@ -289,13 +316,28 @@ class CMMLServingModule(tf.Module):
         features[key(part, MASK)] = tf.cast(tf.strings.length(ids) > 0, tf.float32)
         return features
 
+    def _support_by_id(self, inputs, users, part: str = SUPPORT) -> dict[str, tf.Tensor]:
+        """The support set's episode tensors from items named by id (``new_*`` for update_context)."""
+        features = {key(SUPPORT, LABEL): inputs[key(part, LABEL)]}
+        features.update(self._items_by_id(inputs[f"{part}_item_id"], users, SUPPORT))
+        return features
+
     def _serve_ids(self, inputs):
         """Items by id (attributes from the catalog), the task's user attributes broadcast to its rows."""
         users = self._task_users(inputs)
-        features = {key(SUPPORT, LABEL): inputs["support_label"]}
-        features.update(self._items_by_id(inputs["support_item_id"], users, SUPPORT))
+        features = self._support_by_id(inputs, users)
         features.update(self._items_by_id(inputs["query_item_id"], users, QUERY))
         return {"scores": self.model(features, training=False)}
+
+    def _encode_ids(self, inputs):
+        return self._encoded(self._support_by_id(inputs, self._task_users(inputs)))
+
+    def _score_ids(self, context, inputs):
+        query = self._items_by_id(inputs["query_item_id"], self._task_users(inputs), QUERY)
+        return {"scores": self.model.score(context, query, training=False)["score"]}
+
+    def _update_ids(self, state, inputs):
+        return self._updated(state, self._support_by_id(inputs, self._task_users(inputs), NEW))
 
     def _model_on_catalog(self, features, users, batch, n):
         """Scores of every catalog item through the model's call: the query is the whole catalog."""
@@ -325,8 +367,7 @@ class CMMLServingModule(tf.Module):
         support = inputs["support_item_id"]
         batch = tf.shape(support)[0]
         n = self.catalog.size  # fixed at export
-        features = {key(SUPPORT, LABEL): inputs["support_label"]}
-        features.update(self._items_by_id(support, users, SUPPORT))
+        features = self._support_by_id(inputs, users)
         if self.is_cmml:
             scores = self._score_catalog(features, users, batch, n)
         else:
@@ -341,31 +382,30 @@ class CMMLServingModule(tf.Module):
         top = tf.math.top_k(scores, k=tf.minimum(inputs["k"], n))
         return {"item_id": tf.gather(self.catalog.keys, top.indices), "scores": top.values}
 
-    def _encode(self, features):
-        f = self._ids(features, SUPPORT)
-        state = self.model.update_state(self.model.initial_state(tf.shape(f[key(SUPPORT, MASK)])[0]), f)
+    def _encoded(self, support: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """encode_context on the support set's transformed episode tensors."""
+        state = self.model.update_state(self.model.initial_state(tf.shape(support[key(SUPPORT, MASK)])[0]), support)
         return {"context": self.model.context_from_state(state), "state": state}
+
+    def _updated(self, state: tf.Tensor, new: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """update_context with new interactions as support-set episode tensors."""
+        new_state = self.model.update_state(state, new)
+        return {"state": new_state, "context": self.model.context_from_state(new_state)}
+
+    def _encode(self, features):
+        return self._encoded(self._ids(features, SUPPORT))
 
     def _score(self, context, features):
         return {"scores": self.model.score(context, self._ids(features, QUERY), training=False)["score"]}
 
     def _update(self, state, features):
-        f = self._rename(self._ids(features, NEW), NEW, SUPPORT)
-        new_state = self.model.update_state(state, f)
-        return {"state": new_state, "context": self.model.context_from_state(new_state)}
+        return self._updated(state, self._rename(self._ids(features, NEW), NEW, SUPPORT))
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        out = {"serving_default": self.serving_default.get_concrete_function()}
-        if self.example_spec is not None:
-            out["serve_tf_examples"] = self.serve_tf_examples.get_concrete_function()
-        if self.catalog is not None:
-            out["serve_ids"] = self.serve_ids.get_concrete_function()
-            out["recommend"] = self.recommend.get_concrete_function()
+        names = ["serving_default", "serve_tf_examples", "serve_raw", "recommend"]
         if self.is_cmml:
-            out["encode_context"] = self.encode_context.get_concrete_function()
-            out["score"] = self.score.get_concrete_function()
-            out["update_context"] = self.update_context.get_concrete_function()
-        return out
+            names += ["encode_context", "score", "update_context"]
+        return {name: getattr(self, name).get_concrete_function() for name in names if hasattr(self, name)}
 
 
 def export_saved_model(
@@ -381,9 +421,9 @@ def export_saved_model(
     """Writes the SavedModel with the signatures above (plus ``extra_signatures``). Returns the path.
 
     ``example_spec`` (a ``tf.io.parse_example`` spec of raw interaction examples, label included)
-    adds ``serve_tf_examples`` and ``catalog`` (the item table) adds ``serve_ids`` and ``recommend``; both need
-    ``preprocess`` and ``raw_specs``. ``user_catalog`` adds serve_ids' ``user_id`` input (known users'
-    attributes from the table).
+    adds ``serve_tf_examples``; ``catalog`` (the item table) switches to the items-by-id contract
+    (``serve_raw`` keeps the raw episode tensors); both need ``preprocess`` and ``raw_specs``.
+    ``user_catalog`` adds the ``user_id`` input (known users' attributes from the table).
     """
     module = CMMLServingModule(model, preprocess, raw_specs, example_spec, catalog, user_catalog)
     signatures = module.signatures()
@@ -454,7 +494,7 @@ def export_models(
     model: tf.keras.Model, serving_dir: str, transform_output: str | None, catalog_root: str | None = None
 ) -> None:
     """A Trainer's two exports: ``serving_dir`` (raw features through the Transform graph, when
-    ``transform_output`` is given; ``serve_ids`` too when ``catalog_root``, the TaskGen output, holds
+    ``transform_output`` is given; items by id when ``catalog_root``, the TaskGen output, holds
     the transformed item and user tables) and ``Format-Ids`` beside it (transformed ids)."""
     from cmml.models.raw_inputs import raw_serving_inputs
     from cmml.schemas import tasks as T

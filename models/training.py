@@ -213,6 +213,34 @@ def build_model(
     return net
 
 
+def describe_model(model: tf.keras.Model) -> dict[str, Any]:
+    """What :func:`rebuild_model` needs to build ``model`` again: its kind, feature specs and config."""
+    kinds = [kind for kind, (Model, _) in MODELS.items() if type(model) is Model]
+    if not kinds:
+        raise ValueError(f"{type(model).__name__} is not one of the models {sorted(MODELS)}")
+    return {
+        "kind": kinds[0],
+        "specs": [dataclasses.asdict(s) for s in model.feature_specs],
+        "config": model.config.to_dict(),
+    }
+
+
+def rebuild_model(description: Mapping[str, Any]) -> tf.keras.Model:
+    """The model :func:`describe_model` described, its variables built (untrained: restore them next)."""
+    from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, key
+
+    Model, Config = MODELS[description["kind"]]
+    specs = [FeatureSpec(**s) for s in description["specs"]]
+    net = Model(specs, Config.from_dict(description["config"]))
+    batch = {}  # one task, two rows per part: enough to create every variable
+    for part in (SUPPORT, QUERY):
+        batch[key(part, MASK)] = batch[key(part, LABEL)] = tf.ones([1, 2])
+        for s in specs:
+            batch[key(part, s.name)] = tf.ones([1, 2] + ([s.max_len] if s.kind == "multi" else []), tf.int64)
+    net(batch, training=False)
+    return net
+
+
 @dataclasses.dataclass
 class Trained:
     """A trained model, the model config it was built from, and the fit summary."""

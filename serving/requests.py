@@ -77,6 +77,15 @@ def _column(values: Sequence[Sequence[Any]], size: int, spec: TensorSpecInfo) ->
     raise ValueError(f"input '{spec.name}' has rank {rank}; episode inputs have rank 2 or 3")
 
 
+def task_values(values: Sequence[Any], spec: TensorSpecInfo) -> np.ndarray:
+    """One value per task (``[tasks]``, or ``[tasks, width]`` for a list input): a per-task input
+    such as an items-by-id signature's ``user_<field>``."""
+    if spec.shape is None or len(spec.shape) not in (1, 2):
+        raise ValueError(f"input '{spec.name}' takes one value per task: its rank must be 1 or 2, not {spec.shape}")
+    rows = TensorSpecInfo(spec.name, spec.dtype, (spec.shape[0], None, *spec.shape[1:]))
+    return _column([[v] for v in values], 1, rows)[:, 0]
+
+
 def episode_inputs(
     tasks: Sequence[Task], specs: Mapping[str, TensorSpecInfo], sizes: Mapping[str, int] | None = None
 ) -> dict[str, np.ndarray]:

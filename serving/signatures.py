@@ -23,6 +23,7 @@ from cmml.serving.tensors import dtype_enum, dtype_name
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
+RAW_SIGNATURE = "serve_raw"  # an items-by-id export's signature on raw episode tensors (attributes as columns)
 INIT_OP_SIGNATURE = "__saved_model_init_op"  # TF2 SavedModels list it; it is not callable
 
 

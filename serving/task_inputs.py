@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from cmml.data import records as R
 from cmml.data.records import ITEM_FEATURES, USER_FEATURES
-from cmml.serving.requests import MASK, QUERY, SUPPORT, episode_inputs
+from cmml.serving.requests import MASK, QUERY, SUPPORT, episode_inputs, task_values
 from cmml.serving.signatures import SignatureInfo
 
 
@@ -66,13 +66,20 @@ def _string_array(values: Sequence[str]):
 def build_user_inputs(
     dataset, signature: SignatureInfo, user_id: str, candidates: Sequence[str], max_support: int = 64
 ) -> tuple[dict[str, np.ndarray], UserTask]:
-    """Inputs of ``signature`` (its ``support_*`` and ``query_*`` inputs) for one user and the
-    candidate items, from a :class:`cmml.data.Dataset`. Any other input (``context``, ``state``)
+    """Inputs of ``signature`` (its ``support_*`` and ``query_*`` inputs, and the items-by-id
+    signatures' ``user_id`` / ``user_<field>``) for one user and the candidate items, from a
+    :class:`cmml.data.Dataset`. Any other input (``context``, ``state``)
     cannot come from a dataset and raises ValueError."""
     if not candidates and any(k.startswith(QUERY + "_") for k in signature.inputs):
         raise ValueError("no candidate items given")
+    # the items-by-id signatures' per-task user inputs: user_id, user_<field>
+    task_user = {n: n[len("user_") :] for n in signature.inputs if n == R.USER_ID or n.startswith("user_")}
     for name in signature.inputs:
         part, _, field = name.partition("_")
+        if name in task_user:
+            if name != R.USER_ID and task_user[name] not in USER_FEATURES:
+                raise ValueError(f"input '{name}': '{task_user[name]}' is not a user field {USER_FEATURES}")
+            continue
         if part not in (SUPPORT, QUERY) or not field:
             raise ValueError(
                 f"input '{name}' of signature '{signature.name}' cannot be built from a dataset "
@@ -94,7 +101,11 @@ def build_user_inputs(
 
     support = [{**row(i), R.LABEL: label} for i, label in zip(items, labels)]
     query = [row(i) for i in task.candidates]
-    return episode_inputs([{SUPPORT: support, QUERY: query}], signature.inputs), task
+    rows = {n: spec for n, spec in signature.inputs.items() if n not in task_user}
+    inputs = episode_inputs([{SUPPORT: support, QUERY: query}], rows)
+    for name, field in task_user.items():  # one task: the user's id (a known user) and attributes
+        inputs[name] = task_values([user_id if name == R.USER_ID else user_values.get(field)], signature.inputs[name])
+    return inputs, task
 
 
 def item_labels(inputs: Mapping[str, np.ndarray], task: UserTask | None = None) -> list[list[Any]] | None:

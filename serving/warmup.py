@@ -20,6 +20,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from cmml.serving.errors import Limits, ServingError
 from cmml.serving.signatures import (
     DEFAULT_SIGNATURE,
+    RAW_SIGNATURE,
+    SignatureInfo,
     signature_def_map,
     signature_or_error,
     signatures_from_map,
@@ -32,7 +34,7 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving refuses more
 CMML_SIGNATURES = ("serving_default", "encode_context", "score", "update_context")
 # the pipeline's raw-feature export adds these (Format-Serving): warmed up too when the model has them
-RAW_SIGNATURES = ("serve_tf_examples", "serve_ids", "recommend")
+RAW_SIGNATURES = ("serve_tf_examples", RAW_SIGNATURE, "recommend")
 WARMUP_TOP_K = 10  # recommend's k in a warm-up request
 
 # A canned request: a PredictRequest, or (signature_name, {input name: array}).
@@ -145,42 +147,44 @@ def canned_requests(
     episodes: Mapping[str, np.ndarray],
     signatures: Sequence[str] | None = None,
 ) -> list[predict_pb2.PredictRequest]:
-    """One request per signature, filled from a batch of episode tensors (episodes.md, or the raw
-    request inputs of the pipeline's export, with ``support_examples`` / ``query_examples``).
-
-    Inputs are taken from ``episodes`` by name; ``new_<f>`` inputs (update_context) use the first
-    support row ``support_<f>[:, :1]``; serve_ids' per-task ``user_<f>`` the first support row's
-    ``support_<f>[:, 0]`` and ``user_id`` ``""`` (a new user) when the episodes lack it; recommend's
-    ``k`` is 10; fixed-width
-    float inputs that episodes do not hold (``context``, ``state``) are zeros of the signature's
-    width. ``signatures`` defaults to the CMML signatures and ``serve_tf_examples`` / ``serve_ids`` /
-    ``recommend`` the model has; one whose inputs cannot be filled raises ValueError.
+    """One request per signature, its inputs filled by :func:`signature_inputs` from a batch of
+    episode tensors. ``signatures`` defaults to the CMML signatures and ``serve_tf_examples`` /
+    ``serve_raw`` / ``recommend`` the model has; one whose inputs cannot be filled raises ValueError.
     """
     known = signatures_from_map(signature_def_map(saved_model_dir))
     names = list(signatures) if signatures is not None else [s for s in CMML_SIGNATURES + RAW_SIGNATURES if s in known]
     if not names:
         raise ValueError(f"{saved_model_dir} has none of the CMML signatures {CMML_SIGNATURES}; pass signatures=")
+    return [predict_request(signature_inputs(signature_or_error(known, name), episodes), name) for name in names]
+
+
+def signature_inputs(sig: SignatureInfo, episodes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inputs of ``sig`` from a batch of episode tensors (episodes.md, or the raw request inputs
+    of the pipeline's export, with ``support_examples`` / ``query_examples``).
+
+    Inputs are taken from ``episodes`` by name; ``new_<f>`` inputs (update_context) use the first
+    support row ``support_<f>[:, :1]``; the per-task ``user_<f>`` (items-by-id signatures) the first
+    support row's ``support_<f>[:, 0]`` and ``user_id`` ``""`` (a new user) when the episodes lack
+    it; recommend's ``k`` is 10; fixed-width float inputs that episodes do not hold (``context``,
+    ``state``) are zeros of the signature's width.
+    """
     batch = int(np.asarray(episodes["support_mask"]).shape[0]) if "support_mask" in episodes else 1
-    out = []
-    for name in names:
-        sig = signature_or_error(known, name)
-        inputs: dict[str, np.ndarray] = {}
-        for key, spec in sig.inputs.items():
-            if key in episodes:
-                inputs[key] = np.asarray(episodes[key])
-            elif key.startswith("new_") and "support_" + key[4:] in episodes:
-                inputs[key] = np.asarray(episodes["support_" + key[4:]])[:, :1]
-            elif key == "k" and spec.shape == ():
-                inputs[key] = np.array(WARMUP_TOP_K, dtype=numpy_dtype(spec.dtype))
-            elif key == "user_id" and spec.dtype == types_pb2.DT_STRING:
-                inputs[key] = np.full(batch, b"", dtype=object)
-            elif key.startswith("user_") and "support_" + key[5:] in episodes:
-                inputs[key] = np.asarray(episodes["support_" + key[5:]])[:, 0]
-            elif spec.shape is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
-                inputs[key] = np.zeros((batch, spec.shape[1]), dtype=numpy_dtype(spec.dtype))
-            else:
-                raise ValueError(
-                    f"cannot fill input '{key}' ({spec.describe()}) of signature '{name}' from the episodes"
-                )
-        out.append(predict_request(inputs, name))
-    return out
+    inputs: dict[str, np.ndarray] = {}
+    for key, spec in sig.inputs.items():
+        if key in episodes:
+            inputs[key] = np.asarray(episodes[key])
+        elif key.startswith("new_") and "support_" + key[4:] in episodes:
+            inputs[key] = np.asarray(episodes["support_" + key[4:]])[:, :1]
+        elif key == "k" and spec.shape == ():
+            inputs[key] = np.array(WARMUP_TOP_K, dtype=numpy_dtype(spec.dtype))
+        elif key == "user_id" and spec.dtype == types_pb2.DT_STRING:
+            inputs[key] = np.full(batch, b"", dtype=object)
+        elif key.startswith("user_") and "support_" + key[5:] in episodes:
+            inputs[key] = np.asarray(episodes["support_" + key[5:]])[:, 0]
+        elif spec.shape is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
+            inputs[key] = np.zeros((batch, spec.shape[1]), dtype=numpy_dtype(spec.dtype))
+        else:
+            raise ValueError(
+                f"cannot fill input '{key}' ({spec.describe()}) of signature '{sig.name}' from the episodes"
+            )
+    return inputs

@@ -135,9 +135,10 @@ def test_pooling_update_is_chunk_free(pooling):
     np.testing.assert_allclose(model.context_from_state(state).numpy(), full, atol=1e-5)
 
 
-def test_serve_ids_reads_items_and_known_users_from_the_catalog_tables(tmp_path):
-    """serve_ids: items by id get the item table's attributes; a user of the user table named by id
-    gets the table's attributes whatever the request says; any other user its raw attributes."""
+def test_items_by_id_signatures_read_items_and_known_users_from_the_catalog_tables(tmp_path):
+    """With the catalog, every signature names items by id: items get the item table's attributes; a
+    user of the user table named by id gets the table's attributes whatever the request says; any
+    other user its raw attributes. The scores equal serve_raw's on the same raw attributes."""
     from cmml.models.export import CatalogTable
     from cmml.schemas.episodes import FeatureSpec
 
@@ -184,9 +185,14 @@ def test_serve_ids_reads_items_and_known_users_from_the_catalog_tables(tmp_path)
         model, tmp_path / "model", preprocess=preprocess, raw_specs=raw_specs, catalog=items, user_catalog=users
     )
     fns = tf.saved_model.load(str(path)).signatures
-    assert {"user_id", "user_gender", "support_item_id", "support_label", "query_item_id"} == set(
-        fns["serve_ids"].structured_input_signature[1]
+    user = {"user_id", "user_gender"}
+    assert set(fns) == {"serving_default", "serve_raw", "recommend", "encode_context", "score", "update_context"}
+    assert user | {"support_item_id", "support_label", "query_item_id"} == set(
+        fns["serving_default"].structured_input_signature[1]
     )
+    assert user | {"support_item_id", "support_label"} == set(fns["encode_context"].structured_input_signature[1])
+    assert user | {"context", "query_item_id"} == set(fns["score"].structured_input_signature[1])
+    assert user | {"state", "new_item_id", "new_label"} == set(fns["update_context"].structured_input_signature[1])
     assert {"user_id", "user_gender", "support_item_id", "support_label", "k"} == set(
         fns["recommend"].structured_input_signature[1]
     )
@@ -195,7 +201,7 @@ def test_serve_ids_reads_items_and_known_users_from_the_catalog_tables(tmp_path)
     labels = np.array([[5, 1, 3], [4, 0, 0]], np.float32)
 
     def by_id(user_id, gender):
-        return fns["serve_ids"](
+        return fns["serving_default"](
             support_item_id=tf.constant(support),
             support_label=tf.constant(labels),
             query_item_id=tf.constant(query),
@@ -217,7 +223,7 @@ def test_serve_ids_reads_items_and_known_users_from_the_catalog_tables(tmp_path)
         s, q = part(support), part(query)
         inputs = {f"support_{k}": v for k, v in s.items()} | {f"query_{k}": v for k, v in q.items()}
         inputs["support_label"] = tf.constant(labels)
-        return fns["serving_default"](**inputs)["scores"].numpy()
+        return fns["serve_raw"](**inputs)["scores"].numpy()
 
     want = raw(["M", "F"])
     np.testing.assert_allclose(by_id(["", ""], ["M", "F"]), want, atol=1e-5)  # new users: raw attributes
@@ -226,9 +232,28 @@ def test_serve_ids_reads_items_and_known_users_from_the_catalog_tables(tmp_path)
     assert not np.allclose(by_id(["", ""], ["F", "M"]), want, atol=1e-5)  # gender matters to the model
     assert not np.allclose(by_id(["u2", "u1"], ["M", "F"]), want, atol=1e-5)
 
-    # recommend: the top of the whole catalog, support items left out, scored as serve_ids scores them
+    # the two-stage path by id: encode_context + score = serving_default; update_context from an
+    # empty state, one support row at a time, = encode_context
+    user_inputs = {"user_id": tf.constant(["u1", ""]), "user_gender": tf.constant(["", "F"])}
+    encoded = fns["encode_context"](
+        support_item_id=tf.constant(support), support_label=tf.constant(labels), **user_inputs
+    )
+    two_stage = fns["score"](context=encoded["context"], query_item_id=tf.constant(query), **user_inputs)["scores"]
+    np.testing.assert_allclose(two_stage.numpy(), by_id(["u1", ""], ["", "F"]), atol=1e-5)
+    state = tf.zeros_like(encoded["state"])
+    for j in range(3):
+        updated = fns["update_context"](
+            state=state,
+            new_item_id=tf.constant(support)[:, j : j + 1],
+            new_label=tf.constant(labels)[:, j : j + 1],
+            **user_inputs,
+        )
+        state = updated["state"]
+    np.testing.assert_allclose(updated["context"].numpy(), encoded["context"].numpy(), atol=1e-5)
+
+    # recommend: the top of the whole catalog, support items left out, scored as serving_default scores them
     everything = [list(item_genres)] * 2
-    all_scores = fns["serve_ids"](
+    all_scores = fns["serving_default"](
         support_item_id=tf.constant(support),
         support_label=tf.constant(labels),
         query_item_id=tf.constant(everything),

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,7 @@ def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_
     from cmml.components.serving_validator.checks import npz_safe
     from cmml.pipeline.pipeline import serving_base
     from cmml.serving.signatures import signature_def_map, signatures_from_map
+    from cmml.serving.warmup import signature_inputs
 
     config, output, summary = run
     base = Path(serving_base(config, str(output)))
@@ -121,10 +123,10 @@ def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_
     serve = tf.saved_model.load(str(trainer_model)).signatures["serving_default"]
     examples = sorted((output / "pipeline" / "LogExampleGen" / "examples").glob("*"))[-1]
     entities = sorted((output / "pipeline" / "LogExampleGen" / "entities").glob("*"))[-1]
-    inputs = canned_episodes(
-        str(examples), str(entities), signatures_from_map(signature_def_map(trainer_model))["serving_default"].inputs
-    )
-    feed = {k: v for k, v in inputs.items() if not k.endswith("_examples")}
+    signatures = signatures_from_map(signature_def_map(trainer_model))
+    inputs = canned_episodes(str(examples), str(entities), signatures["serve_raw"].inputs)
+    feed = signature_inputs(signatures["serving_default"], inputs)  # items by id, new users' raw attributes
+    assert {"support_item_id", "query_item_id", "user_id"} <= set(feed) and not any("mask" in k for k in feed)
     spec = serve.structured_input_signature[1]
     want = serve(**{k: tf.constant(v, spec[k].dtype) for k, v in feed.items()})["scores"].numpy()
 
@@ -153,7 +155,8 @@ def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_
 
 
 def test_items_named_by_id_score_as_their_raw_attributes(run):
-    """serve_ids (the catalog inside the model) == serving_default with every row's raw attributes."""
+    """serving_default takes items by id (the catalog inside the model) and scores them as serve_raw
+    scores every row's raw attributes."""
     import tensorflow as tf
 
     from cmml.components.serving_validator.canned import canned_episodes
@@ -166,7 +169,7 @@ def test_items_named_by_id_score_as_their_raw_attributes(run):
     examples = sorted((output / "pipeline" / "LogExampleGen" / "examples").glob("*"))[-1]
     entities = sorted((output / "pipeline" / "LogExampleGen" / "entities").glob("*"))[-1]
     raw = canned_episodes(
-        str(examples), str(entities), signatures_from_map(signature_def_map(pushed))["serving_default"].inputs
+        str(examples), str(entities), signatures_from_map(signature_def_map(pushed))["serve_raw"].inputs
     )
     first = tf.io.parse_example(raw["support_examples"][:, 0], {"user_id": tf.io.FixedLenFeature([], tf.string)})
     raw = {k: v for k, v in raw.items() if not k.endswith("_examples")}
@@ -177,14 +180,14 @@ def test_items_named_by_id_score_as_their_raw_attributes(run):
 
     ids = {k: raw[k] for k in ("support_item_id", "support_label", "query_item_id")}
     ids["user_id"] = np.full(len(raw["support_label"]), b"", object)  # new users: their raw attributes
-    for name in fns["serve_ids"].structured_input_signature[1]:
+    for name in fns["serving_default"].structured_input_signature[1]:
         if name not in ids:  # a user attribute: the task's, from its first support row
             field = name[len("user_") :]
             assert user_input_name(field) == name
             ids[name] = raw[f"support_{field}"][:, 0]
     assert {"user_id", "user_gender", "user_age", "user_occupation"} <= set(ids)
-    assert set(ids) == set(fns["serve_ids"].structured_input_signature[1])
-    want, got = call("serving_default", raw), call("serve_ids", ids)
+    assert set(ids) == set(fns["serving_default"].structured_input_signature[1])
+    want, got = call("serve_raw", raw), call("serving_default", ids)
     mask = raw["query_mask"] > 0
     assert mask.sum() >= 10
     np.testing.assert_allclose(got[mask], want[mask], atol=1e-5)
@@ -197,8 +200,8 @@ def test_items_named_by_id_score_as_their_raw_attributes(run):
             if k.startswith("user_") and k != "user_id"
         }
     )
-    np.testing.assert_allclose(call("serve_ids", known)[mask], want[mask], atol=1e-5)
-    assert not np.allclose(call("serve_ids", {**known, "user_id": ids["user_id"]})[mask], want[mask], atol=1e-5)
+    np.testing.assert_allclose(call("serving_default", known)[mask], want[mask], atol=1e-5)
+    assert not np.allclose(call("serving_default", {**known, "user_id": ids["user_id"]})[mask], want[mask], atol=1e-5)
     # an item outside the catalog scores as a raw row with no attributes (its id's OOV bucket)
     ids["query_item_id"] = ids["query_item_id"].copy()
     ids["query_item_id"][0, 0] = b"no-such-item"
@@ -207,7 +210,7 @@ def test_items_named_by_id_score_as_their_raw_attributes(run):
         if f"query_{feature}" in raw:
             raw[f"query_{feature}"] = raw[f"query_{feature}"].copy()
             raw[f"query_{feature}"][0, 0] = 0 if raw[f"query_{feature}"].dtype != object else b""
-    np.testing.assert_allclose(call("serve_ids", ids)[0, 0], call("serving_default", raw)[0, 0], atol=1e-5)
+    np.testing.assert_allclose(call("serving_default", ids)[0, 0], call("serve_raw", raw)[0, 0], atol=1e-5)
 
 
 def test_cmml_predict_recommends_from_the_pushed_model_over_grpc_and_rest(run, synthetic_400, capsys):
@@ -222,6 +225,7 @@ def test_cmml_predict_recommends_from_the_pushed_model_over_grpc_and_rest(run, s
     from cmml.data import open_dataset
     from cmml.serving import cli
     from cmml.serving.server import ServingDouble
+    from cmml.serving.task_inputs import user_history
 
     config, output, summary = run
     pushed = Path(summary.pushed)
@@ -251,9 +255,101 @@ def test_cmml_predict_recommends_from_the_pushed_model_over_grpc_and_rest(run, s
             assert all(r["title"] for r in got["items"])
             scores = [r["score"] for r in got["items"]]
             assert scores == sorted(scores, reverse=True)
+        # a known user's history and candidates from the dataset: serving_default by id
+        user = str(log.column("user_id")[0])
+        argv = ["predict", "--server", f"127.0.0.1:{double.grpc_port}", "--model_name", "cmml", "--data"]
+        assert (
+            cli.main([*argv, str(synthetic_400), "--user", user, "--candidates", ",".join(want), "--format", "json"])
+            == 0
+        )
+        ranked = json.loads(capsys.readouterr().out)["tasks"][0]
+        history, labels = user_history(open_dataset(str(synthetic_400)), user, exclude=want, max_support=64)
+        serve = tf.saved_model.load(str(pushed)).signatures["serving_default"]
+        by_id = {
+            n: tf.constant([""]) if s.dtype == tf.string else tf.zeros([1], s.dtype)
+            for n, s in serve.structured_input_signature[1].items()
+        }
+        by_id.update(
+            support_item_id=tf.constant([history]),
+            support_label=tf.constant([labels], tf.float32),
+            query_item_id=tf.constant([want]),
+            user_id=tf.constant([user]),  # a known user: the table's attributes
+        )
+        scores = serve(**by_id)["scores"].numpy()[0]
+        assert [r["item"] for r in ranked] == [want[k] for k in np.argsort(-scores, kind="stable")]
+        np.testing.assert_allclose([r["score"] for r in ranked], np.sort(scores)[::-1], atol=1e-5)
         argv = ["predict", "--server", f"127.0.0.1:{double.grpc_port}", "--model_name", "cmml", "--items", "1,2"]
         assert cli.main([*argv, "--ratings", "5"]) == 2
         assert "--items names 2 item(s) but --ratings gives 1" in capsys.readouterr().err
+    finally:
+        double.stop()
+
+
+def test_clients_written_from_tf_serving_docs_call_the_pushed_model(run):
+    """A gRPC client as TF Serving's example clients write it (PredictionServiceStub, tf.make_tensor_proto,
+    outputs[...].float_val) and REST bodies as api_rest.md writes them, unchanged against the double, for
+    serving_default and recommend on the pushed model: items by id, the same scores as the SavedModel."""
+    import urllib.request
+
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from cmml.serving.server import ServingDouble
+
+    _, _, summary = run
+    pushed = Path(summary.pushed)
+    model = tf.saved_model.load(str(pushed))
+    support = [k.decode() for k in model.catalog.keys.numpy()[:5]]
+    candidates = [k.decode() for k in model.catalog.keys.numpy()[5:9]]
+    inputs = model.signatures["serving_default"].structured_input_signature[1]
+    dtypes = {k: v.dtype for k, v in inputs.items()}
+    given = {"user_id": "", "user_gender": "F", "user_age": 25, "user_occupation": 4}  # a new user's attributes
+    user = {k: [given[k] if dtypes[k] != tf.string else str(given[k])] for k in inputs if k.startswith("user_")}
+    assert set(user) == {"user_id", "user_gender", "user_age", "user_occupation"}
+    default = {
+        "support_item_id": [support],
+        "support_label": [[5.0, 1.0, 4.0, 2.0, 5.0]],
+        "query_item_id": [candidates],
+    }
+    default.update(user)
+    top = {**{k: v for k, v in default.items() if k != "query_item_id"}, "k": 3}
+
+    def local(name, values):
+        spec = model.signatures[name].structured_input_signature[1]
+        return model.signatures[name](**{k: tf.constant(v, spec[k].dtype) for k, v in values.items()})
+
+    want_scores = local("serving_default", default)["scores"].numpy()[0]
+    want_top = local("recommend", top)
+    double = ServingDouble(pushed.parent, "cmml", poll_seconds=0).start()
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{double.grpc_port}"))
+        for name, values in (("serving_default", default), ("recommend", top)):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "cmml"
+            request.model_spec.signature_name = name
+            for key, value in values.items():  # in the dtype the metadata declares (make_tensor_proto's: int32)
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=dtypes.get(key, tf.int32)))
+            result = stub.Predict(request, 30.0)
+            if name == "serving_default":
+                np.testing.assert_allclose(result.outputs["scores"].float_val, want_scores, atol=1e-5)
+            else:
+                assert list(result.outputs["item_id"].string_val) == list(want_top["item_id"].numpy()[0])
+                np.testing.assert_allclose(result.outputs["scores"].float_val, want_top["scores"].numpy()[0], atol=1e-5)
+
+        def post(body):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{double.rest_port}/v1/models/cmml:predict", data=json.dumps(body).encode()
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+
+        np.testing.assert_allclose(post({"inputs": default})["outputs"][0], want_scores, atol=1e-5)
+        rows = post({"signature_name": "serving_default", "instances": [{k: v[0] for k, v in default.items()}]})
+        np.testing.assert_allclose(rows["predictions"][0], want_scores, atol=1e-5)
+        out = post({"signature_name": "recommend", "inputs": top})["outputs"]
+        assert out["item_id"][0] == [x.decode() for x in want_top["item_id"].numpy()[0]]
+        np.testing.assert_allclose(out["scores"][0], want_top["scores"].numpy()[0], atol=1e-5)
     finally:
         double.stop()
 
@@ -317,7 +413,8 @@ def test_a_two_domain_run_whose_catalogs_differ_in_attributes_is_pushed(syntheti
     assert summary.evaluation["blessed"], summary.evaluation
     assert summary.serving_check["blessed"], summary.serving_check.get("error")
     assert "serve_tf_examples equals serving_default on the same rows" in summary.serving_check["checks"]
-    assert "serve_ids equals serving_default on the same items" in summary.serving_check["checks"]  # both catalogs
+    checks = summary.serving_check["checks"]
+    assert "serving_default: a known user by id alone equals the user's raw attributes" in checks  # both catalogs
     assert summary.pushed and Path(summary.pushed, "saved_model.pb").is_file()
 
 
@@ -399,3 +496,94 @@ def test_the_trainer_and_the_experiment_runner_train_the_same_model(run, monkeyp
         np.testing.assert_array_equal(value, exported[name], err_msg=name)
     for metric, value in summary.evaluation["metrics"]["candidate"].items():
         assert result["metrics"][metric] == pytest.approx(value, rel=1e-9, abs=1e-12), metric
+
+
+def test_catalog_refresh_adds_an_item_that_recommend_ranks_with_no_failed_request(run, synthetic_400, tmp_path, capsys):
+    """`cmml refresh-catalog`: an item added to the item file enters the served model's item table (its
+    attributes through the run's transform graph) as a new version, which the serving double swaps in
+    under load without a failed request; the new item is then ranked as its raw attributes score."""
+    import shutil
+    import threading
+
+    import tensorflow as tf
+    import yaml
+
+    from cmml import cli as cmml_cli
+    from cmml.serving.grpc_client import GrpcClient
+    from cmml.serving.testing import DoubleProcess
+
+    config, output, summary = run
+    serving = tmp_path / "serving"
+    shutil.copytree(Path(summary.pushed).parent.parent, serving)  # the run's base directory, left untouched
+    before = int(Path(summary.pushed).name)
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_400, data)
+    with open(data / "movies.dat", "a", encoding="utf-8") as f:
+        f.write("99999::Refreshed Movie (2001)::Comedy|Drama\n")
+    with open(data / "movies_extrainfos.dat", "a", encoding="utf-8") as f:
+        f.write(
+            "99999::Refreshed Movie::2001::PG::01 Jan 2001::Comedy, Drama::Director 01-01::Synthetic Writer"
+            "::Actor 01-01, Actor 01-02::N/A::N/A\n"
+        )
+    settings = config.to_dict()
+    settings.update(data=[str(data)], serving={**settings["serving"], "base_directory": str(serving)})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+
+    pushed = tf.saved_model.load(summary.pushed)
+    support = pushed.catalog.keys.numpy()[:6]
+    inputs = {"support_item_id": np.array([support], object), "support_label": np.array([[5, 4, 1, 2, 5, 3]], "f4")}
+    for name, spec in pushed.signatures["recommend"].structured_input_signature[1].items():
+        if name not in inputs and name != "k":  # a new user, attributes unknown
+            inputs[name] = (
+                np.array([b""], object) if spec.dtype == tf.string else np.zeros([1], spec.dtype.as_numpy_dtype)
+            )
+    inputs["k"] = np.array(100_000, np.int32)  # the whole catalog
+    with (
+        DoubleProcess(serving / "cmml", "cmml", poll_seconds=0.5) as double,
+        GrpcClient(double.grpc_target, "cmml") as client,
+    ):
+        failures, versions, stop = [], [], threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                try:
+                    versions.append(client.predict(inputs, "recommend").version)
+                except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                    failures.append(repr(exc))
+
+        worker = threading.Thread(target=load)
+        worker.start()
+        try:
+            argv = ["refresh-catalog", "--config", str(tmp_path / "config.yaml"), "--output", str(output)]
+            assert cmml_cli.main(argv) == 0
+            report = capsys.readouterr().out
+            assert "1 added + 0 changed" in report and "+ 0 kept from the served table" in report, report
+            after = max(int(p.name) for p in (serving / "cmml").iterdir() if p.name.isdigit())
+            assert after > before
+            double.wait_for_version(client, after)
+            deadline = time.monotonic() + 60
+            while versions.count(after) < 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            worker.join()
+        assert not failures, failures[:3]
+        assert versions.count(before) > 0 and versions.count(after) >= 5
+        ranked = client.predict(inputs, "recommend")
+    items = [i.decode() for i in ranked.outputs["item_id"][0]]
+    assert len(items) == len(pushed.catalog.keys.numpy()) + 1  # k is cut to the catalog: every item
+    assert "99999" in items[: -len(support)] and set(items[-len(support) :]) == {s.decode() for s in support}
+    # the new item has its attributes in the refreshed table, and they change its score
+    refreshed = tf.saved_model.load(str(serving / "cmml" / str(after)))
+    row = list(refreshed.catalog.keys.numpy()).index(b"99999")
+    for feature in ("genres", "actors", "directors"):
+        assert np.count_nonzero(refreshed.catalog.features[feature].numpy()[row]) == 2 - (feature == "directors")
+
+    def score(model):
+        call = model.signatures["serving_default"]
+        given = {k: tf.constant(v) for k, v in inputs.items() if k != "k"}
+        return call(**given, query_item_id=tf.constant([["99999"]]))["scores"].numpy()[0, 0]
+
+    ranked_score = float(np.asarray(ranked.outputs["scores"][0])[items.index("99999")])
+    assert score(refreshed) == pytest.approx(ranked_score, abs=1e-5)
+    assert abs(score(refreshed) - score(pushed)) > 1e-4  # the served model knew 99999 as an OOV id only

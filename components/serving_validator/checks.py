@@ -68,6 +68,8 @@ def check_with_model_server(model_dir: str, inputs: Mapping[str, np.ndarray], bi
     from cmml.serving.errors import ServingError
     from cmml.serving.grpc_client import GrpcClient
     from cmml.serving.ports import free_port
+    from cmml.serving.signatures import DEFAULT_SIGNATURE
+    from cmml.serving.warmup import signature_inputs
 
     with tempfile.TemporaryDirectory() as base:
         shutil.copytree(model_dir, os.path.join(base, "model", "1"))
@@ -88,8 +90,9 @@ def check_with_model_server(model_dir: str, inputs: Mapping[str, np.ndarray], bi
                             f"tensorflow_model_server did not load the model: {bounded(last_error(err.decode()))}"
                         )
                     time.sleep(0.5)
-                request = {k: v for k, v in inputs.items() if not k.endswith("_examples")}
-                scores = client.predict(request, "serving_default").outputs["scores"]
+                _, signatures = client.metadata()
+                request = signature_inputs(signatures[DEFAULT_SIGNATURE], inputs)
+                scores = client.predict(request, DEFAULT_SIGNATURE).outputs["scores"]
             if scores.shape != inputs["query_mask"].shape or not np.isfinite(scores).all():
                 raise RuntimeError(
                     f"tensorflow_model_server returned scores {scores.shape}, finite={np.isfinite(scores).all()}"

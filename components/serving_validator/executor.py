@@ -15,7 +15,7 @@ from tfx.utils import path_utils
 from cmml.components.common import ArtifactDict
 from cmml.components.serving_validator.canned import canned_episodes
 from cmml.components.serving_validator.checks import check_in_fresh_process, check_with_model_server
-from cmml.serving.signatures import DEFAULT_SIGNATURE, signature_def_map, signatures_from_map
+from cmml.serving.signatures import DEFAULT_SIGNATURE, RAW_SIGNATURE, signature_def_map, signatures_from_map
 
 REPORT_FILE = "serving_validation.json"
 
@@ -32,8 +32,10 @@ class Executor(base_executor.BaseExecutor):
         stamped = path_utils.stamped_model_path(blessing.uri)
         shutil.copytree(path_utils.serving_model_path(model.uri), stamped, dirs_exist_ok=True)
 
-        signature = signatures_from_map(signature_def_map(stamped))[DEFAULT_SIGNATURE]
-        inputs = canned_episodes(examples.uri, entities.uri, signature.inputs)
+        signatures = signatures_from_map(signature_def_map(stamped))
+        # raw rows as episode tensors (items by id and serve_tf_examples take their ids and examples)
+        raw = signatures.get(RAW_SIGNATURE) or signatures[DEFAULT_SIGNATURE]
+        inputs = canned_episodes(examples.uri, entities.uri, raw.inputs)
         requests = []  # warm-up: the first tasks, one request per signature each (TF Serving loads them all)
         for k in range(min(int(exec_properties.get("warmup_requests") or 0), len(inputs["query_mask"]))):
             requests += canned_requests(stamped, {name: value[k : k + 1] for name, value in inputs.items()})

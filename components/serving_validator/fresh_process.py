@@ -3,10 +3,10 @@
 Loads the SavedModel with plain TensorFlow where ``cmml`` cannot be imported (and Keras 2 is not
 selected), so the export is shown to stand on its own, calls every signature on the canned
 inputs and checks shapes, finiteness and that the signatures agree with each other (two-stage =
-one call; ``update_context`` from an empty state = ``encode_context``; raw tf.Examples = raw
-tensors; items by id = their raw attributes). Writes ``{"signatures", "checks"}`` to the report and
-exits 0; on a failed check or an error it adds ``"error"`` (TensorFlow's whole message), prints it
-to stderr and exits 1.
+one call; ``update_context`` from an empty state = ``encode_context``; raw tf.Examples = the
+scores; items and known users by id = their raw attributes; recommend = serving_default on its
+top). Writes ``{"signatures", "checks"}`` to the report and exits 0; on a failed check or an error
+it adds ``"error"`` (TensorFlow's whole message), prints it to stderr and exits 1.
 
 Run by path, never imported: it must not import ``cmml`` (nor anything next to it).
 """
@@ -30,10 +30,14 @@ class CheckFailed(Exception):
 def run_checks(model_dir: str, data: dict, report: dict) -> None:
     fns = tf.saved_model.load(model_dir).signatures
     report["signatures"] = sorted(fns.keys())
+    b, q = data["query_mask"].shape
+    mask = data["query_mask"]
+
+    def spec(name):
+        return fns[name].structured_input_signature[1]
 
     def call(name, **inputs):
-        spec = fns[name].structured_input_signature[1]
-        outputs = fns[name](**{k: tf.constant(v, spec[k].dtype) for k, v in inputs.items()})
+        outputs = fns[name](**{k: tf.constant(v, spec(name)[k].dtype) for k, v in inputs.items()})
         return {k: v.numpy() for k, v in outputs.items()}
 
     def check(ok, message):
@@ -41,70 +45,77 @@ def run_checks(model_dir: str, data: dict, report: dict) -> None:
         if not ok:
             raise CheckFailed(message)
 
-    def pick(prefix):
-        return {k: v for k, v in data.items() if k.startswith(prefix) and not k.endswith("_examples")}
+    def same(a, b):
+        return bool(np.allclose(a * mask, b * mask, atol=1e-4))
 
-    scores = call("serving_default", **pick("support_"), **pick("query_"))["scores"]
-    b, q = data["query_mask"].shape
+    given = {}  # inputs the canned episodes do not hold by name
+
+    def inputs_of(name, **extra):
+        """The signature's inputs from the canned raw episodes, by name: ``new_<f>`` = the whole support
+        set, ``user_<f>`` = the first support row's value."""
+        out = {}
+        for k in spec(name):
+            if k in extra or k in given:
+                out[k] = extra[k] if k in extra else given[k]
+            elif k in data:
+                out[k] = data[k]
+            elif k.startswith("new_") and "support_" + k[4:] in data:
+                out[k] = data["support_" + k[4:]]
+            elif k.startswith("user_") and "support_" + k[5:] in data:
+                out[k] = data["support_" + k[5:]][:, 0]
+            else:
+                raise CheckFailed(f"no canned value for input '{k}' of signature '{name}'")
+        return out
+
+    by_id = "query_item_id" in spec("serving_default")
+    if by_id and "user_id" in spec("serving_default"):  # each task's user, by id: the user of its first row
+        first = tf.io.parse_example(
+            data["support_examples"][:, 0], {"user_id": tf.io.FixedLenFeature([], tf.string, default_value="")}
+        )
+        given["user_id"] = first["user_id"].numpy()
+    scores = call("serving_default", **inputs_of("serving_default"))["scores"]
     check(scores.shape == (b, q), f"serving_default scores {scores.shape} for {b} tasks x {q} candidates")
     check(bool(np.isfinite(scores).all()), "serving_default scores are finite")
-    if "encode_context" in fns:
-        enc = call("encode_context", **pick("support_"))
-        two_stage = call("score", context=enc["context"], **pick("query_"))["scores"]
-        check(np.allclose(two_stage, scores, atol=1e-4), "encode_context + score equals serving_default")
-        new = {"new_" + k[len("support_") :]: v for k, v in pick("support_").items()}
-        upd = call("update_context", state=np.zeros_like(enc["state"]), **new)
-        check(
-            np.allclose(upd["context"], enc["context"], atol=1e-4),
-            "update_context from an empty state equals encode_context",
-        )
-    if "serve_ids" in fns:
-        ids = {}
-        by_catalog = "user_id" not in data and "support_user_id" not in data  # user_id = a user catalog key
-        for name in fns["serve_ids"].structured_input_signature[1]:
-            if name in ("support_item_id", "support_label", "query_item_id"):
-                ids[name] = data[name]
-            elif name == "user_id" and by_catalog:  # the task's user: the one of its first support row
-                first = tf.io.parse_example(
-                    data["support_examples"][:, 0], {"user_id": tf.io.FixedLenFeature([], tf.string, default_value="")}
-                )
-                ids[name] = first["user_id"].numpy()
-            else:  # the task's user attribute user_<field>
-                ids[name] = data["support_" + (name if name == "user_id" else name[len("user_") :])][:, 0]
-        by_id = call("serve_ids", **ids)["scores"]
-        mask = data["query_mask"]
-        check(np.allclose(by_id * mask, scores * mask, atol=1e-4), "serve_ids equals serving_default on the same items")
-        if by_catalog and "user_id" in ids:  # a known user named by id alone: attributes from the user catalog
+    if "serve_raw" in fns:
+        raw = call("serve_raw", **inputs_of("serve_raw"))["scores"]
+        check(same(scores, raw), "serving_default (items by id) equals serve_raw (raw attributes) on the same items")
+        if "user_id" in given and "support_user_id" not in data:  # user_id is no model feature: the user table's key
+            ids = inputs_of("serving_default")
             blank = {
                 k: (np.full(v.shape, b"", object) if v.dtype.kind in "OS" else np.zeros_like(v))
                 for k, v in ids.items()
                 if k.startswith("user_") and k != "user_id"
             }
-            by_user_id = call("serve_ids", **{**ids, **blank})["scores"]
-            check(
-                np.allclose(by_user_id * mask, scores * mask, atol=1e-4),
-                "serve_ids: a known user by id alone equals the user's raw attributes",
-            )
-    if "recommend" in fns and "serve_ids" in fns:
+            alone = call("serving_default", **{**ids, **blank})["scores"]
+            check(same(alone, raw), "serving_default: a known user by id alone equals the user's raw attributes")
+            new_user = call("serving_default", **{**ids, "user_id": np.full(b, b"", object)})["scores"]
+            check(same(new_user, raw), 'serving_default: a new user ("") with raw attributes equals serve_raw')
+    if "encode_context" in fns:
+        enc = call("encode_context", **inputs_of("encode_context"))
+        two_stage = call("score", **inputs_of("score", context=enc["context"]))["scores"]
+        check(same(two_stage, scores), "encode_context + score equals serving_default")
+        upd = call("update_context", **inputs_of("update_context", state=np.zeros_like(enc["state"])))
+        check(
+            np.allclose(upd["context"], enc["context"], atol=1e-4),
+            "update_context from an empty state equals encode_context",
+        )
+    if "recommend" in fns:
         k = 5
-        top = call("recommend", **{n: v for n, v in ids.items() if n != "query_item_id"}, k=np.int32(k))
+        top = call("recommend", **inputs_of("recommend", k=np.int32(k)))
         check(top["item_id"].shape == (b, k), f"recommend returns {top['item_id'].shape} items for {b} tasks, k={k}")
-        again = call("serve_ids", **{**ids, "query_item_id": top["item_id"]})["scores"]
-        check(np.allclose(again, top["scores"], atol=1e-4), "recommend's top items score as serve_ids scores them")
+        again = call("serving_default", **{**inputs_of("serving_default"), "query_item_id": top["item_id"]})["scores"]
+        check(
+            np.allclose(again, top["scores"], atol=1e-4), "recommend's top items score as serving_default scores them"
+        )
         check(bool(np.all(top["scores"][:, :-1] >= top["scores"][:, 1:] - 1e-6)), "recommend's scores are in order")
-        support = [set(row) - {b""} for row in np.asarray(ids["support_item_id"]).tolist()]
+        support = [set(row) - {b""} for row in np.asarray(data["support_item_id"]).tolist()]
         check(
             all(not (set(row) & s) for row, s in zip(top["item_id"].tolist(), support)),
             "recommend leaves the support items out",
         )
     if "serve_tf_examples" in fns and "support_examples" in data:
-        examples = {k: data[k] for k in ("support_examples", "query_examples")}
-        ex = call("serve_tf_examples", **examples)["scores"]
-        mask = data["query_mask"]
-        check(
-            np.allclose(ex * mask, scores * mask, atol=1e-4),
-            "serve_tf_examples equals serving_default on the same rows",
-        )
+        ex = call("serve_tf_examples", **{k: data[k] for k in ("support_examples", "query_examples")})["scores"]
+        check(same(ex, scores), "serve_tf_examples equals serving_default on the same rows")
 
 
 def main(argv: list) -> int:
