@@ -75,9 +75,9 @@ def read_item_examples(config: PipelineConfig) -> tuple[list[bytes], list[str], 
     from tfx_bsl.coders import example_coder
 
     from cmml.components.example_gen.entities import ITEMS, entity_examples, entity_table, load_side_tables
-    from cmml.pipeline.pipeline import _sources
+    from cmml.pipeline.config import data_sources
 
-    sources = _sources(config)
+    sources = data_sources(config)
     examples, shown, rejected = [], [], 0
     for source in sources if isinstance(sources, list) else [sources]:
         tables, rejects, _ = load_side_tables(source)
@@ -169,7 +169,7 @@ def refresh_catalog(config: PipelineConfig, output_dir: str, log: Log = print) -
     from cmml.models.export import CatalogTable, export_saved_model
     from cmml.models.raw_inputs import raw_serving_inputs
     from cmml.models.training import rebuild_model
-    from cmml.pipeline.pipeline import serving_base
+    from cmml.pipeline.config import serving_base
     from cmml.schemas import tasks as T
     from cmml.serving.layout import install_version, latest_version
     from cmml.serving.warmup import WARMUP_DIR

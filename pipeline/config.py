@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -131,3 +133,30 @@ def _check(config: PipelineConfig) -> None:
         CMMLConfig.from_dict({**config.model, "head": "rating" if config.setting == "user" else "ctr"})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model: {exc}") from None
+
+
+def data_sources(config: PipelineConfig):
+    """LogExampleGen's sources: one per dataset (several: named domains, ids prefixed)."""
+    from cmml.components.example_gen.sources import Source
+
+    # a CSV log's ratings must lie on the rating scale predictions are clipped to (user setting)
+    label_range = config.evaluation.get("rating_range") if config.setting == "user" else None
+    label_range = tuple(float(x) for x in label_range) if label_range else None
+    if len(config.data) == 1:
+        return Source(str(config.data[0]), columns=config.columns, label_range=label_range)
+    names = []
+    for spec in config.data:
+        name = re.sub(r"[^A-Za-z0-9]+", "", Path(str(spec)).name) or "data"
+        while name in names:
+            name += "x"
+        names.append(name)
+    return [
+        Source(str(spec), name=name, columns=config.columns, label_range=label_range)
+        for spec, name in zip(config.data, names)
+    ]
+
+
+def serving_base(config: PipelineConfig, output_dir: str) -> str:
+    """TF Serving's ``--model_base_path``: ``<base>/<model_name>`` (versions go below it)."""
+    base = config.serving.get("base_directory") or os.path.join(output_dir, "serving")
+    return os.path.join(base, config.serving.get("model_name", "cmml"))

@@ -10,14 +10,13 @@ LogExampleGen → StatisticsGen → ImportSchemaGen → ExampleValidator → Val
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
 from tfx import v1 as tfx
 
 import cmml  # noqa: F401
-from cmml.pipeline.config import PipelineConfig
+from cmml.pipeline.config import PipelineConfig, data_sources, serving_base
 
 TRAINER_RUN_FN = "cmml.components.trainer.run_fn"
 
@@ -55,32 +54,6 @@ def _input_files(config: PipelineConfig) -> list[str] | None:
     return files
 
 
-def _sources(config: PipelineConfig):
-    from cmml.components.example_gen.sources import Source
-
-    # a CSV log's ratings must lie on the rating scale predictions are clipped to (user setting)
-    label_range = config.evaluation.get("rating_range") if config.setting == "user" else None
-    label_range = tuple(float(x) for x in label_range) if label_range else None
-    if len(config.data) == 1:
-        return Source(str(config.data[0]), columns=config.columns, label_range=label_range)
-    names = []
-    for spec in config.data:
-        name = re.sub(r"[^A-Za-z0-9]+", "", Path(str(spec)).name) or "data"
-        while name in names:
-            name += "x"
-        names.append(name)
-    return [
-        Source(str(spec), name=name, columns=config.columns, label_range=label_range)
-        for spec, name in zip(config.data, names)
-    ]
-
-
-def serving_base(config: PipelineConfig, output_dir: str) -> str:
-    """TF Serving's ``--model_base_path``: ``<base>/<model_name>`` (versions go below it)."""
-    base = config.serving.get("base_directory") or os.path.join(output_dir, "serving")
-    return os.path.join(base, config.serving.get("model_name", "cmml"))
-
-
 def create_components(config: PipelineConfig, output_dir: str, data_only: bool = False) -> list:
     from cmml.components.evaluator.component import TaskEvaluator
     from cmml.components.example_gen.component import LogExampleGen
@@ -89,7 +62,7 @@ def create_components(config: PipelineConfig, output_dir: str, data_only: bool =
     from cmml.components.transform import make_transform
     from cmml.components.validation.component import validation_components
 
-    example_gen = LogExampleGen(_sources(config), unknown_entities=config.unknown_entities)
+    example_gen = LogExampleGen(data_sources(config), unknown_entities=config.unknown_entities)
     validation = validation_components(example_gen.outputs["examples"], example_gen.outputs["entities"])
     transform = make_transform(
         example_gen.outputs["entities"], validation.entity_schema.outputs["schema"], config.transform

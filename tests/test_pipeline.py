@@ -103,7 +103,7 @@ def test_pushed_model_serves_in_a_fresh_process_like_the_trainer_model(run, tmp_
 
     from cmml.components.serving_validator.canned import canned_episodes
     from cmml.components.serving_validator.checks import npz_safe
-    from cmml.pipeline.pipeline import serving_base
+    from cmml.pipeline.config import serving_base
     from cmml.serving.signatures import signature_def_map, signatures_from_map
     from cmml.serving.warmup import signature_inputs
 
@@ -366,7 +366,7 @@ def test_rerun_reuses_cached_artifacts(run):
 
 def test_unblessed_candidate_is_not_pushed(run):
     """An impossible absolute threshold: the Evaluator must refuse, and the Pusher push nothing."""
-    from cmml.pipeline.pipeline import serving_base
+    from cmml.pipeline.config import serving_base
     from cmml.pipeline.runner import run_local
 
     config, output, _ = run

@@ -79,12 +79,12 @@ def test_small_local_inputs_run_beam_in_memory(tmp_path):
 
 def test_a_csv_log_in_the_user_setting_must_keep_to_the_rating_scale(tmp_path):
     """evaluation.rating_range is the declared label range of a CSV log's ratings (user setting only)."""
-    from cmml.pipeline.pipeline import _sources
+    from cmml.pipeline.config import data_sources
 
     log = tmp_path / "log.csv"
     log.write_text("uid,iid,rating\n1,2,4\n")
     columns = "user=uid,item=iid,label=rating"
     ratings = load_config(overrides={"data": str(log), "columns": columns, "evaluation": {"rating_range": [0, 10]}})
-    assert _sources(ratings).label_range == (0.0, 10.0)
+    assert data_sources(ratings).label_range == (0.0, 10.0)
     clicks = load_config(overrides={"data": str(log), "columns": columns, "setting": "scenario"})
-    assert _sources(clicks).label_range is None
+    assert data_sources(clicks).label_range is None
