@@ -702,3 +702,23 @@ def test_version_policies_follow_the_disk(exported, tmp_path):
     assert specific.available == {1}
     with pytest.raises(ServingError, match=r"Specific\(cmml, 9\)"):
         specific.get(9)
+
+
+def test_rest_on_the_grpc_port_is_skipped_and_an_empty_config_serves_nothing(exported):
+    """server.cc: an HTTP port equal to the gRPC port logs an error and skips the REST API (the server runs);
+    server_core.cc ReloadConfig: an empty ModelServerConfig is "Taking no action for empty config"."""
+    from cmml.serving.ports import free_port
+
+    port = free_port()
+    with (
+        ServingDouble(exported[0] / "models" / "cmml", "cmml", port=port, rest_api_port=port, poll_seconds=0) as d,
+        GrpcClient(f"127.0.0.1:{port}", "cmml") as client,
+    ):
+        assert d.rest_port is None and client.status()[0].state == "AVAILABLE"
+    with ServingDouble(None, models=[], poll_seconds=0) as empty, GrpcClient(f"127.0.0.1:{empty.grpc_port}", "x") as c:
+        with pytest.raises(ServingError) as err:
+            c.status()
+        assert (err.value.code, err.value.message) == (
+            grpc.StatusCode.NOT_FOUND,
+            "Could not find any versions of model x",
+        )
