@@ -55,6 +55,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         nargs="?",
         const=True,
         default=False,
+        metavar="BOOL",
         help="let version_labels in the config name versions that are not loaded (needed for labels at start-up)",
     )
     serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
@@ -78,8 +79,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--grpc_channel_arguments",
         default="",
-        help="comma-separated gRPC server arguments, e.g. grpc.max_receive_message_length=67108864 "
-        "(default receive cap: 2 GiB - 1, TF Serving's)",
+        help="comma-separated gRPC server arguments, e.g. grpc.max_connection_age_ms=2000 (passed after the "
+        "2 GiB - 1 receive cap, which gRPC keeps: use --max_request_bytes to lower it)",
     )
     serve.add_argument(
         "--rest_api_num_threads", type=int, default=threads, help=f"REST requests processed at once (default {threads})"
@@ -96,6 +97,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         nargs="?",
         const=True,
         default=False,
+        metavar="BOOL",
         help="add CORS headers to REST responses",
     )
     serve.add_argument(
@@ -104,6 +106,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         nargs="?",
         const=True,
         default=False,
+        metavar="BOOL",
         help="merge concurrent requests of a signature into one batch (TF Serving's BatchingSession)",
     )
     serve.add_argument(
