@@ -19,8 +19,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from cmml.errors import CmmlError
+from cmml.serving.ports import cpu_count
 
 REST_DISABLED = 0  # TF Serving's convention: --rest_api_port=0 turns the REST API off
+INT32_MAX = 2**31 - 1  # TF Serving's gRPC receive cap (server.cc: SetMaxMessageSize(kint32max))
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
@@ -29,18 +31,40 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve",
         help="run the PredictionService TEST DOUBLE (gRPC + REST; not TensorFlow Serving)",
-        description="Serves the newest numeric version under --model_base_path with TF Serving's gRPC and REST API. "
-        "A test double for machines without tensorflow_model_server; production uses the official binary (BUILD.md).",
+        description="Serves the newest numeric version under --model_base_path (or the models of --model_config_file) "
+        "with TF Serving's gRPC and REST API. A test double for machines without tensorflow_model_server; production "
+        "uses the official binary (BUILD.md). Flags are tensorflow_model_server's; docs/serving.md lists them.",
     )
     serve.add_argument(
-        "--model_base_path", required=True, help="folder of numeric version sub-folders: <base>/<model_name>"
+        "--model_base_path",
+        default="",
+        help="absolute path of the folder of numeric version sub-folders: <base>/<model_name> "
+        "(ignored with --model_config_file)",
     )
-    serve.add_argument("--model_name", default="default", help="name clients request (default: default, as TF Serving)")
-    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 = any free port)")
+    serve.add_argument(
+        "--model_name", default="default", help="name clients request (default: default; ignored with a config file)"
+    )
+    serve.add_argument(
+        "--model_config_file",
+        default="",
+        help="text-format ModelServerConfig: several models, version policies, version labels",
+    )
+    serve.add_argument(
+        "--allow_version_labels_for_unavailable_models",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="let version_labels in the config name versions that are not loaded (needed for labels at start-up)",
+    )
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
     serve.add_argument(
         "--rest_api_port", type=int, default=REST_DISABLED, help="REST port (default 0 = no REST API, as TF Serving)"
     )
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default loopback; not a TF Serving flag)"
+    )
     serve.add_argument(
         "--file_system_poll_wait_seconds", type=float, default=1.0, help="version polling period; 0 = load once"
     )
@@ -50,14 +74,51 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--tensorflow_inter_op_parallelism", type=int, default=0, help="TF inter-op threads (0 = TF default)"
     )
-    serve.add_argument("--grpc_max_threads", type=int, default=8, help="gRPC worker threads")
-    serve.add_argument("--rest_api_num_threads", type=int, default=8, help="REST requests running a model at once")
-    serve.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, help="REST connection idle timeout")
+    threads = 4 * cpu_count()  # server.h: 4.0 * port::NumSchedulableCPUs()
+    serve.add_argument("--grpc_max_threads", type=int, default=threads, help=f"gRPC worker threads (default {threads})")
     serve.add_argument(
-        "--max_request_bytes", type=int, default=64 << 20, help="largest gRPC message / REST body accepted"
+        "--grpc_channel_arguments",
+        default="",
+        help="comma-separated gRPC server arguments, e.g. grpc.max_connection_age_ms=2000 (passed after the "
+        "2 GiB - 1 receive cap, which gRPC keeps: use --max_request_bytes to lower it)",
     )
     serve.add_argument(
-        "--max_tensor_elements", type=int, default=1 << 22, help="largest input tensor accepted (elements)"
+        "--rest_api_num_threads", type=int, default=threads, help=f"REST requests processed at once (default {threads})"
+    )
+    serve.add_argument(
+        "--rest_api_timeout_in_ms",
+        type=int,
+        default=30000,
+        help="deadline of a REST request's model run: past it 504 DEADLINE_EXCEEDED (<= 0: none)",
+    )
+    serve.add_argument(
+        "--rest_api_enable_cors_support",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="add CORS headers to REST responses",
+    )
+    serve.add_argument(
+        "--enable_batching",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="merge concurrent requests of a signature into one batch (TF Serving's BatchingSession)",
+    )
+    serve.add_argument(
+        "--batching_parameters_file",
+        default="",
+        help="text-format BatchingParameters (max_batch_size, batch_timeout_micros, ...); needs --enable_batching",
+    )
+    serve.add_argument(
+        "--max_request_bytes",
+        type=int,
+        default=INT32_MAX,
+        help="largest gRPC message received (default 2 GiB - 1, fixed in TF Serving: a knob of the double for tests)",
     )
     serve.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(handler=_serve)
@@ -109,41 +170,92 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 
 # --- serve ------------------------------------------------------------------------------------------------------
+def _flag_bool(text: str) -> bool:
+    """A boolean flag as TensorFlow's flag parser reads it: ``--flag``, ``--flag=true|false|1|0``."""
+    value = text.strip().lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """``--grpc_channel_arguments`` as server.cc parses it: ``key=value`` pairs separated by commas, a value
+    that parses as an int32 passed as an int, any other as a string."""
+    out: list[tuple[str, int | str]] = []
+    for item in text.split(",") if text else []:
+        key, sep, value = item.partition("=")
+        if not sep:  # TF Serving reads key_val[1] out of range here; say what is wrong instead
+            raise ValueError(f"--grpc_channel_arguments takes key=value pairs, not {item!r}")
+        try:
+            number = int(value)
+        except ValueError:
+            out.append((key, value))
+        else:
+            out.append((key, number) if -(2**31) <= number < 2**31 else (key, value))
+    return out
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    import tensorflow as tf  # cmml, imported as this module's package, has selected Keras 2
+    from cmml.serving.batching import server_batching
+    from cmml.serving.config import STARTUP_EXIT_CODE, STARTUP_FAILURE, model_configs, server_config
+    from cmml.serving.errors import Limits, ServingError, invalid
 
-    from cmml.serving.errors import Limits
-    from cmml.serving.server import ServingDouble
+    try:
+        # Server::BuildAndStart's checks, in its order (before TensorFlow is even imported); a refusal is
+        # printed as main.cc prints it, on stdout, and the exit code is main's -1
+        if args.port == 0:
+            raise invalid("At least one of server_options.grpc_port or server_options.grpc_socket_path must be set.")
+        proto = server_config(args.model_name, args.model_base_path, args.model_config_file)
+        batching = server_batching(args.enable_batching, args.batching_parameters_file)
+        models = model_configs(proto, args.allow_version_labels_for_unavailable_models)
+        channel_arguments = grpc_channel_arguments(args.grpc_channel_arguments)
+        if args.model_config_file and args.model_base_path:
+            logging.getLogger("cmml.serving.double").info(
+                "--model_config_file is set: --model_name and --model_base_path are ignored (as in TF Serving)"
+            )
+        import tensorflow as tf  # cmml, imported as this module's package, has selected Keras 2
 
-    if args.tensorflow_intra_op_parallelism:
-        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    if args.tensorflow_inter_op_parallelism:
-        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
-    limits = Limits(
-        max_request_bytes=args.max_request_bytes,
-        max_tensor_elements=args.max_tensor_elements,
-        max_request_elements=max(args.max_tensor_elements, Limits.max_request_elements),
-    )
-    double = ServingDouble(
-        args.model_base_path,
-        args.model_name,
-        port=args.port,
-        rest_api_port=None if args.rest_api_port == REST_DISABLED else args.rest_api_port,
-        host=args.host,
-        poll_seconds=args.file_system_poll_wait_seconds,
-        limits=limits,
-        grpc_max_threads=args.grpc_max_threads,
-        rest_api_num_threads=args.rest_api_num_threads,
-        rest_api_timeout_seconds=args.rest_api_timeout_in_ms / 1000.0,
-    )
+        from cmml.serving.server import ServingDouble
+
+        if args.tensorflow_intra_op_parallelism:
+            tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+        if args.tensorflow_inter_op_parallelism:
+            tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+        double = ServingDouble(
+            None,
+            limits=Limits(max_request_bytes=args.max_request_bytes),
+            port=args.port,
+            rest_api_port=None if args.rest_api_port == REST_DISABLED else args.rest_api_port,
+            host=args.host,
+            poll_seconds=args.file_system_poll_wait_seconds,
+            grpc_max_threads=args.grpc_max_threads,
+            rest_api_num_threads=args.rest_api_num_threads,
+            rest_api_timeout_seconds=args.rest_api_timeout_in_ms / 1000.0,
+            models=models,
+            allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+            batching=batching,
+            cors=args.rest_api_enable_cors_support,
+            grpc_channel_arguments=channel_arguments,
+        )
+    except ServingError as exc:
+        print(f"{STARTUP_FAILURE}{exc}", flush=True)
+        return STARTUP_EXIT_CODE
+    except ValueError as exc:
+        print(f"cmml serve: error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
         double.start()
+    except ServingError as exc:  # no version of a model loaded (ConnectSourcesWithFastInitialLoad)
+        print(f"{STARTUP_FAILURE}{exc}", flush=True)
+        return STARTUP_EXIT_CODE
     except OSError as exc:  # a port in use, an unreadable base path
         print(f"cmml serve: error: {exc}", file=sys.stderr)
         return 1

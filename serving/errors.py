@@ -71,14 +71,23 @@ def code_from_http(status: int) -> grpc.StatusCode:
     return _CODE_OF_HTTP.get(status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT)
 
 
+INT32_MAX = 2**31 - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Size caps of the test double. A request over a cap is refused before anything is allocated.
+    """Size caps of the test double, TF Serving 2.16.1's where it has one.
 
-    ``max_tensor_elements`` bounds one input; ``max_request_elements`` all inputs of a request;
-    ``max_request_bytes`` the serialized gRPC message and the REST body.
+    ``max_request_bytes``: the largest gRPC message received (TF Serving: ``builder.SetMaxMessageSize(kint32max)``
+    in ``server.cc``; ``--grpc_channel_arguments=grpc.max_receive_message_length=N`` changes it). REST bodies
+    have no cap, as in TF Serving (libevent's ``max_body_size`` is left unlimited).
+    ``max_tensor_bytes``: the largest dense tensor decoded from a TensorProto. A tensor with explicit values
+    cannot be larger than its message; past this, only a shape "filled" from a few values is refused, with the
+    text TF Serving answers when ``Tensor::FromProto`` cannot allocate it (``tensor parsing error: <alias>``).
+    ``max_tensor_elements``: elements of one JSON or proto tensor (TF Serving has no such cap; the default is
+    never reached before the byte caps).
     """
 
-    max_request_bytes: int = 64 << 20
-    max_tensor_elements: int = 1 << 22
-    max_request_elements: int = 1 << 23
+    max_request_bytes: int = INT32_MAX
+    max_tensor_elements: int = INT32_MAX
+    max_tensor_bytes: int = INT32_MAX

@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (
 )
 
 from cmml.serving.errors import Limits, ServingError, invalid
-from cmml.serving.model_store import ModelManager
+from cmml.serving.model_store import ServerCore
 from cmml.serving.signatures import DEFAULT_SIGNATURE
 from cmml.serving.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
 
@@ -46,29 +46,35 @@ def _version(spec) -> int | None:
     return spec.version.value if spec.HasField("version") else None
 
 
+def _timeout(context: grpc.ServicerContext) -> float | None:
+    """The client's deadline as the run's timeout: TF Serving sets ``RunOptions.timeout_in_ms`` from it
+    (``DeadlineToTimeoutMillis``, prediction_service_impl.cc). No deadline: no timeout."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > _NO_DEADLINE else remaining
+
+
+_NO_DEADLINE = 10 * 365 * 24 * 3600.0  # grpc reports "no deadline" as a time far in the future
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager, limits: Limits = Limits()):
-        self.manager = manager
+    def __init__(self, core: ServerCore, limits: Limits = Limits()):
+        self.core = core
         self.limits = limits
 
     def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        return _answer(context, "Predict", lambda: self._predict(request))
+        return _answer(context, "Predict", lambda: self._predict(request, _timeout(context)))
 
-    def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    def _predict(self, request: predict_pb2.PredictRequest, timeout: float | None) -> predict_pb2.PredictResponse:
         spec = request.model_spec
-        model = self.manager.resolve(spec.name, _version(spec), spec.version_label)
-        total = 0
-        inputs = {}
-        for name, proto in request.inputs.items():
-            array = tensor_proto_to_ndarray(proto, name, self.limits.max_tensor_elements)
-            total += array.size
-            if total > self.limits.max_request_elements:
-                raise invalid(f"the request has more than {self.limits.max_request_elements} elements in all")
-            inputs[name] = array
+        model = self.core.resolve(spec.name, _version(spec), spec.version_label)
+        inputs = {
+            name: tensor_proto_to_ndarray(proto, name, self.limits.max_tensor_elements, self.limits.max_tensor_bytes)
+            for name, proto in request.inputs.items()
+        }
         signature = spec.signature_name or DEFAULT_SIGNATURE
-        outputs = model.predict(signature, inputs, list(request.output_filter))
+        outputs = model.predict(signature, inputs, list(request.output_filter), timeout)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = model.version
@@ -90,7 +96,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if unsupported:
             raise invalid(f"Metadata field(s) {unsupported} not supported; only '{SIGNATURE_DEF_FIELD}'")
         spec = request.model_spec
-        model = self.manager.resolve(spec.name, _version(spec), spec.version_label)
+        model = self.core.resolve(spec.name, _version(spec), spec.version_label)
         return metadata_response(spec.name, model.version, model.signature_defs)
 
     def Classify(self, request, context):
@@ -117,11 +123,9 @@ def metadata_response(
     return response
 
 
-def status_response(
-    manager: ModelManager, name: str, version: int | None
-) -> get_model_status_pb2.GetModelStatusResponse:
+def status_response(core: ServerCore, name: str, version: int | None) -> get_model_status_pb2.GetModelStatusResponse:
     response = get_model_status_pb2.GetModelStatusResponse()
-    for status in manager.statuses(name, version):
+    for status in core.statuses(name, version):
         entry = response.model_version_status.add()
         entry.version = status.version
         entry.state = status.state
@@ -131,15 +135,15 @@ def status_response(
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    def __init__(self, core: ServerCore):
+        self.core = core
 
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext):
         spec = request.model_spec
-        return _answer(context, "GetModelStatus", lambda: status_response(self.manager, spec.name, _version(spec)))
+        return _answer(context, "GetModelStatus", lambda: status_response(self.core, spec.name, _version(spec)))
 
     def HandleReloadConfigRequest(self, request, context):
         context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
-            "the cmml test double serves one model from --model_base_path; it takes no config reloads",
+            "the cmml test double reads its models at start-up only; it takes no config reloads",
         )

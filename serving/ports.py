@@ -1,8 +1,9 @@
-"""Free loopback ports, for starting a server (the test double, tensorflow_model_server) on a port
-no one else holds."""
+"""Free loopback ports and the CPU count, for starting a server (the test double,
+tensorflow_model_server) and sizing its thread pools as TF Serving does."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 
@@ -11,3 +12,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on: TensorFlow's ``port::NumSchedulableCPUs`` / ``MaxParallelism``, which
+    size TF Serving's thread pools."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -136,7 +136,8 @@ def signature_or_error(signatures: Mapping[str, SignatureInfo], name: str, grpc_
 
 def validate_inputs(sig: SignatureInfo, inputs: Mapping[str, np.ndarray], limits: Limits = Limits()) -> None:
     """Raises INVALID_ARGUMENT unless ``inputs`` match the signature: same names, dtypes, ranks and
-    fixed dimensions, and sizes within ``limits``. Checks everything cheap before the model runs."""
+    fixed dimensions. Checks everything cheap before the model runs. (Sizes were bounded when the
+    tensors were decoded; ``limits`` is kept for callers that pass it.)"""
     sent, expected = set(inputs), set(sig.inputs)
     if sent != expected:  # TF Serving's texts (predict_util.cc, then TensorFlow's GetInputValues)
 
@@ -153,7 +154,6 @@ def validate_inputs(sig: SignatureInfo, inputs: Mapping[str, np.ndarray], limits
             f"Signature input alias: {sorted(expected - sent)[0]} not found in request and no default value "
             f"provided. Sent extra: {names(sent - expected)}."
         )
-    total = 0
     for name, spec in sig.inputs.items():
         array = inputs[name]
         got = dtype_enum(array)
@@ -173,10 +173,3 @@ def validate_inputs(sig: SignatureInfo, inputs: Mapping[str, np.ndarray], limits
                         f"input '{name}' of signature '{sig.name}' expects dimension {axis} to be {want} "
                         f"({spec.describe()}) but shape {list(array.shape)} was sent"
                     )
-        if array.size > limits.max_tensor_elements:
-            raise invalid(
-                f"input '{name}' has {array.size} elements, more than the limit of {limits.max_tensor_elements}"
-            )
-        total += array.size
-    if total > limits.max_request_elements:
-        raise invalid(f"the request has {total} elements in all, more than the limit of {limits.max_request_elements}")

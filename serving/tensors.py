@@ -100,8 +100,13 @@ def ndarray_to_tensor_proto(value: Any, typed_fields: bool = False) -> tensor_pb
     return proto
 
 
-def proto_shape(proto: tensor_pb2.TensorProto, name: str, max_elements: int) -> tuple[tuple[int, ...], int]:
-    """The shape and element count a TensorProto declares, checked against ``max_elements``."""
+def proto_shape(
+    proto: tensor_pb2.TensorProto, name: str, max_elements: int, max_bytes: int = Limits.max_tensor_bytes
+) -> tuple[tuple[int, ...], int]:
+    """The shape and element count a TensorProto declares, checked against ``max_elements`` and, for its dense
+    size, ``max_bytes``: past it TF Serving's ``Tensor::FromProto`` fails to allocate the tensor and the request
+    gets ``tensor parsing error: <alias>`` (TensorFlow's ``GetInputValues``); the double refuses it the same way
+    before allocating anything."""
     if proto.tensor_shape.unknown_rank:
         raise invalid(f"tensor '{name}' has an unknown rank")
     dims = tuple(int(d.size) for d in proto.tensor_shape.dim)
@@ -110,15 +115,17 @@ def proto_shape(proto: tensor_pb2.TensorProto, name: str, max_elements: int) -> 
     if len(dims) > 32:
         raise invalid(f"tensor '{name}' has rank {len(dims)}; at most 32 is supported")
     n = math.prod(dims)  # exact (Python ints): no overflow
-    if n > max_elements:
-        raise invalid(
-            f"tensor '{name}' declares {n} elements (shape {list(dims)}), more than the limit of {max_elements}"
-        )
+    itemsize = _DTYPES[proto.dtype][0].itemsize if proto.dtype in _DTYPES else 1  # strings: an 8-byte reference
+    if n > max_elements or n * itemsize > max_bytes:
+        raise invalid(f"tensor parsing error: {name}")
     return dims, n
 
 
 def tensor_proto_to_ndarray(
-    proto: tensor_pb2.TensorProto, name: str = "tensor", max_elements: int = Limits.max_tensor_elements
+    proto: tensor_pb2.TensorProto,
+    name: str = "tensor",
+    max_elements: int = Limits.max_tensor_elements,
+    max_bytes: int = Limits.max_tensor_bytes,
 ) -> np.ndarray:
     """Decodes a TensorProto like TensorFlow's ``Tensor::FromProto``, but refuses ambiguous encodings.
 
@@ -129,7 +136,7 @@ def tensor_proto_to_ndarray(
     np_dtype, field = _DTYPES.get(proto.dtype, (None, None))
     if np_dtype is None:
         raise invalid(f"tensor '{name}' has dtype {dtype_name(proto.dtype)}, which is not supported")
-    dims, n = proto_shape(proto, name, max_elements)
+    dims, n = proto_shape(proto, name, max_elements, max_bytes)
     stray = [f for f in _VALUE_FIELDS if f != field and len(getattr(proto, f))]
     if stray:
         raise invalid(f"tensor '{name}' is {dtype_name(proto.dtype)} but carries values in {', '.join(stray)}")

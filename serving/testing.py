@@ -87,7 +87,7 @@ class DoubleProcess:
             "cmml.serving.cli",
             "serve",
             "--model_base_path",
-            str(self.model_base_path),
+            str(self.model_base_path.absolute()),  # TF Serving takes absolute base paths only
             "--model_name",
             self.model_name,
             "--port",

@@ -65,7 +65,9 @@ def _proto(dtype, dims, **fields):
 @pytest.mark.parametrize(
     "proto, message",
     [
-        (_proto(I64, [10**9, 10**9]), "declares 1000000000000000000 elements"),
+        # a dense size TF Serving's Tensor::FromProto cannot allocate: "tensor parsing error: <alias>"
+        # (TensorFlow's saved_model GetInputValues, called by TF Serving 2.16.1's predict_util.cc)
+        (_proto(I64, [10**9, 10**9]), "tensor parsing error: x"),
         (_proto(I64, [-1]), "negative dimension"),
         (_proto(F, [4], tensor_content=b"\x00" * 15), "tensor_content has 15 bytes"),
         (_proto(I64, [2], float_val=[1.0, 2.0]), "carries values in float_val"),
@@ -172,8 +174,6 @@ def test_validation_names_the_offending_input():
         with pytest.raises(ServingError) as err:
             validate_inputs(sig, inputs)
         assert message in err.value.message
-    with pytest.raises(ServingError, match="more than the limit"):
-        validate_inputs(sig, good, Limits(max_tensor_elements=5))
 
 
 def test_rank_items_orders_valid_candidates_by_score():
