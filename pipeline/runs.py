@@ -57,11 +57,12 @@ class RunSummary:
             lines += ["", report_markdown(ev["metrics"], ev["setting"], ev["blessed"], ev["reasons"]).strip()]
         if self.pushed:
             name = os.path.basename(self.serving_base)
+            base = os.path.abspath(self.serving_base)  # TF Serving refuses a relative base path
             lines += [
                 "",
-                f"pushed to {self.pushed} (TF Serving layout: --model_base_path={self.serving_base})",
+                f"pushed to {self.pushed} (TF Serving layout: --model_base_path={base})",
                 "query it with the test double (or tensorflow_model_server with the same flags):",
-                f"  cmml serve --model_base_path={self.serving_base} --model_name={name} "
+                f"  cmml serve --model_base_path={base} --model_name={name} "
                 "--port=8500 --rest_api_port=8501",
                 f"  cmml predict --server localhost:8500 --model_name {name} --items <rated item ids> "
                 "--ratings <their ratings> --top 10",
