@@ -62,8 +62,7 @@ class RunSummary:
                 "",
                 f"pushed to {self.pushed} (TF Serving layout: --model_base_path={base})",
                 "query it with the test double (or tensorflow_model_server with the same flags):",
-                f"  cmml serve --model_base_path={base} --model_name={name} "
-                "--port=8500 --rest_api_port=8501",
+                f"  cmml serve --model_base_path={base} --model_name={name} --port=8500 --rest_api_port=8501",
                 f"  cmml predict --server localhost:8500 --model_name {name} --items <rated item ids> "
                 "--ratings <their ratings> --top 10",
             ]
