@@ -2,7 +2,8 @@
 
 Used as ``Trainer(run_fn="cmml.components.trainer.run_fn", examples=task_gen.outputs["tasks"], ...)``
 with ``custom_config`` = ``{"kind": "cmml" | "dcn", "setting": "user" | "scenario", "model": {...},
-"training": {...}, "rating_range": [lo, hi] | None}``.
+"training": {...}, "rating_range": [lo, hi] | None, "retrieval": {...}}`` (``retrieval``: the
+:class:`~cmml.models.retrieval.RetrievalConfig` of ``recommend``'s retrieval stage, CMML only).
 
 Exports, inside the Model artifact (:func:`cmml.models.export.export_models`):
 
@@ -10,7 +11,9 @@ Exports, inside the Model artifact (:func:`cmml.models.export.export_models`):
   TaskGen's transformed item and user tables inside, so requests name items and known users by id:
   signatures ``serving_default``, ``recommend`` (the top of the whole catalog), ``encode_context``,
   ``score``, ``update_context`` (CMML), and ``serve_tf_examples`` / ``serve_raw`` (raw attributes,
-  for items outside the catalog);
+  for items outside the catalog); for a catalog of at least ``retrieval.min_catalog_size``
+  items, ``recommend`` re-ranks the N candidates of a retrieval stage trained here, after CMML, on
+  CMML's own ranking (:mod:`cmml.models.retrieval`);
 * ``Format-Ids/``: the same model on transformed ids, which the Evaluator scores on TaskGen's
   episodes;
 * ``training_summary.json`` (best epoch, validation curve) next to them.
@@ -25,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 import cmml  # noqa: F401
-from cmml.models import training
+from cmml.models import retrieval, training
 from cmml.models.export import SUMMARY_FILE, export_models
 
 
@@ -44,10 +47,34 @@ def run_fn(fn_args) -> None:
         log=logging.info,
         tensorboard_dir=os.path.join(fn_args.model_run_dir, "logs"),
     )
+    stage = None
+    if kind == "cmml" and config.get("retrieval") is not None and fn_args.transform_output:
+        stage = _retrieval_stage(trained, data, config, logging.info)
     # TaskGen's transformed item and user tables go inside the model: items and known users served by id
-    export_models(trained.model, fn_args.serving_model_dir, fn_args.transform_output, data.root)
+    export_models(trained.model, fn_args.serving_model_dir, fn_args.transform_output, data.root, retrieval=stage)
     model_root = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     for folder in (model_root, fn_args.model_run_dir):
         tf.io.gfile.makedirs(folder)
         with tf.io.gfile.GFile(os.path.join(folder, SUMMARY_FILE), "w") as f:
             f.write(json.dumps(trained.summary, indent=1, default=float))
+
+
+def _retrieval_stage(
+    trained: training.Trained, data: training.TaskData, config: dict, log
+) -> retrieval.RetrievalStage | None:
+    """The retrieval stage for a catalog of at least ``min_catalog_size`` items (its figures go into
+    the training summary), else None: ``recommend`` scores the whole catalog."""
+    settings = retrieval.RetrievalConfig.from_dict(config["retrieval"])
+    size = retrieval.catalog_size(data.root)
+    if size < settings.min_catalog_size:
+        log(
+            f"Catalog of {size:,} items, below retrieval.min_catalog_size {settings.min_catalog_size:,}: "
+            "recommend scores the whole catalog"
+        )
+        return None
+    log(f"Training the retrieval stage for a catalog of {size:,} items")
+    stage = retrieval.train_retrieval(
+        trained.model, data, training.TrainingConfig.from_dict(config.get("training") or {}), settings, log
+    )
+    trained.summary["retrieval"] = stage.summary
+    return stage

@@ -14,7 +14,9 @@ attributes ``user_<field> [B]`` (raw values; ``""`` / 0 = unknown):
 * ``update_context``: ``state`` + ``new_item_id``, ``new_label`` and the user inputs → new ``state``
   and ``context`` (online updates; from an empty state equal to ``encode_context``);
 * ``recommend``: the support and user inputs and ``k`` (int32 scalar) → ``item_id [B, k]`` and
-  ``scores [B, k]``: the top of the whole catalog, the task's support items left out;
+  ``scores [B, k]``: the top of the whole catalog, the task's support items left out. With a
+  retrieval stage (``retrieval``, :mod:`cmml.models.retrieval`) CMML scores only the N candidates
+  its brute-force index proposes (k is then cut to N);
 * ``serve_tf_examples``: ``support_examples [B, S]`` and ``query_examples [B, Q]`` serialized raw
   interaction tf.Examples (``""`` pads) → ``scores``: items outside the catalog, with their attributes;
 * ``serve_raw``: the episode tensors below with raw values → ``scores``: the same, as columns.
@@ -51,6 +53,7 @@ import tensorflow as tf
 import cmml  # noqa: F401
 from cmml.data.records import LABEL as EXAMPLE_LABEL  # label feature of a raw interaction example
 from cmml.models.cmml import CMMLModel
+from cmml.models.retrieval import RetrievalStage, catalog_embeddings, exclude_rows, score_items, user_embedding
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, key
 
 NEW = "new"  # prefix of the interactions fed to update_context
@@ -145,6 +148,7 @@ class CMMLServingModule(tf.Module):
         example_spec: Mapping[str, object] | None = None,
         catalog: CatalogTable | None = None,
         user_catalog: CatalogTable | None = None,
+        retrieval: RetrievalStage | None = None,
     ):
         super().__init__(name="cmml_serving")
         if catalog is not None and raw_specs is None:
@@ -155,6 +159,8 @@ class CMMLServingModule(tf.Module):
             raise ValueError("preprocess and raw_specs go together")
         if example_spec is not None and raw_specs is None:
             raise ValueError("example_spec needs preprocess and raw_specs (examples carry raw features)")
+        if retrieval is not None and (catalog is None or not isinstance(model, CMMLModel)):
+            raise ValueError("a retrieval stage serves recommend: it needs a CMML model and the item catalog")
         self.model = model
         self.preprocess_layer = preprocess
         self.raw_specs = dict(raw_specs) if raw_specs else None
@@ -223,12 +229,15 @@ class CMMLServingModule(tf.Module):
             for s in model.feature_specs
             if s.side == "item"
         }
+        self.retrieval_index = None
         if self.is_cmml:  # and their embeddings and baselines: a request only scores them
-            items = {s.name: self.catalog_items[s.name][None] for s in model.item_specs}  # [1, n(, L)]
-            self.catalog_x = tf.Variable(model.item_embedding(items)[0], trainable=False, name="catalog_x")
-            base = {key(QUERY, name): value for name, value in items.items()}
-            base[key(QUERY, MASK)] = tf.ones(tf.stack([1, tf.size(rows)]), tf.float32)
-            self.catalog_baseline = tf.Variable(model.baseline(base, QUERY)[0], trainable=False, name="catalog_base")
+            x, baseline = catalog_embeddings(model, self.catalog_items)
+            self.catalog_x = tf.Variable(x, trainable=False, name="catalog_x")
+            self.catalog_baseline = tf.Variable(baseline, trainable=False, name="catalog_base")
+        if retrieval is not None:  # the towers, and the catalog's candidate vectors: N rows per request
+            self.retrieval = retrieval
+            self.retrieval_index = retrieval.index(self.catalog_x, self.catalog_baseline)
+            self.candidates = min(retrieval.candidates, self.catalog.size)
         top = by_id(SUPPORT, True)
         top["k"] = tf.TensorSpec([], tf.int32, name="k")
         self.recommend = fn(self._recommend, top)
@@ -349,38 +358,44 @@ class CMMLServingModule(tf.Module):
         features[key(QUERY, MASK)] = tf.ones(tf.stack([batch, n]), tf.float32)
         return self.model(features, training=False)
 
-    def _score_catalog(self, features, users, batch, n):
-        """CMML's scores of every catalog item from the task's context and the catalog's embeddings
-        computed at export: only the context-dependent part runs per request."""
+    def _score_catalog(self, features, users, support_rows):
+        """CMML's scores from the task's context and the catalog's embeddings computed at export (only
+        the context-dependent part runs per request): of every catalog item ``[B, n]`` (rows None), or
+        with a retrieval stage of the N rows its index proposes ``[B, N]`` (and those rows)."""
         model = self.model
         context = model.encode_context(features)
-        x = tf.broadcast_to(self.catalog_x[None], tf.stack([batch, n, tf.shape(self.catalog_x)[1]]))
-        if model.user_embedding is not None:
-            e_u = model.user_embedding({s.name: users[s.name][:, None] for s in model.user_specs})  # [B, 1, Du]
-            x = tf.concat([tf.broadcast_to(e_u, tf.stack([batch, n, tf.shape(e_u)[2]])), x], axis=-1)
-        baseline = tf.broadcast_to(self.catalog_baseline[None], tf.stack([batch, n]))
-        return model.score_rows(context, x, baseline, training=False)["score"]
+        e_u = user_embedding(model, users)
+        if self.retrieval_index is None:
+            return score_items(model, context, e_u, self.catalog_x[None], self.catalog_baseline[None]), None
+        query = self.retrieval.query(model, context, e_u)
+        rows = self.retrieval_index.propose(query, self.candidates, exclude=support_rows)
+        item_x, baseline = tf.gather(self.catalog_x, rows), tf.gather(self.catalog_baseline, rows)
+        return score_items(model, context, e_u, item_x, baseline), rows
 
     def _recommend(self, inputs):
-        """The top ``k`` items of the whole catalog for each task, its support items left out."""
+        """The top ``k`` items of the whole catalog for each task, its support items left out (with a
+        retrieval stage: the top ``k`` of the N candidates it proposes, k cut to N)."""
         users = self._task_users(inputs)
         support = inputs["support_item_id"]
         batch = tf.shape(support)[0]
         n = self.catalog.size  # fixed at export
         features = self._support_by_id(inputs, users)
-        if self.is_cmml:
-            scores = self._score_catalog(features, users, batch, n)
-        else:
-            scores = self._model_on_catalog(features, users, batch, n)
-        # leave out the support items: their rows (an id outside the catalog or padding has none)
-        rows = self.catalog.rows.lookup(support)
-        seen = tf.where(rows < n)
-        at = tf.stack([seen[:, 0], tf.gather_nd(rows, seen)], axis=1)
-        scores = tf.tensor_scatter_nd_update(
-            scores, at, tf.fill(tf.shape(at)[:1], tf.constant(float("-inf"), scores.dtype))
-        )
-        top = tf.math.top_k(scores, k=tf.minimum(inputs["k"], n))
-        return {"item_id": tf.gather(self.catalog.keys, top.indices), "scores": top.values}
+        # the support items' rows, left out (an id outside the catalog, or padding, has none: row n)
+        support_rows = self.catalog.rows.lookup(support)
+        if not self.is_cmml:
+            scores = exclude_rows(self._model_on_catalog(features, users, batch, n), support_rows)
+            top = tf.math.top_k(scores, k=tf.minimum(inputs["k"], n))
+            return {"item_id": tf.gather(self.catalog.keys, top.indices), "scores": top.values}
+        scores, rows = self._score_catalog(features, users, support_rows)
+        if rows is None:
+            top = tf.math.top_k(exclude_rows(scores, support_rows), k=tf.minimum(inputs["k"], n))
+            return {"item_id": tf.gather(self.catalog.keys, top.indices), "scores": top.values}
+        # a support row proposed (only when N exceeds the rows left) is still left out
+        seen = tf.reduce_any(rows[:, :, None] == support_rows[:, None, :], axis=-1)
+        scores = tf.where(seen, tf.constant(float("-inf"), scores.dtype), scores)
+        top = tf.math.top_k(scores, k=tf.minimum(inputs["k"], tf.shape(rows)[1]))
+        chosen = tf.gather(rows, top.indices, batch_dims=1)
+        return {"item_id": tf.gather(self.catalog.keys, chosen), "scores": top.values}
 
     def _encoded(self, support: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """encode_context on the support set's transformed episode tensors."""
@@ -417,6 +432,7 @@ def export_saved_model(
     example_spec: Mapping[str, object] | None = None,
     catalog: CatalogTable | None = None,
     user_catalog: CatalogTable | None = None,
+    retrieval: RetrievalStage | None = None,
 ) -> Path:
     """Writes the SavedModel with the signatures above (plus ``extra_signatures``). Returns the path.
 
@@ -424,8 +440,10 @@ def export_saved_model(
     adds ``serve_tf_examples``; ``catalog`` (the item table) switches to the items-by-id contract
     (``serve_raw`` keeps the raw episode tensors); both need ``preprocess`` and ``raw_specs``.
     ``user_catalog`` adds the ``user_id`` input (known users' attributes from the table).
+    ``retrieval`` (with ``catalog``, CMML only) puts the retrieval stage in front of ``recommend``:
+    its towers and the catalog's brute-force index.
     """
-    module = CMMLServingModule(model, preprocess, raw_specs, example_spec, catalog, user_catalog)
+    module = CMMLServingModule(model, preprocess, raw_specs, example_spec, catalog, user_catalog, retrieval)
     signatures = module.signatures()
     for name, fn in (extra_signatures or {}).items():
         signatures[name] = fn
@@ -491,11 +509,16 @@ SUMMARY_FILE = "training_summary.json"
 
 
 def export_models(
-    model: tf.keras.Model, serving_dir: str, transform_output: str | None, catalog_root: str | None = None
+    model: tf.keras.Model,
+    serving_dir: str,
+    transform_output: str | None,
+    catalog_root: str | None = None,
+    retrieval: RetrievalStage | None = None,
 ) -> None:
     """A Trainer's two exports: ``serving_dir`` (raw features through the Transform graph, when
     ``transform_output`` is given; items by id when ``catalog_root``, the TaskGen output, holds
-    the transformed item and user tables) and ``Format-Ids`` beside it (transformed ids)."""
+    the transformed item and user tables; ``recommend`` behind the ``retrieval`` stage when given) and
+    ``Format-Ids`` beside it (transformed ids)."""
     from cmml.models.raw_inputs import raw_serving_inputs
     from cmml.schemas import tasks as T
 
@@ -516,6 +539,7 @@ def export_models(
             example_spec=raw.example_spec,
             catalog=tables.get("item"),
             user_catalog=tables.get("user") if "item" in tables else None,
+            retrieval=retrieval if "item" in tables else None,
         )
     else:
         export_saved_model(model, serving_dir)

@@ -41,6 +41,7 @@ class PipelineConfig:
     taskgen: dict  # cmml.components.task_gen.config.TaskGenConfig fields
     model: dict  # cmml.models.config.CMMLConfig fields
     training: dict  # cmml.models.training.TrainingConfig fields + episode sizes
+    retrieval: dict  # cmml.models.retrieval.RetrievalConfig: recommend's retrieval stage for large catalogs
     baseline: dict  # the blessing baseline: kind + its config + training
     evaluation: dict  # metric clipping and blessing rules
     serving: dict  # model name, serving base directory, warm-up
@@ -133,6 +134,14 @@ def _check(config: PipelineConfig) -> None:
         CMMLConfig.from_dict({**config.model, "head": "rating" if config.setting == "user" else "ctr"})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model: {exc}") from None
+    from cmml.models.retrieval import RetrievalConfig
+
+    if not isinstance(config.retrieval, Mapping):
+        raise ConfigError(f"retrieval: give a mapping of RetrievalConfig keys, not {config.retrieval!r}")
+    try:
+        RetrievalConfig.from_dict(config.retrieval)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"retrieval: {exc}") from None
 
 
 def data_sources(config: PipelineConfig):

@@ -83,7 +83,7 @@ def create_components(config: PipelineConfig, output_dir: str, data_only: bool =
     setting = config.task_setting
     rating_range = config.evaluation.get("rating_range") if setting == "user" else None
 
-    def trainer(kind: str, model: dict, training: dict, name: str):
+    def trainer(kind: str, model: dict, training: dict, name: str, retrieval: dict | None = None):
         return tfx.components.Trainer(
             run_fn=TRAINER_RUN_FN,
             examples=task_gen.outputs["tasks"],
@@ -96,10 +96,11 @@ def create_components(config: PipelineConfig, output_dir: str, data_only: bool =
                 "model": model,
                 "training": training,
                 "rating_range": rating_range,
+                **({"retrieval": retrieval} if retrieval is not None else {}),
             },
         ).with_id(name)
 
-    candidate = trainer("cmml", config.model, config.training, "Trainer")
+    candidate = trainer("cmml", config.model, config.training, "Trainer", config.retrieval)
     from cmml.models.training import EPISODE_FIELDS
 
     episode_sizes = {k: v for k, v in config.training.items() if k in EPISODE_FIELDS}
