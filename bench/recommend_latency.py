@@ -7,7 +7,8 @@ Serves the pushed model with the test double in its own process (``cmml serve``;
 Serving) and calls ``recommend`` over gRPC from this process, one request at a time, each for one
 user of the dataset: the user's first ``--support`` rated items (log order) and their ratings as
 the support set, the user unknown to the model (``user_id`` ``""``, no attributes). Prints p50 /
-p99 latency, requests/s, the catalog size, the SavedModel's size and the double's load time.
+p99 latency, requests/s, the catalog size, N (the candidates CMML re-ranks when the model has a
+retrieval stage, else null), the SavedModel's size and the double's load time.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ def _tasks(data: str, users: int, support: int, seed: int) -> list[tuple[list[st
         ([str(i) for i in item[s : s + support]], [float(x) for x in label[s : s + support]])
         for s, _ in (eligible[p] for p in picked)
     ]
+
+
+def _catalog_and_index(model_dir: Path) -> tuple[int, int | None]:
+    """(catalog items, catalog rows of the retrieval index or None) from the SavedModel's variables."""
+    import tensorflow as tf
+
+    shapes = tf.train.load_checkpoint(str(model_dir / "variables" / "variables")).get_variable_to_shape_map()
+    catalog = shapes["catalog/keys/.ATTRIBUTES/VARIABLE_VALUE"][0]
+    index = shapes.get("retrieval_index/candidates/.ATTRIBUTES/VARIABLE_VALUE")
+    return int(catalog), None if index is None else int(index[0])
 
 
 def run(model_base_path: str, data: str, requests: int, support: int, k: int, users: int, seed: int = 0) -> dict:
@@ -85,13 +96,15 @@ def run(model_base_path: str, data: str, requests: int, support: int, k: int, us
                 times[n] = time.perf_counter() - t
             rate = requests / (time.perf_counter() - start)
             everything = client.predict({**batches[0], "k": np.array(2**31 - 1, np.int32)}, "recommend")
-            catalog = int(everything.outputs["item_id"].shape[1])  # k is cut to the catalog size
+            ranked = int(everything.outputs["item_id"].shape[1])  # k is cut to the catalog size, or to N
+    catalog, candidates = _catalog_and_index(version)
     ms = times * 1e3
     return {
         "model": str(version),
         "saved_model_mib": round(size_mib, 1),
         "double_load_seconds": round(load_seconds, 1),
         "catalog_items": catalog,
+        "candidates": candidates if candidates is None else ranked,
         "support": support,
         "k": k,
         "requests": requests,

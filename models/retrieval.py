@@ -54,18 +54,22 @@ class RetrievalConfig(ConfigMixin):
     catalog has at least this many items; below, ``recommend`` scores the whole catalog.
     ``candidates``: N, or None to choose it on meta_valid: the smallest value of ``candidate_grid``
     whose top-N holds ``target_agreement`` of CMML's exhaustive top ``k`` (the largest if none does).
-    Training: ``episodes_per_task`` support sets drawn from each meta-train task (at most
-    ``max_episodes`` in all), CMML's top ``positives`` items of each as positives, ``negatives``
-    uniformly sampled catalog items per batch of ``batch_size`` (support set, positive) pairs,
-    ``epochs`` passes with Adam at ``learning_rate``; ``max_valid_tasks`` meta_valid tasks measure
-    the agreement. Towers: ReLU MLP ``hidden`` then a linear layer of width ``dim``.
+    Training: ``episodes_per_task`` support sets drawn from each meta-train task, CMML's top
+    ``positives`` items of each as positives, ``negatives`` uniformly sampled catalog items per batch
+    of ``batch_size`` (support set, positive) pairs, at most ``epochs`` passes with Adam at
+    ``learning_rate``, stopped after ``patience`` passes without a better agreement (mean over the
+    grid) or at full agreement, the best towers kept; at most ``max_valid_tasks`` meta_valid tasks
+    measure the agreement. CMML scores the whole catalog for every support set: ``teacher_rows``
+    bounds the (support set, item) pairs it scores, so a catalog of n items gets at most
+    ``teacher_rows / n`` training support sets and a quarter of that
+    (at least 32) validation tasks. Towers: ReLU MLP ``hidden`` then a linear layer of width ``dim``.
     """
 
     WHAT = "retrieval"
 
     min_catalog_size: int = 10_000
     candidates: int | None = None
-    candidate_grid: tuple[int, ...] = (100, 200, 300, 500, 1000, 2000)
+    candidate_grid: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000)
     target_agreement: float = 0.95
     k: int = 10
     dim: int = 32
@@ -73,9 +77,10 @@ class RetrievalConfig(ConfigMixin):
     positives: int = 20
     negatives: int = 2048
     episodes_per_task: int = 2
-    max_episodes: int | None = 4096
-    max_valid_tasks: int | None = 512
+    teacher_rows: int = 50_000_000
+    max_valid_tasks: int = 512
     epochs: int = 20
+    patience: int = 3
     batch_size: int = 512
     learning_rate: float = 3e-3
     seed: int = 0
@@ -83,12 +88,22 @@ class RetrievalConfig(ConfigMixin):
     def __post_init__(self):
         positive = {
             name: getattr(self, name)
-            for name in ("min_catalog_size", "k", "dim", "positives", "negatives", "episodes_per_task", "epochs")
+            for name in (
+                "min_catalog_size",
+                "k",
+                "dim",
+                "positives",
+                "negatives",
+                "episodes_per_task",
+                "teacher_rows",
+                "max_valid_tasks",
+                "epochs",
+                "patience",
+                "batch_size",
+            )
         }
-        positive.update(batch_size=self.batch_size)
-        for name in ("candidates", "max_episodes", "max_valid_tasks"):
-            if getattr(self, name) is not None:
-                positive[name] = getattr(self, name)
+        if self.candidates is not None:
+            positive["candidates"] = self.candidates
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"RetrievalConfig.{name} = {value!r} must be a positive integer")
@@ -398,10 +413,15 @@ class Teacher:
         best = tf.math.top_k(exclude_rows(scores, support), k=min(top, self.size)).indices
         return query_features(model, context, e_u), tf.cast(best, tf.int64), support
 
-    def distill(self, batches: Iterable[Mapping[str, tf.Tensor]], top: int, limit: int | None) -> Distilled:
-        """The teacher over episode batches, at most ``limit`` support sets."""
-        query, best, support, count = [], [], [], 0
+    def distill(
+        self, batches: Iterable[Mapping[str, tf.Tensor]], top: int, limit: int | None, log: Log | None = None
+    ) -> Distilled:
+        """The teacher over episode batches, at most ``limit`` support sets (progress to ``log``)."""
+        query, best, support, count, start, said = [], [], [], 0, time.time(), time.time()
         for features in batches:
+            if log is not None and time.time() - said > 60:
+                log(f"  retrieval: CMML ranked the catalog for {count:,} support sets ({time.time() - start:.0f} s)")
+                said = time.time()
             features = {k: v for k, v in features.items() if k.startswith(SUPPORT + "_")}
             if limit is not None and count >= limit:
                 break
@@ -478,8 +498,9 @@ def train_retrieval(
     grid = [g for g in config.candidate_grid if g < n] or [n]
 
     draws = dataclasses.replace(training, episodes_per_task=config.episodes_per_task, steps_per_epoch=None)
-    train = teacher.distill(data.training(draws, config.seed)(0), config.positives, config.max_episodes)
-    valid = teacher.distill(data.valid, config.k, config.max_valid_tasks)
+    budget = max(1, config.teacher_rows // n)  # support sets CMML ranks the whole catalog for
+    train = teacher.distill(data.training(draws, config.seed)(0), config.positives, budget, log)
+    valid = teacher.distill(data.valid, config.k, min(config.max_valid_tasks, max(32, budget // 4)), log)
     log(
         f"  retrieval: CMML's top {config.positives} of {n:,} items for {len(train.query):,} meta-train support sets "
         f"and its top {config.k} for {len(valid.query):,} meta_valid tasks ({time.time() - start:.0f} s)"
@@ -510,19 +531,23 @@ def train_retrieval(
         return agreement(valid.top, proposed, grid)
 
     untrained = measure()
-    best, best_weights, history = -1.0, None, []
+    best, best_weights, history, waited = -1.0, None, [], 0
     for epoch in range(config.epochs):
         loss = net.fit(dataset, epochs=1, verbose=0).history["loss"][-1]
         measured = measure()
         mean = float(np.mean(list(measured.values())))  # over the grid: every N counts
         history.append({"epoch": epoch + 1, "loss": float(loss), "agreement": measured})
         if mean > best:
-            best, best_weights = mean, (query_tower.get_weights(), candidate_tower.get_weights())
+            best, best_weights, waited = mean, (query_tower.get_weights(), candidate_tower.get_weights()), 0
+        else:
+            waited += 1
         log(
             f"  retrieval epoch {epoch + 1:3d}/{config.epochs}: loss {loss:.4f}, meta_valid top-{config.k} agreement "
             + ", ".join(f"N={g} {measured[g]:.3f}" for g in grid)
-            + (" *" if mean == best else "")
+            + (" *" if waited == 0 else "")
         )
+        if waited >= config.patience or best >= 1.0:
+            break
     query_tower.set_weights(best_weights[0])
     candidate_tower.set_weights(best_weights[1])
     final = measure()
