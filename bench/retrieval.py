@@ -5,6 +5,7 @@
     python -m bench.retrieval train --tasks <TaskGen output> --transform <Transform graph> \\
         --config pipeline/configs/users-v1.yaml --out DIR [--retrieval '{"min_catalog_size": 1000}']
 
+``expand`` exports a Trainer's model with a larger catalog (its items, then copies under new ids).
 ``train`` runs the CMML Trainer's ``run_fn`` (CMML, then the retrieval stage, then the export) on
 a finished pipeline run's TaskGen and Transform outputs, with the pipeline config's sections (the
 ``retrieval`` section overridden by ``--retrieval``): the Trainer's model without re-running the
@@ -193,6 +194,60 @@ def train(config: str | None, tasks: str, transform: str, out: str, retrieval: d
     return fn_args.serving_model_dir
 
 
+def expand(config: str | None, trainer_model: str, tasks: str, transform: str, items: int, out: str) -> str:
+    """A Trainer's CMML model and retrieval stage exported with a catalog of ``items`` items: the
+    TaskGen catalog's rows, then copies of them under new ids (``x<row>``: ids the Transform never
+    saw, so each falls into an item_id OOV bucket and keeps its copy's attributes) — what a catalog
+    refresh with new items gives. The index is computed at export through the trained candidate tower.
+    Returns the Format-Serving path."""
+    import numpy as np
+    import tensorflow as tf
+
+    from cmml.models import retrieval as R
+    from cmml.models import training
+    from cmml.models.export import CatalogTable, export_saved_model
+    from cmml.models.raw_inputs import raw_serving_inputs
+    from cmml.pipeline.config import load_config
+    from cmml.schemas import tasks as T
+
+    cfg = load_config(config)
+    data = training.TaskData(tasks, cfg.task_setting)
+    model = training.build_model("cmml", data.specs, data.setting, training.available_features(cfg.model, data.specs))
+    training.build_variables(model, data.training(training.TrainingConfig.from_dict(cfg.training), 0)(0))
+    summary = json.loads((Path(trainer_model) / "training_summary.json").read_text())["retrieval"]
+    settings = R.RetrievalConfig.from_dict(cfg.retrieval)
+    query = R.QueryTower(settings.dim, settings.hidden, name="query_tower")
+    candidate = R.CandidateTower(settings.dim, settings.hidden, name="candidate_tower")
+    stage = R.RetrievalStage(query, candidate, summary["candidates"], summary)
+    users = model.user_embedding.output_dim if model.user_embedding is not None else 0
+    query(tf.zeros([1, model.x_dim + users]))
+    candidate(tf.zeros([1, model.item_embedding.output_dim + 1]))
+    tf.train.Checkpoint(model=model, retrieval=stage).read(
+        str(Path(trainer_model) / "Format-Serving" / "variables" / "variables")
+    ).expect_partial().assert_existing_objects_matched()
+
+    keys, features = T.read_catalog(T.catalog_path(tasks, "item"))
+    n = len(keys)
+    copies = np.arange(items) % n
+    new_keys = list(keys) + [f"x{r}".encode() for r in range(n, items)]
+    catalog = CatalogTable("item", new_keys, {name: value[copies] for name, value in features.items()})
+    user_keys, user_features = T.read_catalog(T.catalog_path(tasks, "user"))
+    raw = raw_serving_inputs(transform, model)
+    path = os.path.join(out, "Format-Serving")
+    export_saved_model(
+        model,
+        path,
+        preprocess=raw.preprocess,
+        raw_specs=raw.specs,
+        example_spec=raw.example_spec,
+        catalog=catalog,
+        user_catalog=CatalogTable("user", user_keys, user_features),
+        retrieval=stage,
+    )
+    (Path(out) / "training_summary.json").write_text(json.dumps({"retrieval": summary}, indent=1))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +257,13 @@ def main() -> None:
     t.add_argument("--config", help="pipeline config file (merged over the default)")
     t.add_argument("--retrieval", default="{}", help="JSON: retrieval config keys overridden")
     t.add_argument("--out", required=True)
+    x = sub.add_parser("expand", help="a Trainer's model exported with a larger catalog (copies of its items)")
+    x.add_argument("--model", required=True, help="the Trainer's model folder (Format-Serving, training_summary.json)")
+    x.add_argument("--tasks", required=True, help="TaskGen output")
+    x.add_argument("--transform", required=True, help="Transform graph output")
+    x.add_argument("--config", help="pipeline config file of the run")
+    x.add_argument("--items", type=int, required=True)
+    x.add_argument("--out", required=True)
     m = sub.add_parser("measure", help="agreement, latency, size, load time")
     m.add_argument("--model", required=True, help="a Format-Serving SavedModel")
     m.add_argument("--tasks", help="the TaskGen output the model was trained on (agreement on --split users)")
@@ -217,6 +279,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "train":
         print(train(args.config, args.tasks, args.transform, args.out, json.loads(args.retrieval)))
+        return
+    if args.command == "expand":
+        print(expand(args.config, args.model, args.tasks, args.transform, args.items, args.out))
         return
     if args.latency and not args.data:
         m.error("--latency needs --data")
