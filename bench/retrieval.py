@@ -13,7 +13,7 @@ data components. It writes ``DIR/Format-Serving`` and ``DIR/training_summary.jso
 
 **Agreement**: for meta-test users (``--split``; their stored support sets and ratings, the user named
 by id), the share of the exhaustive top ``k`` — CMML's scores of every catalog item through the
-id-only scoring signature (``serve_ids``, or ``serving_default`` on items by id), support items left
+id-only scoring signature (``serving_default`` on items by id; ``serve_ids`` in older exports), support items left
 out — that ``recommend`` (retrieval stage, then CMML on its N candidates) returns. In this process,
 from the SavedModel alone.
 
@@ -101,7 +101,7 @@ def agreement(model_dir: str, task_root: str, split: str, users: int, batch: int
     loaded = tf.saved_model.load(model_dir)
     load_seconds = time.perf_counter() - t0
     fns = loaded.signatures
-    # the id-only scoring signature: serve_ids, or serving_default once it takes items by id
+    # the id-only scoring signature: serving_default on items by id (serve_ids in older exports)
     score_name = "serve_ids" if "serve_ids" in fns else "serving_default"
     score = fns[score_name]
     if "query_item_id" not in score.structured_input_signature[1]:
@@ -215,15 +215,11 @@ def expand(config: str | None, trainer_model: str, tasks: str, transform: str, i
     model = training.build_model("cmml", data.specs, data.setting, training.available_features(cfg.model, data.specs))
     training.build_variables(model, data.training(training.TrainingConfig.from_dict(cfg.training), 0)(0))
     summary = json.loads((Path(trainer_model) / "training_summary.json").read_text())["retrieval"]
-    settings = R.RetrievalConfig.from_dict(cfg.retrieval)
-    query = R.QueryTower(settings.dim, settings.hidden, name="query_tower")
-    candidate = R.CandidateTower(settings.dim, settings.hidden, name="candidate_tower")
-    stage = R.RetrievalStage(query, candidate, summary["candidates"], summary)
-    users = model.user_embedding.output_dim if model.user_embedding is not None else 0
-    query(tf.zeros([1, model.x_dim + users]))
-    candidate(tf.zeros([1, model.item_embedding.output_dim + 1]))
+    served = str(Path(trainer_model) / "Format-Serving")
+    description = tf.saved_model.load(served).retrieval_description.numpy()
+    stage = R.rebuild_stage(json.loads(description), model)
     tf.train.Checkpoint(model=model, retrieval=stage).read(
-        str(Path(trainer_model) / "Format-Serving" / "variables" / "variables")
+        str(Path(served) / "variables" / "variables")
     ).expect_partial().assert_existing_objects_matched()
 
     keys, features = T.read_catalog(T.catalog_path(tasks, "item"))

@@ -236,6 +236,10 @@ class CMMLServingModule(tf.Module):
             self.catalog_baseline = tf.Variable(baseline, trainable=False, name="catalog_base")
         if retrieval is not None:  # the towers, and the catalog's candidate vectors: N rows per request
             self.retrieval = retrieval
+            # what a catalog refresh rebuilds the stage from (retrieval.rebuild_stage), beside model_description
+            self.retrieval_description = tf.Variable(
+                json.dumps(retrieval.describe()), trainable=False, name="retrieval_json"
+            )
             self.retrieval_index = retrieval.index(self.catalog_x, self.catalog_baseline)
             self.candidates = min(retrieval.candidates, self.catalog.size)
         top = by_id(SUPPORT, True)

@@ -298,6 +298,14 @@ class RetrievalStage(tf.Module):
     def summary(self) -> dict[str, Any]:
         return json.loads(self._summary)
 
+    def describe(self) -> dict[str, Any]:
+        """What :func:`rebuild_stage` needs to build the stage again (towers' config and N)."""
+        return {
+            "query_tower": self.query_tower.get_config(),
+            "candidate_tower": self.candidate_tower.get_config(),
+            "candidates": self.candidates,
+        }
+
     def query(self, model: CMMLModel, context: tf.Tensor, e_u: tf.Tensor | None) -> tf.Tensor:
         """``[B, d]`` query vectors from CMML's context ``[B, context_dim]`` and e_u ``[B, D_u]``."""
         return self.query_tower(query_features(model, context, e_u), training=False)
@@ -305,6 +313,17 @@ class RetrievalStage(tf.Module):
     def index(self, item_x: tf.Tensor, baseline: tf.Tensor) -> BruteForceIndex:
         """The index of catalog rows from CMML's ``item_x [n, D_i]`` and ``baseline [n]``."""
         return BruteForceIndex(self.candidate_tower(candidate_features(item_x, baseline), training=False))
+
+
+def rebuild_stage(description: Mapping[str, Any], model: CMMLModel) -> RetrievalStage:
+    """The stage :meth:`RetrievalStage.describe` described, for ``model``, its variables built
+    (untrained: restore them next, e.g. from the SavedModel's checkpoint as its ``retrieval``)."""
+    query = QueryTower.from_config(description["query_tower"])
+    candidate = CandidateTower.from_config(description["candidate_tower"])
+    users = model.user_embedding.output_dim if model.user_embedding is not None else 0
+    query(tf.zeros([1, model.x_dim + users]))
+    candidate(tf.zeros([1, model.item_embedding.output_dim + 1]))
+    return RetrievalStage(query, candidate, description["candidates"])
 
 
 class RetrievalModel(tfrs.models.Model):

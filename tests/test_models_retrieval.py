@@ -254,7 +254,8 @@ def test_training_distills_cmml_ranking_far_above_random_candidates(task_root):
 # --- inside the SavedModel -----------------------------------------------------------------------------------
 def test_recommend_with_the_index_reranks_its_candidates_with_stock_ops_only(tmp_path):
     """recommend through the retrieval stage: CMML's top k among the N rows the index proposes, scored as
-    serve_ids scores them, support items left out; N = the catalog gives the exhaustive answer."""
+    serving_default scores them (items by id), support items left out; N = the catalog gives the exhaustive
+    answer."""
     from cmml.models.export import CatalogTable, CMMLServingModule, export_saved_model, non_stock_ops
     from cmml.models.testing import random_episodes
 
@@ -316,7 +317,7 @@ def test_recommend_with_the_index_reranks_its_candidates_with_stock_ops_only(tmp
         assert not non_stock_ops(path)
         fns = tf.saved_model.load(str(path)).signatures
         top = fns["recommend"](**request, k=tf.constant(4))
-        everything = fns["serve_ids"](**request, query_item_id=tf.constant([names, names]))["scores"].numpy()
+        everything = fns["serving_default"](**request, query_item_id=tf.constant([names, names]))["scores"].numpy()
         results[n] = top
         # the rows the index proposes, from the same stage in memory
         module = CMMLServingModule(model, Preprocess(), raw_specs, catalog=catalog, retrieval=retrieval)
@@ -340,3 +341,11 @@ def test_recommend_with_the_index_reranks_its_candidates_with_stock_ops_only(tmp
         assert [x.decode() for x in results[30]["item_id"][b].numpy()] == ranked[:4]
     # k above N is cut to N
     assert fns["recommend"](**request, k=tf.constant(50))["item_id"].shape == (2, 6)
+    # the stage rebuilt from the SavedModel's description and checkpoint (what a catalog refresh needs)
+    import json
+
+    rebuilt = R.rebuild_stage(json.loads(tf.saved_model.load(str(path)).retrieval_description.numpy()), model)
+    assert rebuilt.candidates == 6
+    tf.train.Checkpoint(retrieval=rebuilt).read(str(path / "variables" / "variables")).expect_partial()
+    x = tf.random.stateless_normal([3, 17], seed=[4, 2])
+    np.testing.assert_allclose(rebuilt.candidate_tower(x).numpy(), retrieval.candidate_tower(x).numpy(), atol=1e-6)
