@@ -74,7 +74,7 @@ def run(model_base_path: str, data: str, requests: int, support: int, k: int, us
                 inputs = {
                     "support_item_id": np.array([[i.encode() for i in items]], dtype=object),
                     "support_label": np.array([ratings], dtype=np.float32),
-                    "k": np.array(k, dtype=np.int32),
+                    "k": np.array([k], dtype=np.int32),
                 }
                 for name, spec in sig.inputs.items():
                     if name not in inputs:  # user_id and user attributes: a new, unknown user
@@ -95,7 +95,7 @@ def run(model_base_path: str, data: str, requests: int, support: int, k: int, us
                 out = client.predict(inputs, "recommend")
                 times[n] = time.perf_counter() - t
             rate = requests / (time.perf_counter() - start)
-            everything = client.predict({**batches[0], "k": np.array(2**31 - 1, np.int32)}, "recommend")
+            everything = client.predict({**batches[0], "k": np.array([2**31 - 1], np.int32)}, "recommend")
             ranked = int(everything.outputs["item_id"].shape[1])  # k is cut to the catalog size, or to N
     catalog, candidates = _catalog_and_index(version)
     ms = times * 1e3

@@ -114,7 +114,7 @@ def agreement(model_dir: str, task_root: str, split: str, users: int, batch: int
         part = tasks[start : start + batch]
         inputs = _inputs(fns["recommend"], part)
         t = time.perf_counter()
-        two = fns["recommend"](**inputs, k=tf.constant(k))["item_id"].numpy()
+        two = fns["recommend"](**inputs, k=tf.fill(tf.shape(inputs["support_label"])[:1], k))["item_id"].numpy()
         times.append(time.perf_counter() - t)
         everything = tf.constant(np.broadcast_to(keys[None], (len(part), n)))
         scores = score(**_inputs(score, part), query_item_id=everything)["scores"].numpy()

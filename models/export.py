@@ -243,7 +243,8 @@ class CMMLServingModule(tf.Module):
             self.retrieval_index = retrieval.index(self.catalog_x, self.catalog_baseline)
             self.candidates = min(retrieval.candidates, self.catalog.size)
         top = by_id(SUPPORT, True)
-        top["k"] = tf.TensorSpec([], tf.int32, name="k")
+        # k per task ([B], not a scalar): TF Serving batches only inputs with a batch dimension
+        top["k"] = tf.TensorSpec([None], tf.int32, name="k")
         self.recommend = fn(self._recommend, top)
 
     def _ids(self, features: Mapping[str, tf.Tensor], part: str) -> dict[str, tf.Tensor]:
@@ -387,19 +388,25 @@ class CMMLServingModule(tf.Module):
         # the support items' rows, left out (an id outside the catalog, or padding, has none: row n)
         support_rows = self.catalog.rows.lookup(support)
         if not self.is_cmml:
-            scores = exclude_rows(self._model_on_catalog(features, users, batch, n), support_rows)
-            top = tf.math.top_k(scores, k=tf.minimum(inputs["k"], n))
-            return {"item_id": tf.gather(self.catalog.keys, top.indices), "scores": top.values}
+            return self._top(exclude_rows(self._model_on_catalog(features, users, batch, n), support_rows), inputs["k"])
         scores, rows = self._score_catalog(features, users, support_rows)
         if rows is None:
-            top = tf.math.top_k(exclude_rows(scores, support_rows), k=tf.minimum(inputs["k"], n))
-            return {"item_id": tf.gather(self.catalog.keys, top.indices), "scores": top.values}
+            return self._top(exclude_rows(scores, support_rows), inputs["k"])
         # a support row proposed (only when N exceeds the rows left) is still left out
         seen = tf.reduce_any(rows[:, :, None] == support_rows[:, None, :], axis=-1)
-        scores = tf.where(seen, tf.constant(float("-inf"), scores.dtype), scores)
-        top = tf.math.top_k(scores, k=tf.minimum(inputs["k"], tf.shape(rows)[1]))
-        chosen = tf.gather(rows, top.indices, batch_dims=1)
-        return {"item_id": tf.gather(self.catalog.keys, chosen), "scores": top.values}
+        return self._top(tf.where(seen, tf.constant(float("-inf"), scores.dtype), scores), inputs["k"], rows)
+
+    def _top(self, scores: tf.Tensor, k: tf.Tensor, rows: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """Each task's top ``k[b]`` of ``scores [B, M]`` (column j = catalog row j, or ``rows[b, j]``):
+        ``max(k)`` columns (cut to M); a task's columns past its own k hold ``""`` and ``-inf``."""
+        width = tf.minimum(tf.maximum(tf.reduce_max(k), 0), tf.shape(scores)[1])
+        top = tf.math.top_k(scores, k=width)
+        chosen = top.indices if rows is None else tf.gather(rows, top.indices, batch_dims=1)
+        past = tf.range(width)[None, :] >= k[:, None]
+        return {
+            "item_id": tf.where(past, tf.constant(""), tf.gather(self.catalog.keys, chosen)),
+            "scores": tf.where(past, tf.constant(float("-inf"), scores.dtype), top.values),
+        }
 
     def _encoded(self, support: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """encode_context on the support set's transformed episode tensors."""

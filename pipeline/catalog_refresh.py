@@ -7,8 +7,9 @@ training). :func:`refresh_catalog` rebuilds the pushed SavedModel around a new i
 1. the item side files of the configured data sources are read exactly as LogExampleGen reads them
    (same readers, same domain prefixes, bad rows counted and shown, never dropped silently);
 2. their raw attributes go through the run's tf.Transform graph, the one inside the served model;
-3. the model is rebuilt from the description inside the served version and its variables restored
-   from that version (no training, the same weights);
+3. the model (and ``recommend``'s retrieval stage, when it has one) is rebuilt from the description
+   inside the served version and its variables restored from that version (no training, the same
+   weights); the retrieval index is recomputed over the new catalog at export;
 4. it is exported with the new item table (items missing from the new file keep their previous
    row, so nothing disappears from the catalog by accident), the user table and warm-up records of
    the served version, and installed as a new version under the serving base path, atomically.
@@ -168,6 +169,7 @@ def refresh_catalog(config: PipelineConfig, output_dir: str, log: Log = print) -
 
     from cmml.models.export import CatalogTable, export_saved_model
     from cmml.models.raw_inputs import raw_serving_inputs
+    from cmml.models.retrieval import rebuild_stage
     from cmml.models.training import rebuild_model
     from cmml.pipeline.config import serving_base
     from cmml.schemas import tasks as T
@@ -189,8 +191,11 @@ def refresh_catalog(config: PipelineConfig, output_dir: str, log: Log = print) -
     log(f"reading the item files of {', '.join(map(str, config.data))}")
     examples, shown, rejected = read_item_examples(config)
     model = rebuild_model(json.loads(loaded.model_description.numpy()))
-    status = tf.train.Checkpoint(model=model).read(os.path.join(served, "variables", "variables"))
-    status.expect_partial().assert_existing_objects_matched()  # every variable of the model restored
+    trackables = {"model": model}
+    if hasattr(loaded, "retrieval_description"):  # recommend's retrieval stage: its towers, an index rebuilt below
+        trackables["retrieval"] = rebuild_stage(json.loads(loaded.retrieval_description.numpy()), model)
+    status = tf.train.Checkpoint(**trackables).read(os.path.join(served, "variables", "variables"))
+    status.expect_partial().assert_existing_objects_matched()  # every variable of the model (and stage) restored
     raw = raw_serving_inputs(transform_output, model)
     new = transformed_items(examples, raw, model)
     keys, features, counts = _merge(_served_table(loaded.catalog), new)
@@ -210,6 +215,7 @@ def refresh_catalog(config: PipelineConfig, output_dir: str, log: Log = print) -
             example_spec=raw.example_spec,
             catalog=items,
             user_catalog=users,
+            retrieval=trackables.get("retrieval"),
         )
         if os.path.isdir(os.path.join(served, WARMUP_DIR)):  # the same requests: they name items by id
             shutil.copytree(os.path.join(served, WARMUP_DIR), os.path.join(staging, WARMUP_DIR))

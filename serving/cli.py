@@ -379,7 +379,7 @@ def _inputs_from_items(args: argparse.Namespace, signatures: dict):
         elif name == "support_label":
             inputs[name] = np.array([ratings], dtype=np.float32)
         elif name == "k":
-            inputs[name] = np.array(args.top or 10, dtype=dtype)
+            inputs[name] = np.array([args.top or 10], dtype=dtype)
         elif name == "user_id":
             inputs[name] = np.array([(args.user or "").encode()], dtype=object)
         elif dtype.kind == "O":  # a user attribute: the one given, else unknown

@@ -175,8 +175,8 @@ def signature_inputs(sig: SignatureInfo, episodes: Mapping[str, np.ndarray]) -> 
             inputs[key] = np.asarray(episodes[key])
         elif key.startswith("new_") and "support_" + key[4:] in episodes:
             inputs[key] = np.asarray(episodes["support_" + key[4:]])[:, :1]
-        elif key == "k" and spec.shape == ():
-            inputs[key] = np.array(WARMUP_TOP_K, dtype=numpy_dtype(spec.dtype))
+        elif key == "k":  # recommend's items per task
+            inputs[key] = np.full(batch, WARMUP_TOP_K, dtype=numpy_dtype(spec.dtype))
         elif key == "user_id" and spec.dtype == types_pb2.DT_STRING:
             inputs[key] = np.full(batch, b"", dtype=object)
         elif key.startswith("user_") and "support_" + key[5:] in episodes:

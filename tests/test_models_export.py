@@ -265,7 +265,7 @@ def test_items_by_id_signatures_read_items_and_known_users_from_the_catalog_tabl
         support_label=tf.constant(labels),
         user_id=tf.constant(["u1", ""]),
         user_gender=tf.constant(["", "F"]),
-        k=tf.constant(2),
+        k=tf.constant([2, 2]),
     )
     for b in range(2):
         seen = set(support[b])
@@ -275,4 +275,15 @@ def test_items_by_id_signatures_read_items_and_known_users_from_the_catalog_tabl
         assert [x.decode() for x in top["item_id"][b].numpy()] == ranked[:2]
         want_top = [all_scores[b][list(item_genres).index(i)] for i in ranked[:2]]
         np.testing.assert_allclose(top["scores"][b].numpy(), want_top, atol=1e-5)
-    assert fns["recommend"].structured_input_signature[1]["k"].shape == ()
+    assert fns["recommend"].structured_input_signature[1]["k"].shape == [None]  # per task: TF Serving batches it
+    # k per task: the output has max(k) columns, a task's past its own k hold "" and -inf
+    mixed = fns["recommend"](
+        support_item_id=tf.constant(support),
+        support_label=tf.constant(labels),
+        user_id=tf.constant(["u1", ""]),
+        user_gender=tf.constant(["", "F"]),
+        k=tf.constant([1, 3]),
+    )
+    assert mixed["item_id"].numpy().tolist()[0][1:] == [b"", b""] and mixed["item_id"].shape == (2, 3)
+    assert np.isneginf(mixed["scores"].numpy()[0, 1:]).all() and np.isfinite(mixed["scores"].numpy()[1]).all()
+    np.testing.assert_array_equal(mixed["item_id"].numpy()[1, :2], top["item_id"].numpy()[1])

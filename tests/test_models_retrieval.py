@@ -316,7 +316,7 @@ def test_recommend_with_the_index_reranks_its_candidates_with_stock_ops_only(tmp
         )
         assert not non_stock_ops(path)
         fns = tf.saved_model.load(str(path)).signatures
-        top = fns["recommend"](**request, k=tf.constant(4))
+        top = fns["recommend"](**request, k=tf.constant([4, 4]))
         everything = fns["serving_default"](**request, query_item_id=tf.constant([names, names]))["scores"].numpy()
         results[n] = top
         # the rows the index proposes, from the same stage in memory
@@ -340,7 +340,7 @@ def test_recommend_with_the_index_reranks_its_candidates_with_stock_ops_only(tmp
         ranked = sorted((i for i in names if i not in support[b]), key=lambda i: -everything[b][names.index(i)])
         assert [x.decode() for x in results[30]["item_id"][b].numpy()] == ranked[:4]
     # k above N is cut to N
-    assert fns["recommend"](**request, k=tf.constant(50))["item_id"].shape == (2, 6)
+    assert fns["recommend"](**request, k=tf.constant([50, 50]))["item_id"].shape == (2, 6)
     # the stage rebuilt from the SavedModel's description and checkpoint (what a catalog refresh needs)
     import json
 

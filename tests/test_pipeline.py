@@ -237,7 +237,7 @@ def test_cmml_predict_recommends_from_the_pushed_model_over_grpc_and_rest(run, s
     spec = recommend.structured_input_signature[1]
     inputs = {n: tf.zeros([1], s.dtype) if s.dtype != tf.string else tf.constant([""]) for n, s in spec.items()}
     inputs.update(
-        support_item_id=tf.constant([items]), support_label=tf.constant([ratings]), k=tf.constant(5, tf.int32)
+        support_item_id=tf.constant([items]), support_label=tf.constant([ratings]), k=tf.constant([5], tf.int32)
     )
     want = [x.decode() for x in recommend(**inputs)["item_id"].numpy()[0]]
     assert len(want) == 5 and not set(want) & set(items)
@@ -313,7 +313,7 @@ def test_clients_written_from_tf_serving_docs_call_the_pushed_model(run):
         "query_item_id": [candidates],
     }
     default.update(user)
-    top = {**{k: v for k, v in default.items() if k != "query_item_id"}, "k": 3}
+    top = {**{k: v for k, v in default.items() if k != "query_item_id"}, "k": [3]}
 
     def local(name, values):
         spec = model.signatures[name].structured_input_signature[1]
@@ -537,7 +537,7 @@ def test_catalog_refresh_adds_an_item_that_recommend_ranks_with_no_failed_reques
             inputs[name] = (
                 np.array([b""], object) if spec.dtype == tf.string else np.zeros([1], spec.dtype.as_numpy_dtype)
             )
-    inputs["k"] = np.array(100_000, np.int32)  # the whole catalog
+    inputs["k"] = np.array([100_000], np.int32)  # the whole catalog
     with (
         DoubleProcess(serving / "cmml", "cmml", poll_seconds=0.5) as double,
         GrpcClient(double.grpc_target, "cmml") as client,

@@ -101,7 +101,7 @@ def run_checks(model_dir: str, data: dict, report: dict) -> None:
         )
     if "recommend" in fns:
         k = 5
-        top = call("recommend", **inputs_of("recommend", k=np.int32(k)))
+        top = call("recommend", **inputs_of("recommend", k=np.full(b, k, np.int32)))
         check(top["item_id"].shape == (b, k), f"recommend returns {top['item_id'].shape} items for {b} tasks, k={k}")
         again = call("serving_default", **{**inputs_of("serving_default"), "query_item_id": top["item_id"]})["scores"]
         check(
