@@ -8,7 +8,10 @@ NDCG@K with gain 1 for a liked item (``cmml.models.metrics``, ties pessimistic: 
 liked item). Tasks without a liked query item are left out of the averages (their count is recorded).
 
 Rankers are callables ``(TaskBatch) -> scores [B, n_items]`` (higher first; ``-inf`` = not proposed,
-so a two-stage ranker that scores only its N candidates plugs in unchanged):
+so a two-stage ranker that scores only its N candidates plugs in unchanged: :class:`TwoStageRanker`
+wraps a retrieval ranker and a re-ranker, and ``Options.cmml_rankers`` adds rows scored with each
+trained CMML model, e.g. ``{"CMML two-stage": lambda model, catalog, exhaustive:
+TwoStageRanker(retrieval, exhaustive, 200)}``):
 
 * **CMML exhaustive** (:class:`CMMLCatalogRanker`): the trained model scores every catalog item from
   the task's context, exactly as the exported ``recommend`` signature does
@@ -82,8 +85,8 @@ BIAS_GRID = {"item_shrinkage": (2.0, 10.0, 50.0, 250.0, 1000.0, 5000.0, 25000.0)
 EASE_GRID = {"l2": (50.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0), "min_rating": (1.0, LIKED)}
 ALS_GRID = {
     "factors": (64, 128),
-    "regularization": (0.05, 1.0, 10.0),
-    "alpha": (1.0, 10.0),
+    "regularization": (3.0, 10.0, 30.0, 100.0),
+    "alpha": (1.0, 3.0, 10.0),
     "iterations": (15,),
     "min_rating": (1.0, LIKED),
 }
@@ -321,6 +324,32 @@ class EpisodeModelRanker(_TracedRanker):
         return self.model(features)
 
 
+class TwoStageRanker:
+    """A retrieval stage proposes ``candidates`` items per task (its top N, support items left out); the re-ranker's
+    scores order them; every other item gets ``-inf`` (not proposed). The hook for "CMML two-stage": ``retrieve`` is
+    the retrieval model's ranker, ``rerank`` the CMML exhaustive ranker (or one scoring only the candidates)."""
+
+    def __init__(self, retrieve: Ranker, rerank: Ranker, candidates: int):
+        if candidates < 1:
+            raise ValueError("candidates must be at least 1")
+        self.retrieve, self.rerank, self.candidates = retrieve, rerank, candidates
+
+    def __call__(self, batch: TaskBatch) -> np.ndarray:
+        first = np.asarray(self.retrieve(batch), np.float64)
+        n = first.shape[1]
+        support = support_matrix(batch.support_rows, np.zeros(batch.support_rows.shape), n, 0.0) > 0
+        first = np.where(support, -np.inf, first)
+        n_keep = min(self.candidates, n)
+        proposed = np.argpartition(-first, n_keep - 1, axis=1)[:, :n_keep]  # [B, N]
+        keep = np.zeros(first.shape, bool)
+        np.put_along_axis(keep, proposed, True, axis=1)
+        keep &= np.isfinite(first)
+        return np.where(keep, np.asarray(self.rerank(batch), np.float64), -np.inf)
+
+
+RerankerFactory = Callable[[CMMLModel, Catalog, Ranker], Ranker]  # (trained CMML, catalog, exhaustive) -> ranker
+
+
 # --- classic full-catalog baselines --------------------------------------------------------------------------------
 def interaction_matrix(batches: Iterable[Batch], catalog: Catalog, min_rating: float = 1.0):
     """Users × catalog items ``scipy.sparse.csr_matrix [U, n]`` (float32, 1 = rated ≥ ``min_rating``): one user per
@@ -553,6 +582,8 @@ class Options:
     check_recommend: bool = True
     reuse_records: bool = False  # read the newest TaskGen output under cache_dir instead of running the data path
     max_epochs: int | None = None  # quick runs only
+    # more rows scored with each trained CMML model, e.g. "CMML two-stage": name -> factory(model, catalog, exhaustive)
+    cmml_rankers: Mapping[str, RerankerFactory] = dataclasses.field(default_factory=dict)
     grids: Mapping[str, Mapping[str, Sequence[Any]]] = dataclasses.field(
         default_factory=lambda: {"bias model": BIAS_GRID, "EASE": EASE_GRID, "ALS (fold-in)": ALS_GRID}
     )
@@ -731,6 +762,13 @@ def run_suite(suite: Suite, rows: TrainedRows, opts: Options, record: dict, save
             record["recommend_check"]["seed"] = seed
             log(f"[{suite.name}] CMML exhaustive = exported recommend: {record['recommend_check']}")
         add(name, seed, ranker, extra)
+        if spec.kind == "cmml" and name == "CMML exhaustive":
+            for other, factory in opts.cmml_rankers.items():  # the same trained model behind another ranking
+                t = time.time()
+                derived = factory(model, catalog, ranker)
+                setup = time.time() - t
+                figures = {m: v for m, v in evaluate_ranker(derived, valid).items() if m in METRICS}
+                add(other, seed, derived, {**extra, "valid": figures, "setup_seconds": setup})
         return extra
 
     for seed in opts.seeds:
@@ -782,7 +820,8 @@ def standard_error(values: Sequence[float]) -> float:
 def summarize_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per model, in :data:`ROWS` order: mean and standard error over its seeds of every metric."""
     out = []
-    for name in ROWS:
+    names = list(ROWS) + sorted({r["model"] for r in runs} - set(ROWS))  # then rows such as "CMML two-stage"
+    for name in names:
         mine = [r for r in runs if r["model"] == name]
         if not mine:
             continue
@@ -797,6 +836,10 @@ def summarize_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row["query_mae"] = float(np.mean([r["query_mae"] for r in mine])) if "query_mae" in mine[0] else None
         out.append(row)
     return out
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if value < 10 else f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
 def _cell(mean: float, se: float) -> str:
@@ -863,6 +906,7 @@ def render(record: Mapping[str, Any]) -> str:
                 f"| {r['model']} | {' | '.join(cells)} | {seeds} | {mae} | {r['fit_seconds']:.1f} s | {shown} |"
             )
         lines.append("")
+        lines += [f"- {line}" for line in findings(rows)]
         for model, sel in suite.get("selection", {}).items():
             if "options" in sel:
                 values = [o["valid"][sel["metric"]] for o in sel["options"]]
@@ -892,9 +936,41 @@ def render(record: Mapping[str, Any]) -> str:
         "The query-set MAE column is the model's usual users-v1 figure (10 query ratings), a check that the trained "
         "models are the tables' models.",
         "",
+    ]
+    if not any(r["model"] == "CMML two-stage" for s in record.get("suites", {}).values() for r in s.get("runs", [])):
+        lines += [
+            "CMML two-stage (a retrieval stage proposing N candidates that CMML re-ranks) has no row yet: the "
+            "retrieval stage is being built; it plugs in as `TwoStageRanker(retrieval, exhaustive, N)` through "
+            "`Options.cmml_rankers`, scored with the same trained CMML models and the same tasks.",
+            "",
+        ]
+    lines += [
         END.format(SECTION),
     ]
     return "\n".join(lines) + "\n"
+
+
+def findings(rows: Sequence[Mapping[str, Any]], metric: str = SELECTION_METRIC) -> list[str]:
+    """What the table says, computed from it: the best row, and CMML exhaustive against each other row."""
+    if not rows:
+        return []
+    by = {r["model"]: r for r in rows}
+    best = max(rows, key=lambda r: r[metric][0])
+    label = metric.replace("recall", "Recall").replace("ndcg", "NDCG")
+    out = [f"Best {label}: {best['model']} ({best[metric][0]:.4f})."]
+    ours = by.get("CMML exhaustive")
+    if ours is not None:
+        parts = []
+        for name, r in by.items():
+            if name == "CMML exhaustive":
+                continue
+            diff = ours[metric][0] - r[metric][0]
+            se = np.sqrt(np.nansum([ours[metric][1] ** 2, r[metric][1] ** 2]))
+            ratio = f", {ours[metric][0] / r[metric][0]:.2f}×" if r[metric][0] > 0 else ""
+            spread = f" (± {se:.4f} s.e.)" if se > 0 else ""
+            parts.append(f"{name} {diff:+.4f}{spread}{ratio}")
+        out.append(f"CMML exhaustive {label} minus each other row's: " + "; ".join(parts) + ".")
+    return out
 
 
 CHOSEN_SHOWN = ("ItemPop", "bias model", "EASE", "ALS (fold-in)")

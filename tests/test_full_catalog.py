@@ -84,6 +84,26 @@ def test_catalog_rows_of_item_ids():
         catalog.rows(np.array([[9]]), np.array([[1]]))
 
 
+def test_two_stage_ranker_orders_only_the_retrieved_candidates():
+    rng = np.random.default_rng(6)
+    retrieval, rerank = rng.normal(size=(2, 12)), rng.normal(size=(2, 12))
+    support = np.array([[0, 1], [2, -1]])
+    task = FC.TaskBatch({}, support, np.full((2, 2), 5.0, np.float32))
+    retrieval[0, [0, 1]] = 100.0  # support items at the top of the retrieval: never proposed
+    two = FC.TwoStageRanker(lambda t: retrieval, lambda t: rerank, candidates=4)(task)
+    for b in range(2):
+        left = [i for i in range(12) if i not in support[b]]
+        proposed = sorted(left, key=lambda i: -retrieval[b, i])[:4]
+        assert set(np.flatnonzero(np.isfinite(two[b]))) == set(proposed)
+        np.testing.assert_allclose(two[b, proposed], rerank[b, proposed])
+    # every item proposed: the re-ranker's own ranking, hence its metrics
+    held = _held([[5, 7], [3, 9]], [[5, 4], [4, 5]])
+    everything = FC.TwoStageRanker(lambda t: retrieval, lambda t: rerank, candidates=12)(task)
+    a, b = FC.ranking_metrics(everything, support, held, ks=(3,)), FC.ranking_metrics(rerank, support, held, ks=(3,))
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name])
+
+
 # --- EASE and ALS ----------------------------------------------------------------------------------------------------
 def test_ease_weights_equal_a_direct_solve_of_the_constrained_ridge_regression():
     rng = np.random.default_rng(1)
