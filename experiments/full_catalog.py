@@ -47,6 +47,7 @@ import dataclasses
 import itertools
 import os
 import platform
+import shlex
 import subprocess
 import tempfile
 import time
@@ -860,13 +861,27 @@ def render(record: Mapping[str, Any]) -> str:
     loads = [
         r["load1"] for s in record.get("suites", {}).values() for r in s.get("runs", []) if r.get("load1") is not None
     ]
+    calls = record.get("invocations") or [
+        {
+            "command": record.get("command"),
+            "wall_seconds": record.get("wall_seconds", 0.0),
+            "commit": record.get("commit"),
+        }
+    ]
+    lines.append(
+        "Commands (from the repository root; some invocations ran at the same time, on separate results files "
+        "merged into this one):"
+        if len(calls) > 1
+        else "Command:"
+    )
+    lines += [f"- `{c['command']}` — {_seconds(c.get('wall_seconds', 0.0))}, code {c.get('commit')}" for c in calls]
     lines += [
-        f"Command: `{record.get('command')}`  ",
-        f"Run: {record.get('date')}, code {record.get('commit')}, seeds {', '.join(map(str, record.get('seeds', [])))} "
-        f"(trained models and ALS; the other rows are deterministic), machine: {mach.get('cpu')}, {mach.get('cores')} "
+        "",
+        f"Run: {record.get('date')}, seeds {', '.join(map(str, record.get('seeds', [])))} asked for the trained models "
+        "and ALS (the seeds column counts those finished; the other rows are deterministic), "
+        f"machine: {mach.get('cpu')}, {mach.get('cores')} "
         f"cores shared with other jobs (1-min load average after each result: median "
-        f"{np.median(loads) if loads else float('nan'):.1f}, max {max(loads) if loads else float('nan'):.1f}); "
-        f"wall time {record.get('wall_seconds', 0) / 60:.1f} min.",
+        f"{np.median(loads) if loads else float('nan'):.1f}, max {max(loads) if loads else float('nan'):.1f}).",
         "",
         "Each cold user (meta-test task) gets a ranking of **the whole item catalog** minus its support items, as "
         "the SavedModel's `recommend` signature returns it; Recall@K = share of the user's held-out liked items "
@@ -903,10 +918,16 @@ def render(record: Mapping[str, Any]) -> str:
                 else f"suites.yaml row '{_row_of(suite, r['model'])}'"
             )
             lines.append(
-                f"| {r['model']} | {' | '.join(cells)} | {seeds} | {mae} | {r['fit_seconds']:.1f} s | {shown} |"
+                f"| {r['model']} | {' | '.join(cells)} | {seeds} | {mae} | {_seconds(r['fit_seconds'])} | {shown} |"
             )
         lines.append("")
         lines += [f"- {line}" for line in findings(rows)]
+        missing = [m for m in ("DCN", "CMML exhaustive") if not any(r["model"] == m for r in rows)]
+        if missing:
+            lines.append(
+                f"- Not run on this suite yet: {', '.join(missing)} (`cmml full-catalog --suite {name} --models "
+                f"{' '.join(shlex.quote(m) for m in missing)} --resume` adds them)."
+            )
         for model, sel in suite.get("selection", {}).items():
             if "options" in sel:
                 values = [o["valid"][sel["metric"]] for o in sel["options"]]
@@ -933,8 +954,8 @@ def render(record: Mapping[str, Any]) -> str:
         "The bias model's user offset is one constant per user, so its full-catalog ranking is that of the shrunk item "
         "mean b_i; CMML and DCN are the rating models of the tables above (MSE on ratings of items the user did rate), "
         "scored on items the user may never have seen. "
-        "The query-set MAE column is the model's usual users-v1 figure (10 query ratings), a check that the trained "
-        "models are the tables' models.",
+        "The query-set MAE column is the model's usual figure (MAE over each meta-test user's 10 query ratings), a "
+        "check that the trained models are those of the suites' tables.",
         "",
     ]
     if not any(r["model"] == "CMML two-stage" for s in record.get("suites", {}).values() for r in s.get("runs", [])):
@@ -1006,8 +1027,11 @@ def run(suite_names: Sequence[str], opts: Options, data_root: str | None = None)
         }
     )
     start = time.time()
+    call = {"command": opts.command, "date": results.now(), "commit": record["commit"], "wall_seconds": 0.0}
+    record.setdefault("invocations", []).append(call)
 
     def save() -> None:
+        call["wall_seconds"] = time.time() - start
         record["wall_seconds"] = earlier + time.time() - start
         results.write_json(path, record)
         if opts.out:
