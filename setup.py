@@ -48,6 +48,10 @@ INSTALL_REQUIRES = [
     "matplotlib",
 ]
 
+# Optional: the full-catalog evaluation's ALS baseline (`cmml full-catalog`, experiments/full_catalog.py) uses the
+# `implicit` library; without it that row fails with a message saying how to install it. The test environment has it.
+EVAL_REQUIRES = ["implicit"]
+
 setup(
     name="cmml-tfx",
     version="0.1.0",
@@ -65,7 +69,7 @@ setup(
     },
     include_package_data=False,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest>=7", "pytest-timeout", "ruff"]},
+    extras_require={"dev": ["pytest>=7", "pytest-timeout", "ruff", *EVAL_REQUIRES], "eval": EVAL_REQUIRES},
     entry_points={"console_scripts": ["cmml = cmml.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3.10",

@@ -5,11 +5,12 @@
     cmml experiment --render                      # re-render RESULTS.md from docs/results/*.json
     cmml sweep [--suite users-v1] [--seeds 3] [--variants "τ = 0.5" ...]
     cmml interpret [--out docs] [--parts users,scenario,routes]
+    cmml full-catalog [--suite users-v1 ml-100k-users] [--seeds 5] [--resume]   # whole-catalog Recall/NDCG
 
 The argument definitions import nothing beyond the standard library, so that ``cmml --help`` stays
 fast; each handler imports the modules that do the work. ``python -m cmml.experiments.run``,
-``python -m cmml.experiments.render``, ``python -m cmml.experiments.sweep`` and ``python -m
-cmml.experiments.interpret`` run the same commands on their own.
+``python -m cmml.experiments.render``, ``python -m cmml.experiments.sweep``, ``python -m
+cmml.experiments.interpret`` and ``python -m cmml.experiments.full_catalog`` run the same commands on their own.
 
 Cost: on 2 CPU cores shared with other jobs, one users-v1 run of CMML takes 1-2 min (~6-9 s an
 epoch after a ~25 s first epoch of tracing), DCN ~1.5 min, MeLU-5 ~3 min, MetaCS-DNN-5 ~8 min; the
@@ -38,7 +39,7 @@ def _say(line: str) -> None:
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``experiment``, ``sweep`` and ``interpret``; each sets ``handler`` as its default."""
+    """Registers ``experiment``, ``sweep``, ``interpret`` and ``full-catalog``; each sets ``handler`` as its default."""
     experiment = subparsers.add_parser(
         "experiment", help="the paper's tables on real data: 5 seeds, mean ± std, into RESULTS.md"
     )
@@ -54,6 +55,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     )
     add_interpret_arguments(interpret)
     interpret.set_defaults(handler=interpret_command)
+    full_catalog = subparsers.add_parser(
+        "full-catalog",
+        help="cold users' Recall/NDCG@10,20 over the whole item catalog (CMML, DCN, floors, EASE, ALS) into RESULTS.md",
+    )
+    add_full_catalog_arguments(full_catalog)
+    full_catalog.set_defaults(handler=full_catalog_command)
 
 
 # --- cmml experiment --------------------------------------------------------------------------------------------
@@ -229,6 +236,78 @@ def interpret_command(args: argparse.Namespace) -> int:
     return run_studies(args, parts)
 
 
+# --- cmml full-catalog ------------------------------------------------------------------------------------------
+def add_full_catalog_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--suite",
+        nargs="+",
+        default=["users-v1"],
+        help="user suites of suites.yaml whose records are ranked (default users-v1)",
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. n-1 of the trained models and ALS (default 5)")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=[],
+        help="only rows whose name contains one of these strings (default: all); with --resume they are rerun and "
+        "the other rows keep their figures",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the results already in the JSON file (rows already done are skipped)",
+    )
+    parser.add_argument(
+        "--no-listwise", action="store_true", help="skip the CMML variant with the listwise ranking term"
+    )
+    parser.add_argument(
+        "--no-recommend-check", action="store_true", help="skip the comparison with the exported recommend signature"
+    )
+    parser.add_argument("--max-epochs", type=int, help="cap the trained models' epochs (quick runs only)")
+    parser.add_argument(
+        "--cache-dir", default="runs/experiments", help="TFX data pipeline outputs, shared with `cmml experiment`"
+    )
+    parser.add_argument(
+        "--reuse-records",
+        action="store_true",
+        help="read the newest TaskGen output under --cache-dir instead of re-running the data pipeline",
+    )
+    parser.add_argument("--data-root", help=DATA_ROOT_HELP)
+    parser.add_argument(
+        "--json-dir", default="docs/results", help="where full-catalog.json goes (default docs/results)"
+    )
+    parser.add_argument(
+        "--out",
+        default="RESULTS.md",
+        help="results file; only its full-catalog section is rewritten (default RESULTS.md)",
+    )
+
+
+def full_catalog_command(args: argparse.Namespace) -> int:
+    import time
+
+    from cmml.experiments.full_catalog import Options, run
+
+    opts = Options(
+        seeds=list(range(args.seeds)),
+        cache_dir=args.cache_dir,
+        json_dir=args.json_dir,
+        out=args.out,
+        models=args.models,
+        resume=args.resume,
+        listwise=not args.no_listwise,
+        check_recommend=not args.no_recommend_check,
+        reuse_records=args.reuse_records,
+        max_epochs=args.max_epochs,
+        command=getattr(args, "command_line", None) or shlex.join(["cmml", "full-catalog"] + sys.argv[2:]),
+        log=_say,
+    )
+    start = time.time()
+    run(list(dict.fromkeys(args.suite)), opts, args.data_root)
+    print(f"done in {(time.time() - start) / 60:.1f} min", flush=True)
+    return 0
+
+
 # --- python -m cmml.experiments.<module> ---------------------------------------------------------------------------
 def _main(
     module: str,
@@ -270,3 +349,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
 
 def interpret_main(argv: Sequence[str] | None = None) -> int:
     return _main("cmml.experiments.interpret", add_interpret_arguments, interpret_command, argv)
+
+
+def full_catalog_main(argv: Sequence[str] | None = None) -> int:
+    return _main("cmml.experiments.full_catalog", add_full_catalog_arguments, full_catalog_command, argv)
