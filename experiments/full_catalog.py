@@ -546,7 +546,7 @@ def check_against_recommend(
             elif name == "user_id":
                 inputs[name] = tf.constant(np.asarray(user_ids[:take], dtype=bytes))
             elif name == "k":
-                inputs[name] = tf.constant(k, tf.int32)
+                inputs[name] = tf.fill([take], tf.constant(k, tf.int32))  # per task
             else:  # a raw user attribute: unknown, the user catalog supplies it
                 shape = [take] + [1] * (spec.shape.rank - 1)
                 inputs[name] = tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, "")
