@@ -258,7 +258,7 @@ def test_cmml_exhaustive_equals_the_exported_recommend_signature(tmp_path):
         support_label=tf.constant(labels),
         user_id=tf.constant(["u1", "u2", "u3"]),
         user_gender=tf.constant(["", "", ""]),
-        k=tf.constant(k),
+        k=tf.constant([k] * 3),
     )
     for b in range(3):
         left = [r for r in range(n) if r not in set(support_rows[b])]
