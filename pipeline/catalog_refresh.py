@@ -24,7 +24,6 @@ import dataclasses
 import glob
 import json
 import os
-import shutil
 import tempfile
 import time
 from typing import Callable
@@ -50,6 +49,7 @@ class RefreshReport:
     kept: int  # in the served table only: kept with their previous attributes
     rejected_rows: int  # rows of the item files the readers refused (shown in ``rejections``)
     rejections: list[str]
+    warmup: dict[str, int]  # the served version's warm-up records: kept, refilled, left out
 
     def render(self) -> str:
         lines = [
@@ -57,6 +57,11 @@ class RefreshReport:
             f"  items: {self.items} = {self.added} added + {self.changed} changed + {self.unchanged} unchanged "
             f"+ {self.kept} kept from the served table (not in the new file)",
         ]
+        lines.append(
+            "  warm-up records: {kept} kept, {refilled} refilled for the new signatures, {left_out} left out".format(
+                **self.warmup
+            )
+        )
         if self.rejected_rows:
             lines.append(f"  rejected rows of the item files: {self.rejected_rows}")
             lines += [f"    {r}" for r in self.rejections]
@@ -174,7 +179,7 @@ def refresh_catalog(config: PipelineConfig, output_dir: str, log: Log = print) -
     from cmml.pipeline.config import serving_base
     from cmml.schemas import tasks as T
     from cmml.serving.layout import install_version, latest_version
-    from cmml.serving.warmup import WARMUP_DIR
+    from cmml.serving.warmup import carry_warmup_requests
 
     base = serving_base(config, output_dir)
     served_version = latest_version(base) if os.path.isdir(base) else None
@@ -217,8 +222,8 @@ def refresh_catalog(config: PipelineConfig, output_dir: str, log: Log = print) -
             user_catalog=users,
             retrieval=trackables.get("retrieval"),
         )
-        if os.path.isdir(os.path.join(served, WARMUP_DIR)):  # the same requests: they name items by id
-            shutil.copytree(os.path.join(served, WARMUP_DIR), os.path.join(staging, WARMUP_DIR))
+        # the served version's requests (they name items by id), fitted to this export's signatures
+        warmup = carry_warmup_requests(served, staging)
         path = install_version(staging, base, version)
     return RefreshReport(
         version=version,
@@ -227,5 +232,6 @@ def refresh_catalog(config: PipelineConfig, output_dir: str, log: Log = print) -
         items=len(keys),
         rejected_rows=rejected,
         rejections=shown,
+        warmup=warmup,
         **counts,
     )

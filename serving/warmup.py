@@ -130,6 +130,39 @@ def read_warmup_requests(saved_model_dir: str | os.PathLike) -> list[prediction_
     return logs
 
 
+def carry_warmup_requests(served_dir: str | os.PathLike, saved_model_dir: str | os.PathLike) -> dict[str, int]:
+    """Writes the warm-up records of ``served_dir`` into ``saved_model_dir``, a new version of the same
+    model (a catalog refresh) whose signatures may have moved on: a record that fits is kept as it
+    is; one whose inputs no longer fit (another rank, an input added or gone) is refilled by
+    :func:`signature_inputs` from those of its inputs that still fit; one naming a signature the new
+    model lacks is left out. Returns the counts ``{"kept", "refilled", "left_out"}``."""
+    signatures = signatures_from_map(signature_def_map(saved_model_dir))
+    counts = {"kept": 0, "refilled": 0, "left_out": 0}
+    requests = []
+    for log in read_warmup_requests(served_dir):
+        request = log.predict_log.request
+        sig = signatures.get(request.model_spec.signature_name or DEFAULT_SIGNATURE)
+        if log.WhichOneof("log_type") != "predict_log" or sig is None:
+            counts["left_out"] += 1
+            continue
+        inputs = request_inputs(request)
+        try:
+            validate_inputs(sig, inputs)
+            requests.append(request)
+            counts["kept"] += 1
+        except ServingError:
+            fitting = {
+                k: v
+                for k, v in inputs.items()
+                if k in sig.inputs and (sig.inputs[k].shape is None or len(sig.inputs[k].shape) == v.ndim)
+            }
+            requests.append(predict_request(signature_inputs(sig, fitting), sig.name))
+            counts["refilled"] += 1
+    if requests:
+        write_warmup_requests(saved_model_dir, requests)
+    return counts
+
+
 def replay_warmup(saved_model_dir: str | os.PathLike, run: Callable[[predict_pb2.PredictRequest], object]) -> int:
     """Runs every warm-up record through ``run``; returns how many. Only predict logs are
     supported (the CMML model has no classify/regress signatures)."""
@@ -168,7 +201,10 @@ def signature_inputs(sig: SignatureInfo, episodes: Mapping[str, np.ndarray]) -> 
     it; recommend's ``k`` is 10; fixed-width float inputs that episodes do not hold (``context``,
     ``state``) are zeros of the signature's width.
     """
-    batch = int(np.asarray(episodes["support_mask"]).shape[0]) if "support_mask" in episodes else 1
+    lead = [
+        np.asarray(episodes[k]).shape[:1] for k in ("support_mask", "support_label", "support_item_id") if k in episodes
+    ]
+    batch = int(lead[0][0]) if lead and lead[0] else 1
     inputs: dict[str, np.ndarray] = {}
     for key, spec in sig.inputs.items():
         if key in episodes:
