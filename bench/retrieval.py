@@ -205,7 +205,7 @@ def expand(config: str | None, trainer_model: str, tasks: str, transform: str, i
 
     from cmml.models import retrieval as R
     from cmml.models import training
-    from cmml.models.export import CatalogTable, export_saved_model
+    from cmml.models.export import CatalogTable, export_by_id
     from cmml.models.raw_inputs import raw_serving_inputs
     from cmml.pipeline.config import load_config
     from cmml.schemas import tasks as T
@@ -230,16 +230,7 @@ def expand(config: str | None, trainer_model: str, tasks: str, transform: str, i
     user_keys, user_features = T.read_catalog(T.catalog_path(tasks, "user"))
     raw = raw_serving_inputs(transform, model)
     path = os.path.join(out, "Format-Serving")
-    export_saved_model(
-        model,
-        path,
-        preprocess=raw.preprocess,
-        raw_specs=raw.specs,
-        example_spec=raw.example_spec,
-        catalog=catalog,
-        user_catalog=CatalogTable("user", user_keys, user_features),
-        retrieval=stage,
-    )
+    export_by_id(model, path, raw, catalog, CatalogTable("user", user_keys, user_features), stage)
     (Path(out) / "training_summary.json").write_text(json.dumps({"retrieval": summary}, indent=1))
     return path
 

@@ -474,6 +474,28 @@ def export_saved_model(
     return export_dir
 
 
+def export_by_id(
+    model: tf.keras.Model,
+    export_dir: str | os.PathLike,
+    raw,
+    catalog: CatalogTable | None,
+    user_catalog: CatalogTable | None = None,
+    retrieval: RetrievalStage | None = None,
+) -> Path:
+    """The serving export with the transform graph of ``raw``
+    (:func:`cmml.models.raw_inputs.raw_serving_inputs`) in front: items by id when ``catalog`` is given."""
+    return export_saved_model(
+        model,
+        export_dir,
+        preprocess=raw.preprocess,
+        raw_specs=raw.specs,
+        example_spec=raw.example_spec,
+        catalog=catalog,
+        user_catalog=user_catalog,
+        retrieval=retrieval,
+    )
+
+
 def _without_keras_traces():
     """Saving leaves out Keras' own traces of every layer's call (what ``Model.save(save_traces=False)``
     leaves out): the signatures are the serving API and the variables restore without them, and
@@ -542,15 +564,14 @@ def export_models(
             path = T.catalog_path(catalog_root, side)
             if os.path.exists(path):
                 tables[side] = CatalogTable(side, *T.read_catalog(path))
-        export_saved_model(
+        with_items = "item" in tables
+        export_by_id(
             model,
             serving_dir,
-            preprocess=raw.preprocess,
-            raw_specs=raw.specs,
-            example_spec=raw.example_spec,
-            catalog=tables.get("item"),
-            user_catalog=tables.get("user") if "item" in tables else None,
-            retrieval=retrieval if "item" in tables else None,
+            raw,
+            tables.get("item"),
+            tables.get("user") if with_items else None,
+            retrieval if with_items else None,
         )
     else:
         export_saved_model(model, serving_dir)

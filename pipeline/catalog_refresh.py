@@ -172,7 +172,7 @@ def refresh_catalog(config: PipelineConfig, output_dir: str, log: Log = print) -
     data sources and installs it as a new version under the run's serving base path."""
     import tensorflow as tf
 
-    from cmml.models.export import CatalogTable, export_saved_model
+    from cmml.models.export import CatalogTable, export_by_id
     from cmml.models.raw_inputs import raw_serving_inputs
     from cmml.models.retrieval import rebuild_stage
     from cmml.models.training import rebuild_model
@@ -212,16 +212,7 @@ def refresh_catalog(config: PipelineConfig, output_dir: str, log: Log = print) -
     version = max(int(time.time()), served_version + 1)
     with tempfile.TemporaryDirectory() as tmp:
         staging = os.path.join(tmp, "model")
-        export_saved_model(
-            model,
-            staging,
-            preprocess=raw.preprocess,
-            raw_specs=raw.specs,
-            example_spec=raw.example_spec,
-            catalog=items,
-            user_catalog=users,
-            retrieval=trackables.get("retrieval"),
-        )
+        export_by_id(model, staging, raw, items, users, trackables.get("retrieval"))
         # the served version's requests (they name items by id), fitted to this export's signatures
         warmup = carry_warmup_requests(served, staging)
         path = install_version(staging, base, version)
