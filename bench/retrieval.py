@@ -195,7 +195,7 @@ def train(config: str | None, tasks: str, transform: str, out: str, retrieval: d
 
 
 def expand(config: str | None, trainer_model: str, tasks: str, transform: str, items: int, out: str) -> str:
-    """A Trainer's CMML model and retrieval stage exported with a catalog of ``items`` items: the
+    """A Trainer's CMML model (and retrieval stage, if any) exported with a catalog of ``items`` items: the
     TaskGen catalog's rows, then copies of them under new ids (``x<row>``: ids the Transform never
     saw, so each falls into an item_id OOV bucket and keeps its copy's attributes) — what a catalog
     refresh with new items gives. The index is computed at export through the trained candidate tower.
@@ -214,11 +214,14 @@ def expand(config: str | None, trainer_model: str, tasks: str, transform: str, i
     data = training.TaskData(tasks, cfg.task_setting)
     model = training.build_model("cmml", data.specs, data.setting, training.available_features(cfg.model, data.specs))
     training.build_variables(model, data.training(training.TrainingConfig.from_dict(cfg.training), 0)(0))
-    summary = json.loads((Path(trainer_model) / "training_summary.json").read_text())["retrieval"]
+    summary = json.loads((Path(trainer_model) / "training_summary.json").read_text()).get("retrieval")
     served = str(Path(trainer_model) / "Format-Serving")
-    description = tf.saved_model.load(served).retrieval_description.numpy()
-    stage = R.rebuild_stage(json.loads(description), model)
-    tf.train.Checkpoint(model=model, retrieval=stage).read(
+    loaded = tf.saved_model.load(served)
+    stage = None  # a model ranking by its relevance head has none: recommend scores every item
+    if hasattr(loaded, "retrieval_description"):
+        stage = R.rebuild_stage(json.loads(loaded.retrieval_description.numpy()), model)
+    parts = {"model": model, **({"retrieval": stage} if stage is not None else {})}
+    tf.train.Checkpoint(**parts).read(
         str(Path(served) / "variables" / "variables")
     ).expect_partial().assert_existing_objects_matched()
 
@@ -231,7 +234,7 @@ def expand(config: str | None, trainer_model: str, tasks: str, transform: str, i
     raw = raw_serving_inputs(transform, model)
     path = os.path.join(out, "Format-Serving")
     export_by_id(model, path, raw, catalog, CatalogTable("user", user_keys, user_features), stage)
-    (Path(out) / "training_summary.json").write_text(json.dumps({"retrieval": summary}, indent=1))
+    (Path(out) / "training_summary.json").write_text(json.dumps({"retrieval": summary} if summary else {}, indent=1))
     return path
 
 

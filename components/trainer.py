@@ -10,10 +10,12 @@ Exports, inside the Model artifact (:func:`cmml.models.export.export_models`):
 * ``Format-Serving/`` (``fn_args.serving_model_dir``): the model with the tf.Transform graph and
   TaskGen's transformed item and user tables inside, so requests name items and known users by id:
   signatures ``serving_default``, ``recommend`` (the top of the whole catalog), ``encode_context``,
-  ``score``, ``update_context`` (CMML), and ``serve_tf_examples`` / ``serve_raw`` (raw attributes,
-  for items outside the catalog); for a catalog of at least ``retrieval.min_catalog_size``
-  items, ``recommend`` re-ranks the N candidates of a retrieval stage trained here, after CMML, on
-  CMML's own ranking (:mod:`cmml.models.retrieval`);
+  ``score``, ``update_context`` (CMML), ``rank_items`` (CMML with the catalog relevance head), and
+  ``serve_tf_examples`` / ``serve_raw`` (raw attributes, for items outside the catalog). A CMML model
+  whose ``recommend`` needs the rating network on every item (no relevance head, or
+  ``catalog_rating_weight`` > 0) gets, for a catalog of at least ``retrieval.min_catalog_size`` items,
+  a retrieval stage trained here, after CMML, on CMML's own ranking (:mod:`cmml.models.retrieval`):
+  ``recommend`` re-ranks its N candidates. The relevance head alone is already a dot product per item;
 * ``Format-Ids/``: the same model on transformed ids, which the Evaluator scores on TaskGen's
   episodes;
 * ``training_summary.json`` (best epoch, validation curve) next to them.
@@ -66,6 +68,13 @@ def _retrieval_stage(
     the training summary), else None: ``recommend`` scores the whole catalog."""
     settings = retrieval.RetrievalConfig.from_dict(config["retrieval"])
     size = retrieval.catalog_size(data.root)
+    head = getattr(trained.model, "relevance", None) is not None
+    if head and not trained.model.config.catalog_rating_weight:
+        log(
+            f"Catalog of {size:,} items: recommend ranks it by the relevance head, one dot product per item "
+            "(the brute-force index a retrieval stage would add): no retrieval stage"
+        )
+        return None
     if size < settings.min_catalog_size:
         log(
             f"Catalog of {size:,} items, below retrieval.min_catalog_size {settings.min_catalog_size:,}: "

@@ -281,30 +281,33 @@ class CMMLCatalogRanker(_TracedRanker):
     """CMML exhaustive: every catalog item scored from the task's context.
 
     The computation of the exported ``recommend`` (``CMMLServingModule._score_catalog``): the catalog's
-    item embeddings ``[n, D_i]`` and baselines ``[n]`` computed once, then per batch of tasks the
-    context (``encode_context``), the task's user embedding broadcast over the catalog, and
-    ``score_rows(context, x, baseline)``.
+    item embeddings, baselines and relevance vectors computed once, then per batch of tasks the
+    context (``encode_context``), the task's user embedding, and
+    :func:`cmml.models.retrieval.score_items` (the relevance head's logits when the model has one).
     """
 
     def __init__(self, model: CMMLModel, catalog: Catalog):
+        from cmml.models.retrieval import catalog_embeddings, catalog_relevance
+
         self.model = model
-        items = {s.name: tf.constant(catalog.features[s.name][None]) for s in model.item_specs}  # [1, n(, L)]
-        self.catalog_x = model.item_embedding(items)[0]  # [n, D_i]
-        base = {key(QUERY, name): value for name, value in items.items()}
-        base[key(QUERY, MASK)] = tf.ones([1, catalog.size], tf.float32)
-        self.catalog_baseline = model.baseline(base, QUERY)[0]  # [n]
+        self.catalog_x, self.catalog_baseline = catalog_embeddings(
+            model, {s.name: tf.constant(catalog.features[s.name]) for s in model.item_specs}
+        )
+        self.relevance = None
+        if model.relevance is not None:
+            v, b = catalog_relevance(model, tf.constant(catalog.features["item_id"]))
+            self.relevance = (v[None], b[None])
         self._fn = None
 
     def _scores(self, support: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        from cmml.models.retrieval import score_items
+
         model = self.model
         context = model.encode_context(support)  # [B, C]
-        batch, n = tf.shape(context)[0], tf.shape(self.catalog_x)[0]
-        x = tf.broadcast_to(self.catalog_x[None], tf.stack([batch, n, tf.shape(self.catalog_x)[1]]))
-        if model.user_embedding is not None:  # the task's user: its support rows' user features
-            e_u = model.user_embedding({s.name: support[key(SUPPORT, s.name)][:, :1] for s in model.user_specs})
-            x = tf.concat([tf.broadcast_to(e_u, tf.stack([batch, n, tf.shape(e_u)[2]])), x], axis=-1)
-        baseline = tf.broadcast_to(self.catalog_baseline[None], tf.stack([batch, n]))
-        return model.score_rows(context, x, baseline, training=False)["score"]
+        e_u = model.task_user(support)
+        return score_items(
+            model, context, e_u, self.catalog_x[None], self.catalog_baseline[None], self.relevance, support
+        )
 
 
 class EpisodeModelRanker(_TracedRanker):
@@ -883,6 +886,7 @@ def render(record: Mapping[str, Any]) -> str:
         f"cores shared with other jobs (1-min load average after each result: median "
         f"{np.median(loads) if loads else float('nan'):.1f}, max {max(loads) if loads else float('nan'):.1f}).",
         "",
+        *[f"{note}\n" for note in record.get("notes", [])],
         "Each cold user (meta-test task) gets a ranking of **the whole item catalog** minus its support items, as "
         "the SavedModel's `recommend` signature returns it; Recall@K = share of the user's held-out liked items "
         f"(query rows rated ≥ {LIKED:g}) in the top K, NDCG@K with gain 1 per liked item (ties rank pessimistically); "
@@ -934,6 +938,7 @@ def render(record: Mapping[str, Any]) -> str:
                 lines.append(
                     f"- {model}: {len(sel['options'])} options on meta_valid ({sel['metric']} from "
                     f"{min(values):.4f} to {max(values):.4f}) → {_config_text(sel['config'])}."
+                    + (f" {sel['note']}" if sel.get("note") else "")
                 )
             elif sel.get("rating_only") is not None:
                 verdict = "kept" if sel.get("wins") else "not better: seeds after the first not trained"
@@ -952,17 +957,23 @@ def render(record: Mapping[str, Any]) -> str:
         lines.append("")
     lines += [
         "The bias model's user offset is one constant per user, so its full-catalog ranking is that of the shrunk item "
-        "mean b_i; CMML and DCN are the rating models of the tables above (MSE on ratings of items the user did rate), "
-        "scored on items the user may never have seen. "
+        "mean b_i. DCN is the rating model of the tables above (MSE on ratings of items the user did rate), scored on "
+        "items the user may never have seen. CMML ranks as its `recommend` signature does: by its catalog relevance "
+        "head (`catalog_weight` > 0 in the shipped configuration, `pipeline/configs/default.yaml`), a dot product "
+        "between a query from the task's context and support items and a vector per item, trained beside the rating "
+        "model on a sampled softmax of each task's liked query items against items drawn from the catalog; the head's "
+        "input is held fixed, so the rating model (and its MAE) is the one it would be without the head. "
         "The query-set MAE column is the model's usual figure (MAE over each meta-test user's 10 query ratings), a "
         "check that the trained models are those of the suites' tables.",
         "",
     ]
     if not any(r["model"] == "CMML two-stage" for s in record.get("suites", {}).values() for r in s.get("runs", [])):
         lines += [
-            "CMML two-stage (a retrieval stage proposing N candidates that CMML re-ranks) has no row yet: the "
-            "retrieval stage is being built; it plugs in as `TwoStageRanker(retrieval, exhaustive, N)` through "
-            "`Options.cmml_rankers`, scored with the same trained CMML models and the same tasks.",
+            "No CMML two-stage row: with the relevance head, `recommend` scores every item with one dot product, "
+            "which is the brute-force index a retrieval stage would add, so the Trainer trains none "
+            "(`components/trainer.py`). The retrieval stage distilled from CMML's rating ranking, for models "
+            'that rank by the rating network, is measured in BENCHMARKS.md ("Retrieval stage"); it plugs in '
+            "here as `TwoStageRanker(retrieval, exhaustive, N)` through `Options.cmml_rankers`.",
             "",
         ]
     lines += [

@@ -20,11 +20,12 @@ import tensorflow_recommenders as tfrs
 import cmml  # noqa: F401
 from cmml.models import losses
 from cmml.models.base import EpisodeModel
-from cmml.models.config import CMMLConfig
+from cmml.models.config import CMMLConfig, liked_threshold
 from cmml.models.layers.embeddings import FeatureEmbedding, LabelEmbedding
 from cmml.models.layers.encoders import PoolingContextEncoder, SequentialContextEncoder
 from cmml.models.layers.hybrid import HybridContext
 from cmml.models.layers.modulation import FiLMModulatedMLP, PlainMLP, SigmoidModulatedMLP, WeightModulatedMLP
+from cmml.models.layers.relevance import CatalogRelevance
 from cmml.models.layers.routing import SoftModularNetwork
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, FeatureSpec, key
 
@@ -145,6 +146,20 @@ class CMMLModel(EpisodeModel):
                 name="item_bias",
             )
 
+        self.relevance = None
+        if config.catalog_weight:
+            item_id = [s for s in self.item_specs if s.name == "item_id"]
+            if not item_id:
+                raise ValueError("the catalog relevance head (catalog_weight > 0) needs an 'item_id' feature")
+            self.relevance = CatalogRelevance(
+                item_id[0].vocab_size,
+                config.catalog_dim,
+                config.catalog_hidden,
+                config.l2,
+                config.catalog_lr_multiplier,
+                name="relevance",
+            )
+
         if config.head == "rating":
             self.task = tfrs.tasks.Ranking(
                 loss=losses.squared_error(),
@@ -250,16 +265,59 @@ class CMMLModel(EpisodeModel):
             out["score"] = out["score"] + context[:, self.x_dim][:, None]
         return out
 
+    def task_user(self, features: Features, part: str = SUPPORT) -> tf.Tensor | None:
+        """e_u ``[B, D_u]`` of each task's user (its first ``part`` row); None without user features."""
+        if self.user_embedding is None:
+            return None
+        return self.user_embedding({s.name: features[key(part, s.name)][:, :1] for s in self.user_specs})[:, 0]
+
+    def relevance_query(self, context: tf.Tensor, e_u: tf.Tensor | None, support: Features) -> tf.Tensor:
+        """The relevance head's query ``[B, d]``: from the context and e_u (when the model has user
+        features), both held fixed so that the head does not change what the rating head learns, and the
+        ``support_*`` rows."""
+        inputs = tf.stop_gradient(context if e_u is None else tf.concat([context, e_u], -1))
+        mask = tf.cast(support[key(SUPPORT, MASK)], tf.float32)
+        liked = tf.cast(tf.cast(support[key(SUPPORT, LABEL)], tf.float32) >= liked_threshold(self.config), tf.float32)
+        return self.relevance.query(inputs, tf.cast(support[key(SUPPORT, "item_id")], tf.int64), mask, liked)
+
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         """Support set + query pairs → scores ``[B, Q]`` (adaptation and scoring in one pass)."""
-        return self.score(self.encode_context(features), features, training=training)["score"]
+        scores = self.score(self.encode_context(features), features, training=training)["score"]
+        if self.relevance is not None and not self.relevance.built:
+            # the head's variables, created by the first forward pass (the optimizer is built from what
+            # that pass creates, training.build_variables) and after every rating variable: with the
+            # same seed, the rating model is the same with or without the head
+            width = self.context_dim + len(self.user_specs) * self.config.embedding_dim
+            one, ids = tf.ones([1, 1]), tf.ones([1, 1], tf.int64)
+            self.relevance([tf.zeros([1, width]), ids, one, one, ids])
+        return scores
+
+    def catalog_loss(self, context: tf.Tensor, features: Features) -> tf.Tensor:
+        """The relevance head's sampled softmax: each task's liked query items against
+        ``catalog_negatives`` item ids drawn uniformly for the batch (an item of the task's own support
+        or query set is not its negative)."""
+        config = self.config
+        query = self.relevance_query(context, self.task_user(features, QUERY), features)  # [B, d]
+        ids = tf.cast(features[key(QUERY, "item_id")], tf.int64)
+        liked = tf.cast(features[key(QUERY, MASK)], tf.float32) * tf.cast(
+            tf.cast(features[key(QUERY, LABEL)], tf.float32) >= liked_threshold(config), tf.float32
+        )
+        v, b = self.relevance.items(ids)
+        positive = tf.reduce_sum(query[:, None, :] * v, axis=-1) + b  # [B, Q]
+        drawn = tf.random.uniform([config.catalog_negatives], 1, self.relevance.vocab_size, tf.int64)
+        v_n, b_n = self.relevance.items(drawn)
+        negative = tf.matmul(query, v_n, transpose_b=True) + b_n[None]  # [B, M]
+        own = tf.concat([ids, tf.cast(features[key(SUPPORT, "item_id")], tf.int64)], axis=1)  # [B, Q + S]
+        theirs = tf.reduce_any(own[:, :, None] == drawn[None, None, :], axis=1)
+        return losses.sampled_catalog_softmax(positive, liked, negative, tf.cast(~theirs, tf.float32))
 
     def compute_loss(self, features: Features, training: bool = False) -> tf.Tensor:
         if isinstance(features, (tuple, list)):  # train_on_batch / evaluate(x=...) pack (x,)
             features = features[0]
         if training and self.config.permute_support:
             features = permute_support(features)
-        scores = self(features, training=training)
+        context = self.encode_context(features)
+        scores = self.score(context, features, training=training)["score"]
         mask = features[key(QUERY, MASK)]
         if self.config.head == "rating":
             labels = tf.cast(features[key(QUERY, LABEL)], scores.dtype)
@@ -273,11 +331,14 @@ class CMMLModel(EpisodeModel):
                 loss += self.config.listwise_weight * losses.listwise_softmax_loss(
                     scores, labels, mask, self.config.listwise_temperature
                 )
-            return loss
-        pairs, pair_mask = losses.query_pairs(scores, mask)
-        return self.task(
-            labels=tf.zeros_like(pairs),
-            predictions=pairs,
-            sample_weight=losses.normalised_weights(pair_mask),
-            training=training,
-        )
+        else:
+            pairs, pair_mask = losses.query_pairs(scores, mask)
+            loss = self.task(
+                labels=tf.zeros_like(pairs),
+                predictions=pairs,
+                sample_weight=losses.normalised_weights(pair_mask),
+                training=training,
+            )
+        if self.relevance is not None:
+            loss += self.config.catalog_weight * self.catalog_loss(context, features)
+        return loss

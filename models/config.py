@@ -74,6 +74,17 @@ class CMMLConfig(ConfigMixin):
     dropout: float = 0.0
     listwise_weight: float = 0.0  # rating head: + w · ListNet cross-entropy over each task's query set
     listwise_temperature: float = 1.0  # τ of the target distribution softmax(y / τ)
+    # catalog relevance head (recommend's ranking): > 0 adds it, and w · its sampled softmax of each task's
+    # liked query items against items drawn uniformly from the item vocabulary to the loss (its inputs are
+    # held fixed, so w does not trade it against the rating loss); 0 = no head, recommend ranks by the score
+    catalog_weight: float = 0.0
+    catalog_negatives: int = 256  # items drawn per training batch
+    catalog_dim: int = 32  # width of the relevance head's query and item vectors
+    catalog_hidden: tuple[int, ...] = (64,)  # its query MLP's hidden layers
+    catalog_liked: float | None = None  # a query row labelled at least this is a positive (None: 4 for
+    # ratings, 0.5 for the ctr head's 0/1 labels)
+    catalog_rating_weight: float = 0.0  # recommend ranks by relevance + w · score (0: relevance alone)
+    catalog_lr_multiplier: float = 1.0  # the head's item tables learn this many times faster
     learning_rate: float = 1e-4
     l2: float = 0.0  # L2 penalty on embedding tables and item biases
 
@@ -95,8 +106,24 @@ class CMMLConfig(ConfigMixin):
             raise ValueError(
                 "CMMLConfig.listwise_weight applies to the rating head only (the ctr head is already pairwise)"
             )
+        if self.catalog_weight < 0.0 or self.catalog_rating_weight < 0.0:
+            raise ValueError("CMMLConfig.catalog_weight and catalog_rating_weight must be >= 0")
+        if self.catalog_negatives < 1 or self.catalog_dim < 1 or self.catalog_lr_multiplier <= 0:
+            raise ValueError("CMMLConfig.catalog_negatives, catalog_dim and catalog_lr_multiplier must be positive")
+        if self.catalog_weight and self.head == "ctr" and self.catalog_liked is not None and self.catalog_liked > 1.0:
+            raise ValueError(
+                f"CMMLConfig.catalog_liked = {self.catalog_liked}: ctr labels are 0/1, so no query row would be a "
+                "positive; use 0.5"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"CMMLConfig.dropout = {self.dropout} must be in [0, 1)")
+
+
+def liked_threshold(config: CMMLConfig) -> float:
+    """The label from which a query row is a positive of the catalog relevance head."""
+    if config.catalog_liked is not None:
+        return float(config.catalog_liked)
+    return 4.0 if config.head == "rating" else 0.5
 
 
 def as_tuple(values: Sequence[int] | None) -> tuple[int, ...]:

@@ -13,10 +13,15 @@ attributes ``user_<field> [B]`` (raw values; ``""`` / 0 = unknown):
 * ``score``: ``context`` + ``query_item_id`` and the user inputs → ``scores``;
 * ``update_context``: ``state`` + ``new_item_id``, ``new_label`` and the user inputs → new ``state``
   and ``context`` (online updates; from an empty state equal to ``encode_context``);
-* ``recommend``: the support and user inputs and ``k`` (int32 scalar) → ``item_id [B, k]`` and
-  ``scores [B, k]``: the top of the whole catalog, the task's support items left out. With a
-  retrieval stage (``retrieval``, :mod:`cmml.models.retrieval`) CMML scores only the N candidates
-  its brute-force index proposes (k is then cut to N);
+* ``recommend``: the support and user inputs and ``k [B]`` (int32, per task) → ``item_id [B, K]`` and
+  ``scores [B, K]`` (K = max k; a task's columns past its own k hold ``""`` / -inf): the top of the
+  whole catalog, the task's support items left out. A CMML model with the catalog relevance head
+  (``catalog_weight`` > 0) ranks by the head's logits (plus ``catalog_rating_weight`` × the predicted
+  rating); without it, by the predicted rating. With a retrieval stage (``retrieval``,
+  :mod:`cmml.models.retrieval`) CMML scores only the N candidates its brute-force index proposes
+  (k is then cut to N);
+* ``rank_items`` (with the relevance head only): ``serving_default``'s inputs → ``scores [B, Q]``, what
+  ``recommend`` ranks by, for the items named (re-ranking a candidate list the way ``recommend`` would);
 * ``serve_tf_examples``: ``support_examples [B, S]`` and ``query_examples [B, Q]`` serialized raw
   interaction tf.Examples (``""`` pads) → ``scores``: items outside the catalog, with their attributes;
 * ``serve_raw``: the episode tensors below with raw values → ``scores``: the same, as columns.
@@ -53,7 +58,14 @@ import tensorflow as tf
 import cmml  # noqa: F401
 from cmml.data.records import LABEL as EXAMPLE_LABEL  # label feature of a raw interaction example
 from cmml.models.cmml import CMMLModel
-from cmml.models.retrieval import RetrievalStage, catalog_embeddings, exclude_rows, score_items, user_embedding
+from cmml.models.retrieval import (
+    RetrievalStage,
+    catalog_embeddings,
+    catalog_relevance,
+    exclude_rows,
+    score_items,
+    user_embedding,
+)
 from cmml.schemas.episodes import LABEL, MASK, QUERY, SUPPORT, key
 
 NEW = "new"  # prefix of the interactions fed to update_context
@@ -230,10 +242,21 @@ class CMMLServingModule(tf.Module):
             if s.side == "item"
         }
         self.retrieval_index = None
-        if self.is_cmml:  # and their embeddings and baselines: a request only scores them
+        # recommend runs the rating network on catalog rows unless it ranks by the relevance head alone
+        rating_rows = self.is_cmml and (model.relevance is None or bool(model.config.catalog_rating_weight))
+        if retrieval is not None and not rating_rows:
+            raise ValueError("this model ranks by its relevance head alone: a retrieval stage would have nothing to do")
+        self.catalog_x = self.catalog_baseline = self.catalog_relevance = None
+        if rating_rows:  # and their embeddings and baselines: a request only scores them
             x, baseline = catalog_embeddings(model, self.catalog_items)
             self.catalog_x = tf.Variable(x, trainable=False, name="catalog_x")
             self.catalog_baseline = tf.Variable(baseline, trainable=False, name="catalog_base")
+        if self.is_cmml and model.relevance is not None:  # recommend's ranking: the head's item vectors
+            v, b = catalog_relevance(model, self.catalog_items["item_id"])
+            self.catalog_relevance = (
+                tf.Variable(v, trainable=False, name="catalog_relevance_v"),
+                tf.Variable(b, trainable=False, name="catalog_relevance_b"),
+            )
         if retrieval is not None:  # the towers, and the catalog's candidate vectors: N rows per request
             self.retrieval = retrieval
             # what a catalog refresh rebuilds the stage from (retrieval.rebuild_stage), beside model_description
@@ -242,6 +265,8 @@ class CMMLServingModule(tf.Module):
             )
             self.retrieval_index = retrieval.index(self.catalog_x, self.catalog_baseline)
             self.candidates = min(retrieval.candidates, self.catalog.size)
+        if self.is_cmml and model.relevance is not None:
+            self.rank_items = fn(self._rank_ids, {**by_id(SUPPORT, True), **by_id(QUERY, False)})
         top = by_id(SUPPORT, True)
         # k per task ([B], not a scalar): TF Serving batches only inputs with a batch dimension
         top["k"] = tf.TensorSpec([None], tf.int32, name="k")
@@ -350,6 +375,26 @@ class CMMLServingModule(tf.Module):
         query = self._items_by_id(inputs["query_item_id"], self._task_users(inputs), QUERY)
         return {"scores": self.model.score(context, query, training=False)["score"]}
 
+    def _rank_ids(self, inputs):
+        """What recommend ranks by (the relevance head's score), for the query items named by id."""
+        users = self._task_users(inputs)
+        features = self._support_by_id(inputs, users)
+        query = self._items_by_id(inputs["query_item_id"], users, QUERY)
+        model = self.model
+        ids = query[key(QUERY, "item_id")]
+        x, baseline = model.embed(query, QUERY), model.baseline(query, QUERY)
+        item_x = x[:, :, -model.item_embedding.output_dim :]  # score_items adds e_u itself
+        scores = score_items(
+            model,
+            model.encode_context(features),
+            user_embedding(model, users),
+            item_x,
+            baseline,
+            catalog_relevance(model, ids),
+            features,
+        )
+        return {"scores": scores}
+
     def _update_ids(self, state, inputs):
         return self._updated(state, self._support_by_id(inputs, self._task_users(inputs), NEW))
 
@@ -370,12 +415,18 @@ class CMMLServingModule(tf.Module):
         model = self.model
         context = model.encode_context(features)
         e_u = user_embedding(model, users)
+        relevance = self.catalog_relevance
         if self.retrieval_index is None:
-            return score_items(model, context, e_u, self.catalog_x[None], self.catalog_baseline[None]), None
+            if relevance is not None:
+                relevance = (relevance[0][None], relevance[1][None])
+            rows = (None, None) if self.catalog_x is None else (self.catalog_x[None], self.catalog_baseline[None])
+            return score_items(model, context, e_u, *rows, relevance, features), None
         query = self.retrieval.query(model, context, e_u)
         rows = self.retrieval_index.propose(query, self.candidates, exclude=support_rows)
         item_x, baseline = tf.gather(self.catalog_x, rows), tf.gather(self.catalog_baseline, rows)
-        return score_items(model, context, e_u, item_x, baseline), rows
+        if relevance is not None:
+            relevance = (tf.gather(relevance[0], rows), tf.gather(relevance[1], rows))
+        return score_items(model, context, e_u, item_x, baseline, relevance, features), rows
 
     def _recommend(self, inputs):
         """The top ``k`` items of the whole catalog for each task, its support items left out (with a
@@ -428,7 +479,7 @@ class CMMLServingModule(tf.Module):
         return self._updated(state, self._rename(self._ids(features, NEW), NEW, SUPPORT))
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        names = ["serving_default", "serve_tf_examples", "serve_raw", "recommend"]
+        names = ["serving_default", "serve_tf_examples", "serve_raw", "recommend", "rank_items"]
         if self.is_cmml:
             names += ["encode_context", "score", "update_context"]
         return {name: getattr(self, name).get_concrete_function() for name in names if hasattr(self, name)}

@@ -64,3 +64,22 @@ def listwise_softmax_loss(scores: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor,
     per_task = -tf.reduce_sum(tf.where(real, target * log_predicted, 0.0), axis=-1)
     counted = tf.cast(tf.reduce_sum(mask, axis=-1) >= 2.0, scores.dtype)
     return tf.reduce_sum(per_task * counted) / tf.maximum(tf.reduce_sum(counted), 1.0)
+
+
+def sampled_catalog_softmax(
+    positive: tf.Tensor, positive_mask: tf.Tensor, negative: tf.Tensor, negative_mask: tf.Tensor
+) -> tf.Tensor:
+    """Sampled softmax of each task's positive items against catalog items sampled for the batch.
+
+    ``positive``, ``positive_mask``: ``[B, Q]`` logits of the task's positive rows (mask 1 = a positive);
+    ``negative``, ``negative_mask``: ``[B, M]`` logits of the sampled items (mask 0 = left out, e.g. an
+    item the task's user did pick). Per positive (b, j): −log(e^{p_bj} / (e^{p_bj} + Σ_m e^{n_bm})), the
+    mean over positives; 0 when there is none. With negatives drawn uniformly from the catalog the
+    sampled softmax estimates the full softmax over the catalog up to a constant, so the logits keep
+    the items' popularity (what a full-catalog ranking needs).
+    """
+    mask = tf.cast(positive_mask, positive.dtype)
+    very_negative = tf.constant(-1e9, negative.dtype)
+    others = tf.reduce_logsumexp(tf.where(negative_mask > 0, negative, very_negative), axis=-1, keepdims=True)
+    per_positive = tf.math.softplus(others - positive)  # −log σ(p − logsumexp(n))
+    return tf.reduce_sum(per_positive * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)

@@ -145,24 +145,60 @@ def user_embedding(model: CMMLModel, users: Mapping[str, tf.Tensor]) -> tf.Tenso
     return model.user_embedding({s.name: users[s.name][:, None] for s in model.user_specs})[:, 0]
 
 
+def catalog_relevance(model: CMMLModel, item_id: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor] | None:
+    """The relevance head's item vectors ``[n, d]`` and biases ``[n]`` of transformed item ids ``[n]``;
+    None for a model without the head (``catalog_weight`` = 0)."""
+    return None if model.relevance is None else model.relevance.items(item_id)
+
+
 def score_items(
-    model: CMMLModel, context: tf.Tensor, e_u: tf.Tensor | None, item_x: tf.Tensor, baseline: tf.Tensor
+    model: CMMLModel,
+    context: tf.Tensor,
+    e_u: tf.Tensor | None,
+    item_x: tf.Tensor | None,
+    baseline: tf.Tensor | None,
+    relevance: tuple[tf.Tensor, tf.Tensor] | None = None,
+    support: Mapping[str, tf.Tensor] | None = None,
 ) -> tf.Tensor:
-    """CMML's scores of items already embedded, for each task's context.
+    """What ``recommend`` ranks items by, for each task's context.
+
+    Without a relevance head: CMML's scores (:meth:`CMMLModel.call`'s on the same query rows). With
+    one: its logits, plus ``catalog_rating_weight`` × the scores (computed only when that weight is set).
 
     Args:
       context: ``[B, context_dim]`` (:meth:`CMMLModel.encode_context`).
       e_u: ``[B, D_u]`` (:func:`user_embedding`) or None.
-      item_x: ``[B, N, D_i]`` per task, or ``[1, N, D_i]`` for the same items in every task.
+      item_x: ``[B, N, D_i]`` per task, or ``[1, N, D_i]`` for the same items in every task (None when
+        the model ranks by its relevance head alone).
       baseline: ``[B, N]`` or ``[1, N]``, as ``item_x``.
+      relevance: the items' ``(v, b)`` (:func:`catalog_relevance`), ``[B|1, N, d]`` and ``[B|1, N]``;
+        needed when the model has the head.
+      support: the tasks' transformed ``support_*`` episode tensors (the head's query pools the
+        support items); needed when the model has the head.
     Returns:
-      ``[B, N]`` scores, those of :meth:`CMMLModel.call` on the same query rows.
+      ``[B, N]`` scores.
     """
+    logits = None
+    if model.relevance is not None:
+        if relevance is None or support is None:
+            raise ValueError(
+                "this model ranks by its relevance head: pass the items' vectors (catalog_relevance) and the "
+                "support set"
+            )
+        query = model.relevance_query(context, e_u, support)  # [B, d]
+        v, b = relevance
+        if v.shape[0] == 1:  # the same items for every task: one matrix product
+            logits = tf.matmul(query, v[0], transpose_b=True) + b
+        else:
+            logits = tf.reduce_sum(query[:, None, :] * v, axis=-1) + b
+        if not model.config.catalog_rating_weight:
+            return logits
     batch, n = tf.shape(context)[0], tf.shape(item_x)[1]
     x = tf.broadcast_to(item_x, tf.stack([batch, n, tf.shape(item_x)[2]]))
     if e_u is not None:
         x = tf.concat([tf.broadcast_to(e_u[:, None], tf.stack([batch, n, tf.shape(e_u)[1]])), x], axis=-1)
-    return model.score_rows(context, x, tf.broadcast_to(baseline, tf.stack([batch, n])), training=False)["score"]
+    scores = model.score_rows(context, x, tf.broadcast_to(baseline, tf.stack([batch, n])), training=False)["score"]
+    return scores if logits is None else logits + model.config.catalog_rating_weight * scores
 
 
 def exclude_rows(scores: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
@@ -397,12 +433,14 @@ class Teacher:
         self.model = model
         x, base = catalog_embeddings(model, {k: tf.constant(v) for k, v in items.items()})
         self.item_x, self.baseline = x, base
+        self.relevance = catalog_relevance(model, tf.constant(items["item_id"])) if model.relevance else None
         self.size = int(x.shape[0])
         self.row_of_item_id = None if row_of_item_id is None else tf.constant(row_of_item_id, tf.int64)
         self._chunk_scores = tf.function(self._scores, autograph=False, reduce_retracing=True)
 
-    def _scores(self, context, e_u, item_x, baseline):
-        return score_items(self.model, context, e_u, item_x[None], baseline[None])
+    def _scores(self, context, e_u, item_x, baseline, relevance=None, support=None):
+        relevance = None if relevance is None else (relevance[0][None], relevance[1][None])
+        return score_items(self.model, context, e_u, item_x[None], baseline[None], relevance, support)
 
     def support_rows(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """``[B, S]`` catalog rows of the support items (-1 for padding and items without a row)."""
@@ -419,11 +457,18 @@ class Teacher:
         support rows ``[B, S]``)."""
         model = self.model
         context = model.encode_context(features)
-        e_u = user_embedding(model, {s.name: features[key(SUPPORT, s.name)][:, 0] for s in model.user_specs})
+        e_u = model.task_user(features)
         chunk = max(1, SCORED_ROWS_PER_CALL // max(1, int(context.shape[0])))
         scores = tf.concat(
             [
-                self._chunk_scores(context, e_u, self.item_x[i : i + chunk], self.baseline[i : i + chunk])
+                self._chunk_scores(
+                    context,
+                    e_u,
+                    self.item_x[i : i + chunk],
+                    self.baseline[i : i + chunk],
+                    None if self.relevance is None else tuple(t[i : i + chunk] for t in self.relevance),
+                    None if self.relevance is None else features,
+                )
                 for i in range(0, self.size, chunk)
             ],
             axis=1,

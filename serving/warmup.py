@@ -33,8 +33,9 @@ WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving refuses more
 CMML_SIGNATURES = ("serving_default", "encode_context", "score", "update_context")
-# the pipeline's raw-feature export adds these (Format-Serving): warmed up too when the model has them
-RAW_SIGNATURES = ("serve_tf_examples", RAW_SIGNATURE, "recommend")
+# the pipeline's raw-feature export adds these (Format-Serving; rank_items with the relevance head): warmed up
+# too when the model has them
+RAW_SIGNATURES = ("serve_tf_examples", RAW_SIGNATURE, "recommend", "rank_items")
 WARMUP_TOP_K = 10  # recommend's k in a warm-up request
 
 # A canned request: a PredictRequest, or (signature_name, {input name: array}).

@@ -31,3 +31,35 @@ def test_build_model_uses_only_available_features(kind):
     assert [s.name for s in model.feature_specs] == names[:3]
     with pytest.raises(ValueError, match="unknown model kind"):
         build_model("xgboost", DEFAULT_SPECS, "user", {})
+
+
+@pytest.mark.parametrize(
+    "model_config, size, trains",
+    [
+        ({"catalog_weight": 1.0}, 50_000, False),  # the head alone: its dot product is the index
+        ({"catalog_weight": 1.0, "catalog_rating_weight": 0.5}, 50_000, True),  # the rating network per item
+        ({}, 50_000, True),
+        ({}, 500, False),  # below retrieval.min_catalog_size
+    ],
+)
+def test_the_retrieval_stage_is_trained_only_where_recommend_runs_the_rating_network(
+    monkeypatch, model_config, size, trains
+):
+    from types import SimpleNamespace
+
+    from cmml.components import trainer
+    from cmml.models import retrieval
+
+    model = build_model("cmml", DEFAULT_SPECS, "user", {"embedding_dim": 8, **model_config})
+    monkeypatch.setattr(retrieval, "catalog_size", lambda root: size)
+    calls = []
+    monkeypatch.setattr(
+        retrieval, "train_retrieval", lambda *args, **kwargs: calls.append(args) or SimpleNamespace(summary={"n": 1})
+    )
+    trained = SimpleNamespace(model=model, summary={})
+    said = []
+    stage = trainer._retrieval_stage(trained, SimpleNamespace(root="unused"), {"retrieval": {}}, said.append)
+    assert (stage is not None) == trains and len(calls) == int(trains)
+    assert trained.summary.get("retrieval") == ({"n": 1} if trains else None)
+    if not trains:
+        assert "no retrieval stage" in said[0] or "below retrieval.min_catalog_size" in said[0]

@@ -172,3 +172,90 @@ def test_listwise_weight_adds_the_ranking_term_to_the_rating_loss():
         CMMLConfig(head="ctr", listwise_weight=1.0)
     with pytest.raises(ValueError, match="listwise_temperature > 0"):
         CMMLConfig(listwise_temperature=0.0)
+
+
+def test_sampled_catalog_softmax_matches_hand_computation():
+    from cmml.models.losses import sampled_catalog_softmax
+
+    positive = tf.constant([[2.0, 0.5, 9.0], [1.0, 0.0, 0.0]])
+    positive_mask = tf.constant([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # 3 positives; 9.0 is not one
+    negative = tf.constant([[1.0, 3.0, -1.0], [0.0, 4.0, 2.0]])
+    negative_mask = tf.constant([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]])  # task 2's 4.0 is its own item
+
+    def ce(p, others):
+        return -(p - np.log(np.exp(p) + np.exp(others).sum()))
+
+    expected = (ce(2.0, [1.0, 3.0, -1.0]) + ce(0.5, [1.0, 3.0, -1.0]) + ce(1.0, [0.0, 2.0])) / 3
+    got = float(sampled_catalog_softmax(positive, positive_mask, negative, negative_mask))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert float(sampled_catalog_softmax(positive, tf.zeros_like(positive_mask), negative, negative_mask)) == 0.0
+
+
+def test_catalog_head_adds_its_term_and_learns_which_items_users_pick():
+    """catalog_weight adds w · the sampled softmax to the rating loss; trained on tasks whose liked
+    query items are always items 1-3, the head ranks those above every other item for a new task."""
+    ep = _tensors(random_episodes(tasks=4, seed=11))
+    tf.keras.utils.set_random_seed(3)
+    model = CMMLModel(DEFAULT_SPECS, CMMLConfig(**TINY, permute_support=False, catalog_weight=0.5, catalog_liked=4.0))
+    tf.random.set_seed(5)
+    with_head = float(model.compute_loss(ep))
+    tf.random.set_seed(5)
+    term = float(model.catalog_loss(model.encode_context(ep), ep))
+    mask = ep["query_mask"].numpy()
+    squared = (model(ep).numpy() - ep["query_label"].numpy()) ** 2
+    assert term > 0
+    assert with_head == pytest.approx((squared * mask).sum() / mask.sum() + 0.5 * term, rel=1e-5)
+
+    episodes = random_episodes(tasks=64, support=4, query=6, seed=2)
+    vocab = [s.vocab_size for s in DEFAULT_SPECS if s.name == "item_id"][0]
+    rng = np.random.default_rng(0)
+    episodes["query_item_id"][:, :3] = rng.integers(1, 4, size=(64, 3))  # liked: items 1-3
+    episodes["query_label"][:, :3] = 5.0
+    episodes["query_label"][:, 3:] = 1.0
+    tf.keras.utils.set_random_seed(1)
+    model = CMMLModel(DEFAULT_SPECS, CMMLConfig(**TINY, catalog_weight=1.0, catalog_negatives=32))
+    model.compile(tf.keras.optimizers.Adam(3e-2))
+    model.fit(tf.data.Dataset.from_tensors(_tensors(episodes)).repeat(60), verbose=0)
+    new = _tensors(random_episodes(tasks=2, support=4, query=6, seed=99))
+    from cmml.models.retrieval import catalog_embeddings, catalog_relevance, score_items
+
+    items = {"item_id": tf.range(1, vocab, dtype=tf.int64)}
+    items["genres"] = tf.zeros([vocab - 1, 3], tf.int64)
+    x, base = catalog_embeddings(model, items)
+    v, b = catalog_relevance(model, items["item_id"])
+    context, e_u = model.encode_context(new), model.task_user(new)
+    scores = score_items(model, context, e_u, x[None], base[None], (v[None], b[None]), new)
+    top3 = np.sort(np.argsort(-scores.numpy(), axis=1)[:, :3] + 1, axis=1)
+    np.testing.assert_array_equal(top3, [[1, 2, 3], [1, 2, 3]])
+    with pytest.raises(ValueError, match="relevance head"):
+        score_items(model, context, e_u, x[None], base[None])
+
+
+def test_catalog_head_config_is_validated():
+    with pytest.raises(ValueError, match="ctr labels are 0/1"):
+        CMMLConfig(head="ctr", catalog_weight=1.0, catalog_liked=4.0)
+    from cmml.models.config import liked_threshold
+
+    assert liked_threshold(CMMLConfig(head="ctr", catalog_weight=1.0)) == 0.5
+    assert liked_threshold(CMMLConfig(catalog_weight=1.0)) == 4.0
+    with pytest.raises(ValueError, match="catalog_weight and catalog_rating_weight must be >= 0"):
+        CMMLConfig(catalog_weight=-1.0)
+    specs = [s for s in DEFAULT_SPECS if s.name != "item_id"]
+    with pytest.raises(ValueError, match="needs an 'item_id' feature"):
+        CMMLModel(specs, CMMLConfig(catalog_weight=1.0))
+
+
+def test_the_catalog_head_leaves_the_rating_model_unchanged():
+    """Same seed, with and without the head: the same rating scores after training (the head's input is
+    held fixed and its variables are created after the rating model's)."""
+    episodes = tf.data.Dataset.from_tensors(_tensors(random_episodes(tasks=8, seed=4))).repeat(5)
+    scores = []
+    for weight in (0.0, 1.0):
+        tf.keras.utils.set_random_seed(7)
+        model = CMMLModel(DEFAULT_SPECS, CMMLConfig(**TINY, permute_support=False, catalog_weight=weight))
+        model(next(iter(episodes)))
+        model.compile(tf.keras.optimizers.Adam(1e-2))
+        model.fit(episodes, verbose=0)
+        scores.append(model(next(iter(episodes))).numpy())
+    assert len(model.relevance.trainable_variables) == 7  # query MLP (2 layers), u, v, b
+    np.testing.assert_allclose(scores[1], scores[0], atol=1e-6)

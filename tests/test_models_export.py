@@ -135,10 +135,9 @@ def test_pooling_update_is_chunk_free(pooling):
     np.testing.assert_allclose(model.context_from_state(state).numpy(), full, atol=1e-5)
 
 
-def test_items_by_id_signatures_read_items_and_known_users_from_the_catalog_tables(tmp_path):
-    """With the catalog, every signature names items by id: items get the item table's attributes; a
-    user of the user table named by id gets the table's attributes whatever the request says; any
-    other user its raw attributes. The scores equal serve_raw's on the same raw attributes."""
+def _catalog_export(tmp_path, **config):
+    """A small CMML model exported with an item catalog (5 items, raw genres) and a user catalog (2 users):
+    (the model, its signatures, the items' genres)."""
     from cmml.models.export import CatalogTable
     from cmml.schemas.episodes import FeatureSpec
 
@@ -179,12 +178,19 @@ def test_items_by_id_signatures_read_items_and_known_users_from_the_catalog_tabl
     )
     users = CatalogTable("user", [b"u1", b"u2"], {"gender": np.array([1, 2], np.int64)})
     tf.keras.utils.set_random_seed(3)
-    model = CMMLModel(specs, CMMLConfig(embedding_dim=8, encoder="mean", hybrid="mlp"))
+    model = CMMLModel(specs, CMMLConfig(embedding_dim=8, encoder="mean", hybrid="mlp", **config))
     model({k: tf.constant(v) for k, v in random_episodes(specs, tasks=2, support=3, query=2, seed=5).items()})
     path = export_saved_model(
         model, tmp_path / "model", preprocess=preprocess, raw_specs=raw_specs, catalog=items, user_catalog=users
     )
-    fns = tf.saved_model.load(str(path)).signatures
+    return model, tf.saved_model.load(str(path)).signatures, item_genres
+
+
+def test_items_by_id_signatures_read_items_and_known_users_from_the_catalog_tables(tmp_path):
+    """With the catalog, every signature names items by id: items get the item table's attributes; a
+    user of the user table named by id gets the table's attributes whatever the request says; any
+    other user its raw attributes. The scores equal serve_raw's on the same raw attributes."""
+    model, fns, item_genres = _catalog_export(tmp_path)
     user = {"user_id", "user_gender"}
     assert set(fns) == {"serving_default", "serve_raw", "recommend", "encode_context", "score", "update_context"}
     assert user | {"support_item_id", "support_label", "query_item_id"} == set(
@@ -287,3 +293,36 @@ def test_items_by_id_signatures_read_items_and_known_users_from_the_catalog_tabl
     assert mixed["item_id"].numpy().tolist()[0][1:] == [b"", b""] and mixed["item_id"].shape == (2, 3)
     assert np.isneginf(mixed["scores"].numpy()[0, 1:]).all() and np.isfinite(mixed["scores"].numpy()[1]).all()
     np.testing.assert_array_equal(mixed["item_id"].numpy()[1, :2], top["item_id"].numpy()[1])
+
+
+def test_recommend_ranks_by_the_relevance_head_and_rank_items_scores_named_items(tmp_path):
+    """With the catalog relevance head, rank_items = <q, v_i> + b_i + w · serving_default's score (q from the
+    layer's query on the task's transformed support set), and recommend returns the top of rank_items over
+    the whole catalog, support items left out."""
+    model, fns, item_genres = _catalog_export(tmp_path, catalog_weight=1.0, catalog_rating_weight=0.5)
+    assert "rank_items" in fns and set(fns["rank_items"].structured_input_signature[1]) == set(
+        fns["serving_default"].structured_input_signature[1]
+    )
+    support = [["i1", "i2", "i3"], ["i4", "", ""]]
+    labels = np.array([[5, 1, 4], [4, 0, 0]], np.float32)
+    users = {"user_id": tf.constant(["u1", ""]), "user_gender": tf.constant(["", "F"])}
+    everything = tf.constant([list(item_genres)] * 2)
+    inputs = {"support_item_id": tf.constant(support), "support_label": tf.constant(labels), **users}
+    ranked = fns["rank_items"](query_item_id=everything, **inputs)["scores"].numpy()
+    rating = fns["serving_default"](query_item_id=everything, **inputs)["scores"].numpy()
+
+    context = fns["encode_context"](**inputs)["context"]
+    e_u = model.user_embedding({"gender": tf.constant([[1], [2]], tf.int64)})[:, 0]  # u1 is M in the table; F
+    ids = tf.constant([[1, 2, 3], [4, 0, 0]], tf.int64)
+    mask = tf.constant((labels > 0).astype(np.float32))
+    q = model.relevance.query(tf.concat([context, e_u], -1), ids, mask, tf.constant((labels >= 4).astype(np.float32)))
+    v, b = model.relevance.items(tf.constant([1, 2, 3, 4, 5], tf.int64))
+    logits = q.numpy() @ v.numpy().T + b.numpy()
+    np.testing.assert_allclose(ranked, logits + 0.5 * rating, atol=1e-5)
+
+    top = fns["recommend"](k=tf.constant([2, 3]), **inputs)
+    for t in range(2):
+        order = [i for i in np.argsort(-ranked[t], kind="stable") if list(item_genres)[i] not in support[t]]
+        want = [list(item_genres)[i] for i in order[: 2 + t]]
+        assert [x.decode() for x in top["item_id"][t].numpy()[: 2 + t]] == want
+        np.testing.assert_allclose(top["scores"][t].numpy()[: 2 + t], ranked[t][order[: 2 + t]], atol=1e-5)

@@ -18,6 +18,7 @@ from cmml.models.layers.modulation import (
     SigmoidModulatedMLP,
     WeightModulatedMLP,
 )
+from cmml.models.layers.relevance import CatalogRelevance
 from cmml.models.layers.routing import SoftModularNetwork
 from cmml.schemas.episodes import FeatureSpec
 
@@ -175,6 +176,7 @@ def test_dot_hybrid_needs_matching_width():
         FiLMModulatedMLP([8], [4]),
         SoftModularNetwork(2, 3, 4, [8]),
         FiLM(),
+        CatalogRelevance(10, 4, [8], l2=0.01),
     ],
 )
 def test_get_config_round_trip(layer):
@@ -206,3 +208,28 @@ def test_per_task_context_equals_per_row_context(layer):
     per_task = layer([x, ctx], context_repeats=3)
     for name in per_row:
         np.testing.assert_allclose(per_task[name].numpy(), per_row[name].numpy(), atol=1e-5)
+
+
+def test_catalog_relevance_is_a_dot_product_plus_item_bias():
+    """r(t, i) = <MLP([h_t; mean u_s; mean of liked u_s]), v_i> + b_i, by hand from the layer's weights;
+    the same items for every task ([1, N]) score as the per-task layout; padding rows do not count."""
+    tf.keras.utils.set_random_seed(4)
+    layer = CatalogRelevance(vocab_size=7, dim=3, hidden=[5])
+    context = tf.constant(np.random.default_rng(1).normal(size=(2, 4)), tf.float32)
+    support = tf.constant([[2, 4, 0], [3, 0, 0]])
+    mask = tf.constant([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    liked = tf.constant([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    ids = tf.constant([[1, 5, 6]])
+    layer([context, support, mask, liked, ids])  # builds the tables
+    layer.item_logit_bias.embeddings.assign(tf.constant(np.arange(7, dtype=np.float32)[:, None]))
+    logits = layer([context, support, mask, liked, ids]).numpy()
+    u = layer.support_vectors.embeddings.numpy()
+    pooled = np.stack([(u[2] + u[4]) / 2, u[3]])
+    pooled_liked = np.stack([u[4], np.zeros(3)])
+    h = np.concatenate([context.numpy(), pooled, pooled_liked], axis=1)
+    (w0, b0), (w1, b1) = [(d.kernel.numpy(), d.bias.numpy()) for d in layer.query_mlp.dense]
+    q = np.maximum(h @ w0 + b0, 0.0) @ w1 + b1  # [2, 3]
+    v = layer.item_vectors.embeddings.numpy()[[1, 5, 6]]
+    np.testing.assert_allclose(logits, q @ v.T + np.array([1.0, 5.0, 6.0]), rtol=1e-5, atol=1e-5)
+    per_task = layer([context, support, mask, liked, tf.tile(ids, [2, 1])]).numpy()
+    np.testing.assert_allclose(per_task, logits, atol=1e-6)

@@ -33,8 +33,9 @@ def test_every_module_and_layer_is_found():
         "hybrid",
         "modulation",
         "routing",
+        "relevance",
     }
-    assert len(LAYERS) == 13
+    assert len(LAYERS) == 14
 
 
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda cls: cls.__name__)

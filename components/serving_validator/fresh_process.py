@@ -4,9 +4,10 @@ Loads the SavedModel with plain TensorFlow where ``cmml`` cannot be imported (an
 selected), so the export is shown to stand on its own, calls every signature on the canned
 inputs and checks shapes, finiteness and that the signatures agree with each other (two-stage =
 one call; ``update_context`` from an empty state = ``encode_context``; raw tf.Examples = the
-scores; items and known users by id = their raw attributes; recommend = serving_default on its
-top). Writes ``{"signatures", "checks"}`` to the report and exits 0; on a failed check or an error
-it adds ``"error"`` (TensorFlow's whole message), prints it to stderr and exits 1.
+scores; items and known users by id = their raw attributes; recommend = rank_items (relevance head)
+or serving_default on its top). Writes ``{"signatures", "checks"}`` to the report and exits 0; on a
+failed check or an error it adds ``"error"`` (TensorFlow's whole message), prints it to stderr and
+exits 1.
 
 Run by path, never imported: it must not import ``cmml`` (nor anything next to it).
 """
@@ -103,10 +104,10 @@ def run_checks(model_dir: str, data: dict, report: dict) -> None:
         k = 5
         top = call("recommend", **inputs_of("recommend", k=np.full(b, k, np.int32)))
         check(top["item_id"].shape == (b, k), f"recommend returns {top['item_id'].shape} items for {b} tasks, k={k}")
-        again = call("serving_default", **{**inputs_of("serving_default"), "query_item_id": top["item_id"]})["scores"]
-        check(
-            np.allclose(again, top["scores"], atol=1e-4), "recommend's top items score as serving_default scores them"
-        )
+        # what recommend ranks by: rank_items with the catalog relevance head, the predicted rating without
+        ranking = "rank_items" if "rank_items" in fns else "serving_default"
+        again = call(ranking, **{**inputs_of(ranking), "query_item_id": top["item_id"]})["scores"]
+        check(np.allclose(again, top["scores"], atol=1e-4), f"recommend's top items score as {ranking} scores them")
         check(bool(np.all(top["scores"][:, :-1] >= top["scores"][:, 1:] - 1e-6)), "recommend's scores are in order")
         support = [set(row) - {b""} for row in np.asarray(data["support_item_id"]).tolist()]
         check(

@@ -12,6 +12,8 @@
   ``PlainMLP`` (no modulation), ``WeightModulatedMLP``, ``SigmoidModulatedMLP`` (S-LM) and
   ``FiLMModulatedMLP`` (F-LM).
 * :mod:`~cmml.models.layers.routing`: ``SoftModularNetwork`` (Soft-M, soft modularization).
+* :mod:`~cmml.models.layers.relevance`: ``CatalogRelevance`` (the catalog relevance head: how likely
+  a task's user is to pick each catalog item, what ``recommend`` ranks by).
 
 Shapes use B = tasks in a batch, S = support rows, Q = query rows, N = any number of rows,
 D* = widths. Masks are float tensors with 1 for a real row and 0 for padding. Every layer is
