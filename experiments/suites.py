@@ -71,8 +71,26 @@ class ModelSpec:
         return [self.name] + ([self.finetuned] if self.finetuned else [])
 
     def fingerprint(self) -> str:
-        """Changes whenever anything that decides this model's numbers changes (for --resume)."""
-        parts = [self.kind, self.config, self.training, self.finetuned, list(self.finetune_grid), list(self.candidates)]
+        """Changes whenever anything that decides this model's numbers changes (for --resume).
+
+        CMML's catalog relevance head (``catalog_*`` keys) is left out: its inputs are held fixed and
+        its variables come after the rating model's, so the rating model, and every figure of a suite's
+        table, is the same with or without it (tests/test_models_cmml.py checks it)."""
+
+        def rating_model(config):
+            if self.kind != "cmml" or not isinstance(config, Mapping):
+                return config
+            return {k: v for k, v in config.items() if not k.startswith("catalog_")}
+
+        candidates = [rating_model(c) for c in self.candidates]
+        parts = [
+            self.kind,
+            rating_model(self.config),
+            self.training,
+            self.finetuned,
+            list(self.finetune_grid),
+            candidates,
+        ]
         if self.selection_epochs is not None:
             parts.append(self.selection_epochs)
         payload = json.dumps(parts, sort_keys=True, default=str)

@@ -252,7 +252,7 @@ def test_the_catalog_head_leaves_the_rating_model_unchanged():
     scores = []
     for weight in (0.0, 1.0):
         tf.keras.utils.set_random_seed(7)
-        model = CMMLModel(DEFAULT_SPECS, CMMLConfig(**TINY, permute_support=False, catalog_weight=weight))
+        model = CMMLModel(DEFAULT_SPECS, CMMLConfig(**TINY, catalog_weight=weight))  # support shuffled per step
         model(next(iter(episodes)))
         model.compile(tf.keras.optimizers.Adam(1e-2))
         model.fit(episodes, verbose=0)
