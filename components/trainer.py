@@ -15,7 +15,8 @@ Exports, inside the Model artifact (:func:`cmml.models.export.export_models`):
   whose ``recommend`` needs the rating network on every item (no relevance head, or
   ``catalog_rating_weight`` > 0) gets, for a catalog of at least ``retrieval.min_catalog_size`` items,
   a retrieval stage trained here, after CMML, on CMML's own ranking (:mod:`cmml.models.retrieval`):
-  ``recommend`` re-ranks its N candidates. The relevance head alone is already a dot product per item;
+  ``recommend`` re-ranks its N candidates. The relevance head alone is already a dot product per item,
+  the brute-force index such a stage would add, so a model ranking by it gets none;
 * ``Format-Ids/``: the same model on transformed ids, which the Evaluator scores on TaskGen's
   episodes;
 * ``training_summary.json`` (best epoch, validation curve) next to them.

@@ -271,10 +271,18 @@ class CMMLModel(EpisodeModel):
             return None
         return self.user_embedding({s.name: features[key(part, s.name)][:, :1] for s in self.user_specs})[:, 0]
 
+    @property
+    def relevance_uses_user(self) -> bool:
+        """Whether the relevance head's query sees the task's user attributes: in the user setting (rating
+        head), where a task is one user; a scenario task's rows come from many users."""
+        return self.user_embedding is not None and self.config.head == "rating"
+
     def relevance_query(self, context: tf.Tensor, e_u: tf.Tensor | None, support: Features) -> tf.Tensor:
-        """The relevance head's query ``[B, d]``: from the context and e_u (when the model has user
-        features), both held fixed so that the head does not change what the rating head learns, and the
+        """The relevance head's query ``[B, d]``: from the context and e_u (:attr:`relevance_uses_user`),
+        both held fixed so that the head does not change what the rating head learns, and the
         ``support_*`` rows."""
+        if not self.relevance_uses_user:
+            e_u = None
         inputs = tf.stop_gradient(context if e_u is None else tf.concat([context, e_u], -1))
         mask = tf.cast(support[key(SUPPORT, MASK)], tf.float32)
         liked = tf.cast(tf.cast(support[key(SUPPORT, LABEL)], tf.float32) >= liked_threshold(self.config), tf.float32)
@@ -287,7 +295,9 @@ class CMMLModel(EpisodeModel):
             # the head's variables, created by the first forward pass (the optimizer is built from what
             # that pass creates, training.build_variables) and after every rating variable: with the
             # same seed, the rating model is the same with or without the head
-            width = self.context_dim + len(self.user_specs) * self.config.embedding_dim
+            width = self.context_dim + (
+                len(self.user_specs) * self.config.embedding_dim if self.relevance_uses_user else 0
+            )
             one, ids = tf.ones([1, 1]), tf.ones([1, 1], tf.int64)
             self.relevance([tf.zeros([1, width]), ids, one, one, ids])
         return scores
@@ -297,7 +307,7 @@ class CMMLModel(EpisodeModel):
         ``catalog_negatives`` item ids drawn uniformly for the batch (an item of the task's own support
         or query set is not its negative)."""
         config = self.config
-        query = self.relevance_query(context, self.task_user(features, QUERY), features)  # [B, d]
+        query = self.relevance_query(context, self.task_user(features), features)  # [B, d]
         ids = tf.cast(features[key(QUERY, "item_id")], tf.int64)
         liked = tf.cast(features[key(QUERY, MASK)], tf.float32) * tf.cast(
             tf.cast(features[key(QUERY, LABEL)], tf.float32) >= liked_threshold(config), tf.float32
@@ -339,6 +349,6 @@ class CMMLModel(EpisodeModel):
                 sample_weight=losses.normalised_weights(pair_mask),
                 training=training,
             )
-        if self.relevance is not None:
+        if self.relevance is not None and training:  # a sampled term: validation scores the rating model
             loss += self.config.catalog_weight * self.catalog_loss(context, features)
         return loss

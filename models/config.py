@@ -108,6 +108,8 @@ class CMMLConfig(ConfigMixin):
             )
         if self.catalog_weight < 0.0 or self.catalog_rating_weight < 0.0:
             raise ValueError("CMMLConfig.catalog_weight and catalog_rating_weight must be >= 0")
+        if self.catalog_rating_weight and not self.catalog_weight:
+            raise ValueError("CMMLConfig.catalog_rating_weight blends the relevance head's ranking: set catalog_weight")
         if self.catalog_negatives < 1 or self.catalog_dim < 1 or self.catalog_lr_multiplier <= 0:
             raise ValueError("CMMLConfig.catalog_negatives, catalog_dim and catalog_lr_multiplier must be positive")
         if self.catalog_weight and self.head == "ctr" and self.catalog_liked is not None and self.catalog_liked > 1.0:

@@ -244,7 +244,7 @@ class CMMLServingModule(tf.Module):
         self.retrieval_index = None
         # recommend runs the rating network on catalog rows unless it ranks by the relevance head alone
         rating_rows = self.is_cmml and (model.relevance is None or bool(model.config.catalog_rating_weight))
-        if retrieval is not None and not rating_rows:
+        if retrieval is not None and self.is_cmml and not rating_rows:
             raise ValueError("this model ranks by its relevance head alone: a retrieval stage would have nothing to do")
         self.catalog_x = self.catalog_baseline = self.catalog_relevance = None
         if rating_rows:  # and their embeddings and baselines: a request only scores them

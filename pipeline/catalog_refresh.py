@@ -15,7 +15,9 @@ training). :func:`refresh_catalog` rebuilds the pushed SavedModel around a new i
    the served version, and installed as a new version under the serving base path, atomically.
 
 TF Serving (or ``cmml serve``) loads the new version on its next poll and swaps without dropping
-requests; ``recommend`` then ranks the new items too.
+requests; ``recommend`` then ranks the new items too: by their attributes for a model ranking by
+the predicted rating; a model ranking by the catalog relevance head (the default) knows items by id,
+so until the next training every new item has its OOV bucket's relevance (docs/serving.md).
 """
 
 from __future__ import annotations

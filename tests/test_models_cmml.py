@@ -198,7 +198,8 @@ def test_catalog_head_adds_its_term_and_learns_which_items_users_pick():
     tf.keras.utils.set_random_seed(3)
     model = CMMLModel(DEFAULT_SPECS, CMMLConfig(**TINY, permute_support=False, catalog_weight=0.5, catalog_liked=4.0))
     tf.random.set_seed(5)
-    with_head = float(model.compute_loss(ep))
+    with_head = float(model.compute_loss(ep, training=True))
+    assert float(model.compute_loss(ep)) < with_head  # validation: the rating loss alone
     tf.random.set_seed(5)
     term = float(model.catalog_loss(model.encode_context(ep), ep))
     mask = ep["query_mask"].numpy()
@@ -240,6 +241,10 @@ def test_catalog_head_config_is_validated():
     assert liked_threshold(CMMLConfig(catalog_weight=1.0)) == 4.0
     with pytest.raises(ValueError, match="catalog_weight and catalog_rating_weight must be >= 0"):
         CMMLConfig(catalog_weight=-1.0)
+    with pytest.raises(ValueError, match="set catalog_weight"):
+        CMMLConfig(catalog_rating_weight=1.0)
+    scenario = CMMLModel(DEFAULT_SPECS, CMMLConfig(**TINY, head="ctr", catalog_weight=1.0))
+    assert not scenario.relevance_uses_user  # a scenario task's rows come from many users
     specs = [s for s in DEFAULT_SPECS if s.name != "item_id"]
     with pytest.raises(ValueError, match="needs an 'item_id' feature"):
         CMMLModel(specs, CMMLConfig(catalog_weight=1.0))

@@ -34,7 +34,8 @@ class CatalogRelevance(keras.layers.Layer):
       vocab_size: size of the ``item_id`` vocabulary (rows of the item tables).
       dim: width d of q_t, u_i and v_i.
       hidden: widths of the query MLP's hidden layers (its last layer is linear, ``dim`` wide).
-      l2: L2 regularisation of the item tables (0 for none).
+      l2: L2 regularisation of the item tables' values (0 for none; applied to the stored tables as
+        l2 · lr_multiplier², the same penalty).
       lr_multiplier: the tables learn this many times faster than the rest of the model: they are
         stored divided by it and multiplied back in the forward pass (Adam's step is the learning rate
         whatever the gradient's scale, so the stored value moves at the common rate). Sparse rows of a
@@ -85,7 +86,7 @@ class CatalogRelevance(keras.layers.Layer):
         self.lr_multiplier = float(lr_multiplier)
         if self.lr_multiplier <= 0:
             raise ValueError(f"CatalogRelevance.lr_multiplier = {lr_multiplier} must be positive")
-        regularizer = keras.regularizers.l2(self.l2) if self.l2 else None
+        regularizer = keras.regularizers.l2(self.l2 * self.lr_multiplier**2) if self.l2 else None
         # uniform(±0.05) once multiplied back, as a Keras Embedding starts
         limit = 0.05 / self.lr_multiplier
 
