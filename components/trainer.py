@@ -69,8 +69,7 @@ def _retrieval_stage(
     the training summary), else None: ``recommend`` scores the whole catalog."""
     settings = retrieval.RetrievalConfig.from_dict(config["retrieval"])
     size = retrieval.catalog_size(data.root)
-    head = getattr(trained.model, "relevance", None) is not None
-    if head and not trained.model.config.catalog_rating_weight:
+    if not getattr(trained.model, "ranks_by_score", True):
         log(
             f"Catalog of {size:,} items: recommend ranks it by the relevance head, one dot product per item "
             "(the brute-force index a retrieval stage would add): no retrieval stage"

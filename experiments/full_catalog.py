@@ -290,9 +290,12 @@ class CMMLCatalogRanker(_TracedRanker):
         from cmml.models.retrieval import catalog_embeddings, catalog_relevance
 
         self.model = model
-        self.catalog_x, self.catalog_baseline = catalog_embeddings(
-            model, {s.name: tf.constant(catalog.features[s.name]) for s in model.item_specs}
-        )
+        self.catalog_x = self.catalog_baseline = None  # the rating network's inputs, when the ranking uses it
+        if model.ranks_by_score:
+            x, baseline = catalog_embeddings(
+                model, {s.name: tf.constant(catalog.features[s.name]) for s in model.item_specs}
+            )
+            self.catalog_x, self.catalog_baseline = x[None], baseline[None]
         self.relevance = None
         if model.relevance is not None:
             v, b = catalog_relevance(model, tf.constant(catalog.features["item_id"]))
@@ -305,9 +308,7 @@ class CMMLCatalogRanker(_TracedRanker):
         model = self.model
         context = model.encode_context(support)  # [B, C]
         e_u = model.task_user(support)
-        return score_items(
-            model, context, e_u, self.catalog_x[None], self.catalog_baseline[None], self.relevance, support
-        )
+        return score_items(model, context, e_u, self.catalog_x, self.catalog_baseline, self.relevance, support)
 
 
 class EpisodeModelRanker(_TracedRanker):

@@ -272,6 +272,12 @@ class CMMLModel(EpisodeModel):
         return self.user_embedding({s.name: features[key(part, s.name)][:, :1] for s in self.user_specs})[:, 0]
 
     @property
+    def ranks_by_score(self) -> bool:
+        """Whether ``recommend``'s ranking needs the rating network on every item: without the relevance
+        head, or with ``catalog_rating_weight`` > 0 blending the score in."""
+        return self.relevance is None or bool(self.config.catalog_rating_weight)
+
+    @property
     def relevance_uses_user(self) -> bool:
         """Whether the relevance head's query sees the task's user attributes: in the user setting (rating
         head), where a task is one user; a scenario task's rows come from many users."""

@@ -243,7 +243,7 @@ class CMMLServingModule(tf.Module):
         }
         self.retrieval_index = None
         # recommend runs the rating network on catalog rows unless it ranks by the relevance head alone
-        rating_rows = self.is_cmml and (model.relevance is None or bool(model.config.catalog_rating_weight))
+        rating_rows = self.is_cmml and model.ranks_by_score
         if retrieval is not None and self.is_cmml and not rating_rows:
             raise ValueError("this model ranks by its relevance head alone: a retrieval stage would have nothing to do")
         self.catalog_x = self.catalog_baseline = self.catalog_relevance = None
@@ -382,8 +382,10 @@ class CMMLServingModule(tf.Module):
         query = self._items_by_id(inputs["query_item_id"], users, QUERY)
         model = self.model
         ids = query[key(QUERY, "item_id")]
-        x, baseline = model.embed(query, QUERY), model.baseline(query, QUERY)
-        item_x = x[:, :, -model.item_embedding.output_dim :]  # score_items adds e_u itself
+        item_x = baseline = None  # the rating network's inputs, only when the ranking blends the score in
+        if model.ranks_by_score:
+            item_x = model.item_embedding({s.name: query[key(QUERY, s.name)] for s in model.item_specs})
+            baseline = model.baseline(query, QUERY)
         scores = score_items(
             model,
             model.encode_context(features),

@@ -191,7 +191,7 @@ def score_items(
             logits = tf.matmul(query, v[0], transpose_b=True) + b
         else:
             logits = tf.reduce_sum(query[:, None, :] * v, axis=-1) + b
-        if not model.config.catalog_rating_weight:
+        if not model.ranks_by_score:
             return logits
     batch, n = tf.shape(context)[0], tf.shape(item_x)[1]
     x = tf.broadcast_to(item_x, tf.stack([batch, n, tf.shape(item_x)[2]]))
